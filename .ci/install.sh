@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Sets up .venv at the repository root with larsbench and everything it needs, from the
+# package registries alone. Safe to run again: an existing .venv is updated in place.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python=${PYTHON:-python3}
+"$python" -c 'import sys; assert sys.version_info >= (3, 10), "larsbench needs Python >= 3.10"'
+[ -x .venv/bin/python ] || "$python" -m venv .venv
+.venv/bin/python -m pip install --quiet --upgrade pip
+# torch and torchvision are pinned as a pair (constraints): torchvision's compiled ops only load
+# against the torch build they were made for.
+.venv/bin/python -m pip install --quiet -c .ci/constraints.txt -e '.[test]'
+.venv/bin/python -c 'import torch, torchvision; print(f"larsbench env ready: torch {torch.__version__}, torchvision {torchvision.__version__}")'

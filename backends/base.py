@@ -1,0 +1,120 @@
+"""The backend interface: start, wrap, backward/step, reduce, stop.
+
+A backend knows nothing about models, datasets, metrics or reports. The training loop calls
+the same verbs for every backend and never branches on which one it has.
+
+Contract for gradient accumulation, decided here once: the loop hands ``backward`` the mean
+loss of one micro-batch, and after ``accumulation_steps`` calls the optimizer must see the mean
+gradient over the whole global batch (all ranks, all micro-batches), reduced exactly once.
+Each adapter does whatever its library needs to meet that (divide the loss, skip the
+all-reduce on non-stepping micro-batches, tell an engine where the boundary is).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+import torch
+import torch.distributed as dist
+
+from suite.environment import ClusterEnvironment
+
+
+class Backend(ABC):
+    name: ClassVar[str]
+
+    def __init__(self) -> None:
+        self.env: ClusterEnvironment | None = None
+        self.device: torch.device = torch.device("cpu")
+        self.accumulation_steps = 1
+
+    # -- launching -------------------------------------------------------------------------
+    @classmethod
+    @abstractmethod
+    def local_launch_command(cls, nprocs: int, worker: list[str]) -> list[str]:
+        """Command that starts ``nprocs`` ranks on this machine, each running ``worker``.
+
+        ``worker`` is ``[python, -m, module, args...]``.
+        """
+
+    @classmethod
+    def versions(cls) -> dict[str, str]:
+        """Versions of the libraries this backend runs on, for provenance."""
+        return {"torch": torch.__version__}
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    @abstractmethod
+    def setup(self, env: ClusterEnvironment, device: torch.device, timeout_sec: float) -> None:
+        """Initialise communication for this rank."""
+
+    def teardown(self) -> None:
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+
+    # -- model and optimizer ----------------------------------------------------------------
+    @abstractmethod
+    def wrap(
+        self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, accumulation_steps: int
+    ) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+        """Make model and optimizer distributed; identical initial weights on every rank."""
+
+    def unwrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The plain module inside a wrapper (for evaluation without collectives)."""
+        return getattr(model, "module", model)
+
+    def accumulate(self, model: torch.nn.Module, sync: bool) -> contextlib.AbstractContextManager:
+        """Context for one micro-batch's forward+backward; ``sync=False`` may skip reduction."""
+        return contextlib.nullcontext()
+
+    def backward(self, loss: torch.Tensor) -> None:
+        (loss / self.accumulation_steps).backward()
+
+    def step(self, optimizer: torch.optim.Optimizer) -> None:
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    # -- collectives for metrics -------------------------------------------------------------
+    def all_reduce(self, tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
+        """Reduce ``tensor`` in place across ranks (``sum`` or ``mean``) and return it."""
+        if self.world_size > 1:
+            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        if op == "mean":
+            tensor /= self.world_size
+        elif op != "sum":
+            raise ValueError(f"unsupported reduction {op!r}")
+        return tensor
+
+    def barrier(self) -> None:
+        if self.world_size > 1:
+            dist.barrier()
+
+    @property
+    def world_size(self) -> int:
+        return self.env.world_size if self.env else 1
+
+    # -- shared helper for torch.distributed-based backends ----------------------------------
+    def _init_torch_distributed(
+        self, env: ClusterEnvironment, device: torch.device, timeout_sec: float
+    ) -> None:
+        self.env, self.device = env, device
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        if dist.is_initialized():
+            return
+        # env:// rather than tcp://: under torchrun the agent already serves the store on
+        # MASTER_PORT and workers must join it as clients; srun-started ranks get the same
+        # variables from the ClusterEnvironment.
+        os.environ.setdefault("MASTER_ADDR", env.master_addr)
+        os.environ.setdefault("MASTER_PORT", str(env.master_port))
+        dist.init_process_group(
+            backend="nccl" if device.type == "cuda" else "gloo",
+            init_method="env://",
+            rank=env.rank,
+            world_size=env.world_size,
+            timeout=datetime.timedelta(seconds=timeout_sec),
+        )
+

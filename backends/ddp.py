@@ -1,0 +1,39 @@
+"""Native PyTorch DistributedDataParallel: gloo on CPU, NCCL on GPU, started by torchrun."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from backends.base import Backend
+from suite.environment import ClusterEnvironment
+
+
+class DDPBackend(Backend):
+    name = "ddp"
+
+    @classmethod
+    def local_launch_command(cls, nprocs: int, worker: list[str]) -> list[str]:
+        python, dash_m, module, *args = worker
+        assert dash_m == "-m", worker
+        # --standalone: a private rendezvous on a free local port, no port to pick or collide.
+        return [
+            python, "-m", "torch.distributed.run", "--standalone", "--nnodes=1",
+            f"--nproc-per-node={nprocs}", "--module", module, *args,
+        ]
+
+    def setup(self, env: ClusterEnvironment, device: torch.device, timeout_sec: float) -> None:
+        self._init_torch_distributed(env, device, timeout_sec)
+
+    def wrap(self, model, optimizer, accumulation_steps):
+        self.accumulation_steps = accumulation_steps
+        device_ids = [self.device.index] if self.device.type == "cuda" else None
+        # DDP broadcasts rank 0's parameters and buffers at construction: identical start.
+        return DistributedDataParallel(model, device_ids=device_ids), optimizer
+
+    def accumulate(self, model, sync: bool) -> contextlib.AbstractContextManager:
+        # Skipping the all-reduce on micro-batches that do not step: gradients accumulate
+        # locally and the last micro-batch's backward reduces the sum once.
+        return contextlib.nullcontext() if sync else model.no_sync()

@@ -1,0 +1,116 @@
+"""The ``larsbench`` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from suite.config import RUN_FIELDS, bundled_experiment, field_help, flag_for, load_experiment
+from suite.errors import ConfigError
+
+
+def _flag_type(schema: dict[str, Any]) -> dict[str, Any]:
+    options = [s for s in schema.get("anyOf", [schema]) if s.get("type") != "null"]
+    kind = options[0]
+    if "enum" in kind:
+        return {"choices": kind["enum"]}
+    if kind.get("type") == "integer":
+        return {"type": int, "metavar": "N"}
+    if kind.get("type") == "number":
+        return {"type": float, "metavar": "X"}
+    return {"type": str}
+
+
+def add_run_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("run settings (override the experiment's)")
+    schemas = field_help()
+    for name in RUN_FIELDS:
+        schema = schemas[name]
+        group.add_argument(
+            flag_for(name), dest=name, default=argparse.SUPPRESS, help=schema.get("description"), **_flag_type(schema)
+        )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="larsbench", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run an experiment (default: the bundled CPU demo)")
+    run.add_argument("experiment", nargs="?", type=Path, help="experiment YAML; omit for the bundled default or a single run from flags")
+    run.add_argument("--output", type=Path, help="results folder (default: the experiment's 'output', else ./results)")
+    add_run_flags(run)
+
+    data = commands.add_parser("data", help="data sets")
+    data_commands = data.add_subparsers(dest="data_command", required=True)
+    generate = data_commands.add_parser("generate", help="write a learnable image set in ImageFolder layout")
+    generate.add_argument("directory", type=Path)
+    generate.add_argument("--num-classes", type=int, default=10)
+    generate.add_argument("--train-per-class", type=int, default=64)
+    generate.add_argument("--val-per-class", type=int, default=16)
+    generate.add_argument("--image-size", type=int, default=72)
+    generate.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    # Logs and CI are not terminals; rich would wrap the summary table at 80 columns there.
+    console = Console(highlight=False)
+    if not console.is_terminal:
+        console = Console(highlight=False, width=160)
+    try:
+        if args.command == "run":
+            return cmd_run(args, console)
+        if args.command == "data":
+            return cmd_data_generate(args, console)
+    except ConfigError as exc:
+        print(f"larsbench: error: {exc}", file=sys.stderr)
+        return 2
+    return 2
+
+
+def cmd_run(args: argparse.Namespace, console: Console) -> int:
+    from suite.launch import run_experiment
+    from suite.summary import summary_table
+
+    overrides = {name: getattr(args, name) for name in RUN_FIELDS if hasattr(args, name)}
+    path = args.experiment
+    if path is None and not overrides:
+        path = bundled_experiment()
+    experiment = load_experiment(path, overrides)
+    output = args.output or Path(experiment.output or "results")
+    console.print(f"larsbench: experiment {experiment.name!r}: {len(experiment.runs)} run(s) → {output}/results.jsonl")
+    started = time.perf_counter()
+    records = run_experiment(experiment, output, console)
+    console.print(summary_table(records, f"{experiment.name}: {len(records)} run(s) in {time.perf_counter() - started:.0f} s"))
+    return 1 if any(r["status"] == "failed" for r in records) else 0
+
+
+def cmd_data_generate(args: argparse.Namespace, console: Console) -> int:
+    from workloads.generated import generate_imagefolder
+
+    for name in ("num_classes", "train_per_class", "val_per_class", "image_size"):
+        if getattr(args, name) < (2 if name == "num_classes" else 1):
+            raise ConfigError("--" + name.replace("_", "-"), "must be a positive number (classes: at least 2)")
+    try:
+        root = generate_imagefolder(
+            args.directory,
+            num_classes=args.num_classes,
+            train_per_class=args.train_per_class,
+            val_per_class=args.val_per_class,
+            image_size=args.image_size,
+            seed=args.seed,
+        )
+    except FileExistsError as exc:
+        raise ConfigError("directory", str(exc)) from None
+    console.print(f"wrote {args.num_classes} classes × ({args.train_per_class} train + {args.val_per_class} val) images to {root}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

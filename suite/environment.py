@@ -1,0 +1,127 @@
+"""Where a rank finds out who it is: torchrun's variables, Slurm's, or a lone process.
+
+Detection happens here, once, in one ordered list; backends receive a ``ClusterEnvironment``
+and never read ``RANK`` or ``SLURM_*`` themselves.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ClusterEnvironment:
+    source: str  # "torchrun", "slurm" or "single"
+    rank: int
+    world_size: int
+    local_rank: int
+    local_world_size: int
+    node_rank: int
+    master_addr: str
+    master_port: int
+    job_id: str | None = None
+    array_task_id: str | None = None
+    node_list: str | None = None
+    num_nodes: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def detect(environ: Mapping[str, str] | None = None) -> ClusterEnvironment:
+    env = os.environ if environ is None else environ
+    for probe in (_from_torchrun, _from_slurm):
+        found = probe(env)
+        if found is not None:
+            return found
+    return ClusterEnvironment("single", 0, 1, 0, 1, 0, "127.0.0.1", _free_port_hint(env))
+
+
+def _from_torchrun(env: Mapping[str, str]) -> ClusterEnvironment | None:
+    # torchrun (and torch.distributed's env:// convention) always sets all four.
+    if not all(k in env for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")):
+        return None
+    world = int(env["WORLD_SIZE"])
+    local_world = int(env.get("LOCAL_WORLD_SIZE", world))
+    return ClusterEnvironment(
+        source="torchrun",
+        rank=int(env["RANK"]),
+        world_size=world,
+        local_rank=int(env.get("LOCAL_RANK", 0)),
+        local_world_size=local_world,
+        node_rank=int(env.get("GROUP_RANK", 0)),
+        master_addr=env["MASTER_ADDR"],
+        master_port=int(env["MASTER_PORT"]),
+        job_id=env.get("SLURM_JOB_ID"),
+        array_task_id=env.get("SLURM_ARRAY_TASK_ID"),
+        node_list=env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST"),
+        num_nodes=max(1, world // max(1, local_world)),
+    )
+
+
+def _from_slurm(env: Mapping[str, str]) -> ClusterEnvironment | None:
+    # An srun task has SLURM_PROCID/SLURM_NTASKS/SLURM_LOCALID; the batch step alone lacks STEP_ID.
+    if not all(k in env for k in ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", "SLURM_JOB_ID")):
+        return None
+    node_list = env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST") or "localhost"
+    job_id = env["SLURM_JOB_ID"]
+    return ClusterEnvironment(
+        source="slurm",
+        rank=int(env["SLURM_PROCID"]),
+        world_size=int(env["SLURM_NTASKS"]),
+        local_rank=int(env["SLURM_LOCALID"]),
+        local_world_size=tasks_on_this_node(env),
+        node_rank=int(env.get("SLURM_NODEID", 0)),
+        master_addr=env.get("MASTER_ADDR") or first_host(node_list),
+        master_port=int(env.get("MASTER_PORT") or port_for_job(job_id)),
+        job_id=job_id,
+        array_task_id=env.get("SLURM_ARRAY_TASK_ID"),
+        node_list=node_list,
+        num_nodes=int(env.get("SLURM_JOB_NUM_NODES") or env.get("SLURM_NNODES") or 1),
+    )
+
+
+def tasks_on_this_node(env: Mapping[str, str]) -> int:
+    """Tasks Slurm placed on this node, from SLURM_TASKS_PER_NODE (e.g. ``4(x2),3``)."""
+    spec = env.get("SLURM_TASKS_PER_NODE")
+    if not spec:
+        return int(env.get("SLURM_NTASKS_PER_NODE") or env.get("SLURM_NTASKS", 1))
+    counts: list[int] = []
+    for part in spec.split(","):
+        match = re.fullmatch(r"(\d+)(?:\(x(\d+)\))?", part.strip())
+        if match is None:
+            raise ValueError(f"cannot parse SLURM_TASKS_PER_NODE={spec!r}")
+        counts += [int(match.group(1))] * int(match.group(2) or 1)
+    node = int(env.get("SLURM_NODEID", 0))
+    return counts[node] if node < len(counts) else counts[-1]
+
+
+def first_host(node_list: str) -> str:
+    """First host of a Slurm hostlist: ``gpu[007-010,12],cpu3`` → ``gpu007``."""
+    depth, end = 0, len(node_list)
+    for i, char in enumerate(node_list):
+        depth += {"[": 1, "]": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            end = i
+            break
+    first = node_list[:end].strip()
+
+    def first_of_range(match: re.Match[str]) -> str:
+        return match.group(1).split(",")[0].split("-")[0]
+
+    return re.sub(r"\[([^\]]*)\]", first_of_range, first)
+
+
+def port_for_job(job_id: str) -> int:
+    # Every task of a job computes the same port with no communication; distinct jobs sharing
+    # a node rarely collide. Array tasks have their own job ids.
+    digits = re.sub(r"\D", "", job_id) or "0"
+    return 20000 + int(digits[-9:]) % 20000
+
+
+def _free_port_hint(env: Mapping[str, str]) -> int:
+    return int(env.get("MASTER_PORT", 29500))

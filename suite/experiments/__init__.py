@@ -1,0 +1,1 @@
+"""Experiments bundled with larsbench (YAML files next to this module)."""

@@ -1,0 +1,111 @@
+"""Timing that holds up on a cluster: synchronised windows, per-step distributions."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+
+def quantile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    return float(torch.tensor(values, dtype=torch.float64).quantile(q))
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class ThroughputWindow:
+    """Wall time of the measured part of a run, identical on every rank.
+
+    Both ends sit behind a barrier, so the window covers the slowest rank; evaluation inside
+    the window is paused out (it is not training throughput).
+    """
+
+    def __init__(self, backend, device: torch.device):
+        self.backend, self.device = backend, device
+        self.started_at: float | None = None
+        self.ended_at: float | None = None
+        self.paused = 0.0
+        self._pause_started: float | None = None
+        self.steps = 0
+
+    @property
+    def running(self) -> bool:
+        return self.started_at is not None and self.ended_at is None
+
+    def _sync_now(self) -> float:
+        _synchronize(self.device)
+        self.backend.barrier()
+        return time.perf_counter()
+
+    def start(self) -> None:
+        self.started_at = self._sync_now()
+
+    def pause(self) -> None:
+        if self.running:
+            self._pause_started = self._sync_now()
+
+    def resume(self) -> None:
+        if self._pause_started is not None:
+            self.paused += self._sync_now() - self._pause_started
+            self._pause_started = None
+
+    def stop(self) -> None:
+        if self.running:
+            self.ended_at = self._sync_now()
+
+    @property
+    def elapsed(self) -> float | None:
+        if self.started_at is None or self.ended_at is None:
+            return None
+        return self.ended_at - self.started_at - self.paused
+
+
+class StepClock:
+    """Per-step durations on this rank, and the share of them spent waiting for data.
+
+    On CUDA the step boundaries are recorded as events and read once at the end, so timing
+    adds no host synchronisation to the training loop.
+    """
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.durations: list[float] = []
+        self.data_wait = 0.0
+        self._events: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
+        self._started: float | torch.cuda.Event | None = None
+
+    def start(self) -> None:
+        if self.cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            self._started = event
+        else:
+            self._started = time.perf_counter()
+
+    def stop(self) -> None:
+        if self.cuda:
+            end = torch.cuda.Event(enable_timing=True)
+            end.record()
+            self._events.append((self._started, end))
+        else:
+            self.durations.append(time.perf_counter() - self._started)
+
+    def add_data_wait(self, seconds: float) -> None:
+        self.data_wait += seconds
+
+    def finish(self) -> list[float]:
+        if self.cuda and self._events:
+            torch.cuda.synchronize()
+            self.durations += [start.elapsed_time(end) / 1000.0 for start, end in self._events]
+            self._events.clear()
+        return self.durations
+
+    @property
+    def data_wait_fraction(self) -> float | None:
+        total = sum(self.durations)
+        return self.data_wait / total if total > 0 else None

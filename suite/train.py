@@ -1,0 +1,236 @@
+"""One rank's training run: the same loop, the same data order and the same optimizer for
+every backend. The backend is already set up; this function never asks which one it has."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from backends.base import Backend
+from suite.config import RunSpec
+from suite.errors import ConfigError
+from suite.meter import StepClock, ThroughputWindow, quantile
+from suite.progress import RankProgress
+from workloads.data import RankData, build_rank_data
+from workloads.models import build_model
+from workloads.optimizers import build_optimizer
+from workloads.schedules import WarmupPolySchedule
+
+
+@dataclass
+class RunMetrics:
+    """What one run measured; identical on every rank except ``step_times`` (per rank)."""
+
+    status: str = "ok"
+    steps: int = 0
+    steps_per_epoch: int = 0
+    epochs: float = 0.0
+    peak_lr: float = 0.0
+    loss_curve: list[list[float | None]] = field(default_factory=list)
+    diverged_at_step: int | None = None
+    evals: list[dict[str, float]] = field(default_factory=list)
+    time_to_accuracy_sec: float | None = None
+    epochs_to_accuracy: float | None = None
+    throughput_images_per_sec: float | None = None
+    step_times: list[float] = field(default_factory=list)
+    data_wait_fraction: float | None = None
+    param_checksum: float | None = None
+    wall_time_sec: float = 0.0
+
+    @property
+    def final_top1(self) -> float | None:
+        return self.evals[-1]["top1"] if self.evals else None
+
+    @property
+    def final_top5(self) -> float | None:
+        return self.evals[-1]["top5"] if self.evals else None
+
+    @property
+    def step_time_p50_sec(self) -> float | None:
+        return quantile(self.step_times, 0.5)
+
+    @property
+    def step_time_p95_sec(self) -> float | None:
+        return quantile(self.step_times, 0.95)
+
+
+def train(spec: RunSpec, backend: Backend, device: torch.device, rank: int, world_size: int) -> RunMetrics:
+    metrics = RunMetrics()
+    torch.manual_seed(spec.seed)  # same initial weights everywhere; wrap() also syncs them
+    data = build_rank_data(spec, rank, world_size, device)
+    metrics.steps_per_epoch = data.steps_per_epoch(spec.accumulation_steps)
+    if metrics.steps_per_epoch < 1:
+        raise ConfigError(
+            "micro_batch_size",
+            f"each rank's share of the train set ({data.train_samples} images / {world_size} ranks)"
+            f" is smaller than micro_batch_size × accumulation_steps; lower the batch",
+        )
+    total_steps = spec.steps or max(1, round(spec.epochs * metrics.steps_per_epoch))
+    warmup_steps = round(spec.warmup_epochs * metrics.steps_per_epoch)
+    if warmup_steps >= total_steps:
+        raise ConfigError(
+            "warmup_epochs", f"warm-up ({warmup_steps} steps) must be shorter than the run ({total_steps} steps)"
+        )
+
+    model = build_model(spec.model, spec.num_classes).to(device)
+    optimizer, metrics.peak_lr = build_optimizer(
+        spec.optimizer,
+        model,
+        base_lr=spec.lr,
+        scaling_rule=spec.scaling_rule,
+        global_batch=spec.global_batch_size,
+        reference_batch=spec.reference_batch_size,
+        momentum=spec.momentum,
+        weight_decay=spec.weight_decay,
+        trust_coefficient=spec.trust_coefficient,
+        lars_eps=spec.lars_eps,
+    )
+    schedule = WarmupPolySchedule(metrics.peak_lr, total_steps, warmup_steps, spec.end_lr, spec.poly_power)
+    model, optimizer = backend.wrap(model, optimizer, spec.accumulation_steps)
+    criterion = nn.CrossEntropyLoss()
+
+    losses = LossLog(backend)
+    clock = StepClock(device)
+    window = ThroughputWindow(backend, device)
+    window_first_step = min(spec.timing_warmup_steps, total_steps - 1)
+    progress = RankProgress(spec.label, total_steps, enabled=rank == 0)
+
+    backend.barrier()
+    run_start = time.perf_counter()
+    step, epoch = 0, 0
+    while step < total_steps and metrics.status == "ok":
+        data.train.set_epoch(epoch)
+        batches = iter(data.train)
+        for _ in range(min(metrics.steps_per_epoch, total_steps - step)):
+            if step == window_first_step:
+                window.start()
+            schedule.apply(optimizer, step)
+            timed = window.running
+            if timed:
+                clock.start()
+            loss = train_step(model, optimizer, batches, backend, criterion, spec.accumulation_steps, device, clock if timed else None)
+            if timed:
+                clock.stop()
+            step += 1
+            losses.add(step, loss)
+            if step % spec.log_every_steps == 0 or step == total_steps:
+                if losses.flush():
+                    metrics.status, metrics.diverged_at_step = "diverged", losses.diverged_at
+                    break
+                progress.update(step, losses.last)
+        epoch += 1
+        last_step = step == total_steps
+        if metrics.status == "ok" and data.val is not None and (epoch % spec.eval_every_epochs == 0 or last_step):
+            window.pause()
+            top1, top5 = evaluate(backend.unwrap(model), data.val, backend, device, spec.num_classes)
+            window.resume()
+            elapsed = time.perf_counter() - run_start
+            epochs_done = step / metrics.steps_per_epoch
+            metrics.evals.append({"step": step, "epoch": epochs_done, "top1": top1, "top5": top5, "elapsed_sec": elapsed})
+            progress.note(f"step {step} (epoch {epochs_done:.2f}): top-1 {top1:.3f}, top-5 {top5:.3f}")
+            if spec.target_top1 is not None and metrics.time_to_accuracy_sec is None and top1 >= spec.target_top1:
+                metrics.time_to_accuracy_sec, metrics.epochs_to_accuracy = elapsed, epochs_done
+    window.stop()
+    metrics.wall_time_sec = time.perf_counter() - run_start
+    progress.close()
+
+    metrics.steps = step
+    metrics.epochs = step / metrics.steps_per_epoch
+    metrics.loss_curve = losses.curve
+    measured_steps = step - window_first_step
+    if window.elapsed and metrics.status == "ok" and measured_steps > 0:
+        metrics.throughput_images_per_sec = measured_steps * spec.global_batch_size / window.elapsed
+    metrics.step_times = clock.finish()
+    metrics.data_wait_fraction = clock.data_wait_fraction
+    metrics.param_checksum = param_checksum(backend.unwrap(model))
+    return metrics
+
+
+def train_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batches: Iterator[tuple[torch.Tensor, torch.Tensor]],
+    backend: Backend,
+    criterion: nn.Module,
+    accumulation_steps: int,
+    device: torch.device,
+    clock: StepClock | None,
+) -> torch.Tensor:
+    """One optimizer step over ``accumulation_steps`` micro-batches; returns the mean loss
+    (a device tensor: reading it here would stall a GPU every step)."""
+    total = torch.zeros((), device=device)
+    for micro in range(accumulation_steps):
+        waited = time.perf_counter()
+        images, labels = next(batches)
+        if clock is not None:
+            clock.add_data_wait(time.perf_counter() - waited)
+        images = images.to(device, non_blocking=True)
+        labels = labels.to(device, non_blocking=True)
+        with backend.accumulate(model, sync=micro == accumulation_steps - 1):
+            loss = criterion(model(images), labels)
+            backend.backward(loss)
+        total += loss.detach()
+    backend.step(optimizer)
+    return total / accumulation_steps
+
+
+class LossLog:
+    """Per-step losses kept on the device and averaged across ranks in batches, so the loop
+    pays one small collective every ``log_every_steps`` instead of one per step."""
+
+    def __init__(self, backend: Backend):
+        self.backend = backend
+        self.pending: list[tuple[int, torch.Tensor]] = []
+        self.curve: list[list[float | None]] = []
+        self.diverged_at: int | None = None
+        self.last: float | None = None
+
+    def add(self, step: int, loss: torch.Tensor) -> None:
+        self.pending.append((step, loss))
+
+    def flush(self) -> bool:
+        """Reduce what is pending; True when a loss was NaN or infinite (on every rank alike)."""
+        if not self.pending:
+            return self.diverged_at is not None
+        values = self.backend.all_reduce(torch.stack([loss for _, loss in self.pending]).double(), "mean")
+        for (step, _), value in zip(self.pending, values.tolist()):
+            finite = math.isfinite(value)
+            if not finite and self.diverged_at is None:
+                self.diverged_at = step
+            self.curve.append([step, value if finite else None])
+            self.last = value
+        self.pending.clear()
+        return self.diverged_at is not None
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, loader, backend: Backend, device: torch.device, num_classes: int
+) -> tuple[float, float]:
+    """Top-1 and top-5 over the whole validation set, counts summed across ranks."""
+    was_training = model.training
+    model.eval()
+    k = min(5, num_classes)
+    counts = torch.zeros(3, dtype=torch.float64, device=device)  # top-1 hits, top-k hits, images
+    for images, labels in loader:
+        images = images.to(device, non_blocking=True)
+        labels = labels.to(device, non_blocking=True)
+        hits = model(images).topk(k, dim=1).indices.eq(labels.unsqueeze(1))
+        counts[0] += hits[:, 0].sum()
+        counts[1] += hits.any(dim=1).sum()
+        counts[2] += labels.numel()
+    backend.all_reduce(counts, "sum")
+    model.train(was_training)
+    top1, top5, total = counts.tolist()
+    return top1 / total, top5 / total
+
+
+def param_checksum(model: nn.Module) -> float:
+    """Sum of every parameter in float64: equal runs give equal sums up to reduction order."""
+    with torch.no_grad():
+        return float(sum(p.detach().double().sum() for p in model.parameters()))

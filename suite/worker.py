@@ -1,0 +1,87 @@
+"""Entry point of one rank: ``python -m suite.worker --spec-json ... --run-id ... --results ...``.
+
+Started by a backend's launcher (torchrun locally, srun on Slurm). Rank 0 appends the
+record. Any rank that fails leaves a one-line reason in ``<results dir>/.larsbench/errors/``
+so the launcher can say which rank died and why.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+from pathlib import Path
+
+import torch
+
+from backends.registry import get_backend
+from suite import environment, provenance
+from suite.config import build_spec
+from suite.errors import ConfigError
+from suite.record import build_record
+from suite.results import append_record
+from suite.train import train
+
+
+def error_dir(results: Path) -> Path:
+    return results.parent / ".larsbench" / "errors"
+
+
+def pick_device(requested: str, local_rank: int) -> torch.device:
+    if requested == "cpu" or (requested == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise ConfigError("device", "cuda was requested but no CUDA device is visible; use --device cpu")
+    return torch.device("cuda", local_rank % torch.cuda.device_count())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="suite.worker")
+    parser.add_argument("--spec-json", required=True)
+    parser.add_argument("--run-id", required=True)
+    parser.add_argument("--results", required=True, type=Path)
+    parser.add_argument("--experiment", default="cli")
+    args = parser.parse_args(argv)
+
+    env = environment.detect()
+    backend = None
+    try:
+        spec = build_spec([("spec", json.loads(args.spec_json))])
+        if env.world_size != spec.world_size:
+            raise ConfigError(
+                "world_size",
+                f"the run asks for {spec.world_size} ranks but {env.source} started {env.world_size};"
+                " make the launcher's task count match world_size",
+            )
+        backend = get_backend(spec.backend)()
+        device = pick_device(spec.device, env.local_rank)
+        backend.setup(env, device, spec.collective_timeout_sec)
+        metrics = train(spec, backend, device, env.rank, env.world_size)
+        if env.is_main:
+            info = provenance.collect(spec.to_dict(), env, backend.versions())
+            append_record(args.results, build_record(spec, args.run_id, args.experiment, info, metrics, device=str(device)))
+        return 0
+    except ConfigError as exc:
+        _leave_error(args, env.rank, str(exc))
+        print(f"larsbench: error: {exc}", file=sys.stderr)
+        return 2
+    except BaseException as exc:
+        _leave_error(args, env.rank, "".join(traceback.format_exception_only(exc)).strip())
+        raise
+    finally:
+        if backend is not None:
+            backend.teardown()
+
+
+def _leave_error(args: argparse.Namespace, rank: int, message: str) -> None:
+    try:
+        folder = error_dir(args.results)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{args.run_id}.rank{rank}").write_text(message.splitlines()[-1] + "\n")
+    except OSError:
+        pass  # the launcher still records the failure, with less detail
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,187 @@
+"""Training and evaluation data for one rank, in a seeded order that every backend shares.
+
+- ``synthetic``: fixed random tensors held on the device (pure throughput: no I/O, no decode).
+  Each rank holds its own shard of ``synthetic_samples``; no evaluation.
+- ``imagefolder``: an ImageNet-layout tree with the standard train transforms
+  (random-resized crop, flip) and val transforms (resize to size/0.875, centre crop),
+  a ``DistributedSampler`` reseeded every epoch, and exact sharded evaluation.
+- ``generated``: ``imagefolder`` over a learnable set that ``workloads.generated`` writes once
+  (into ``data_dir``, or a cache folder) before the ranks start.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Protocol
+
+import torch
+from torch.utils.data import DataLoader, DistributedSampler, Subset
+
+from suite.config import RunSpec
+from workloads.generated import generate_imagefolder
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# Resize-then-crop ratio of the standard ImageNet recipe (256 → 224).
+CROP_RATIO = 0.875
+GENERATED_DATA_SEED = 0
+
+
+class TrainBatches(Protocol):
+    def set_epoch(self, epoch: int) -> None: ...
+    def __len__(self) -> int: ...
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
+
+
+@dataclasses.dataclass
+class RankData:
+    train: TrainBatches
+    val: DataLoader | None
+    train_samples: int  # whole train set, all ranks
+
+    def steps_per_epoch(self, accumulation_steps: int) -> int:
+        return len(self.train) // accumulation_steps
+
+
+def train_set_size(spec: RunSpec) -> int | None:
+    """Size of the train set where the config alone tells it (None for imagefolder)."""
+    if spec.dataset == "synthetic":
+        return spec.synthetic_samples
+    if spec.dataset == "generated":
+        return spec.train_images_per_class * spec.num_classes
+    return None
+
+
+def prepare(spec: RunSpec) -> RunSpec:
+    """Run once, before any rank starts: make sure the run's data exists on disk."""
+    if spec.dataset != "generated":
+        return spec
+    native = round(spec.image_size / CROP_RATIO)
+    root = Path(spec.data_dir).expanduser() if spec.data_dir else _cache_dir() / (
+        f"generated-{spec.num_classes}c-{spec.train_images_per_class}x"
+        f"{spec.val_images_per_class}-{native}px-s{GENERATED_DATA_SEED}"
+    )
+    generate_imagefolder(
+        root,
+        num_classes=spec.num_classes,
+        train_per_class=spec.train_images_per_class,
+        val_per_class=spec.val_images_per_class,
+        image_size=native,
+        seed=GENERATED_DATA_SEED,
+    )
+    return dataclasses.replace(spec, data_dir=str(root))
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("LARSBENCH_DATA_CACHE") or Path(
+        os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    ) / "larsbench" / "datasets"
+    return Path(base)
+
+
+def build_rank_data(spec: RunSpec, rank: int, world_size: int, device: torch.device) -> RankData:
+    if spec.dataset == "synthetic":
+        train = SyntheticBatches(spec, rank, world_size, device)
+        return RankData(train=train, val=None, train_samples=spec.synthetic_samples)
+    if spec.data_dir is None:
+        raise ValueError(f"dataset {spec.dataset!r} needs data_dir (prepare() sets it)")
+    return _imagefolder(spec, Path(spec.data_dir).expanduser(), rank, world_size, device)
+
+
+class SyntheticBatches:
+    """This rank's shard of fixed random images and labels, in a per-epoch seeded order."""
+
+    def __init__(self, spec: RunSpec, rank: int, world_size: int, device: torch.device):
+        shard = spec.synthetic_samples // world_size
+        generator = torch.Generator().manual_seed(spec.seed * 1_000_003 + rank)
+        shape = (shard, 3, spec.image_size, spec.image_size)
+        self.images = torch.randn(shape, generator=generator).to(device)
+        self.labels = torch.randint(0, spec.num_classes, (shard,), generator=generator).to(device)
+        self.micro_batch = spec.micro_batch_size
+        self.seed = spec.seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.labels) // self.micro_batch
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = torch.randperm(len(self.labels), generator=torch.Generator().manual_seed(self.seed + self.epoch))
+        order = order.to(self.labels.device)
+        for i in range(len(self)):
+            index = order[i * self.micro_batch : (i + 1) * self.micro_batch]
+            yield self.images[index], self.labels[index]
+
+
+class _EpochLoader:
+    """A DataLoader whose DistributedSampler is reseeded every epoch."""
+
+    def __init__(self, loader: DataLoader, sampler: DistributedSampler):
+        self.loader, self.sampler = loader, sampler
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        return iter(self.loader)
+
+
+def _imagefolder(spec: RunSpec, root: Path, rank: int, world_size: int, device: torch.device) -> RankData:
+    from torchvision import datasets, transforms
+
+    normalize = transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)
+    train_set = datasets.ImageFolder(
+        root / "train",
+        transforms.Compose(
+            [
+                transforms.RandomResizedCrop(spec.image_size),
+                transforms.RandomHorizontalFlip(),
+                transforms.ToTensor(),
+                normalize,
+            ]
+        ),
+    )
+    val_set = datasets.ImageFolder(
+        root / "val",
+        transforms.Compose(
+            [
+                transforms.Resize(round(spec.image_size / CROP_RATIO)),
+                transforms.CenterCrop(spec.image_size),
+                transforms.ToTensor(),
+                normalize,
+            ]
+        ),
+    )
+    sampler = DistributedSampler(
+        train_set, num_replicas=world_size, rank=rank, shuffle=True, seed=spec.seed, drop_last=True
+    )
+    common = dict(
+        num_workers=spec.data_workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=spec.data_workers > 0,
+    )
+    train = DataLoader(
+        train_set,
+        batch_size=spec.micro_batch_size,
+        sampler=sampler,
+        drop_last=True,
+        # Seeds the augmentation RNG of each worker: a rerun sees the same crops.
+        generator=torch.Generator().manual_seed(spec.seed * 1_000_003 + rank),
+        **common,
+    )
+    # Every val image exactly once across ranks (no sampler padding): the reduced counts are exact.
+    val = DataLoader(
+        Subset(val_set, range(rank, len(val_set), world_size)),
+        batch_size=spec.micro_batch_size,
+        shuffle=False,
+        **common,
+    )
+    return RankData(train=_EpochLoader(train, sampler), val=val, train_samples=len(train_set))
