@@ -46,7 +46,8 @@ def launch_run(spec: RunSpec, results: Path, experiment: str, console: Console) 
     env.setdefault("OMP_NUM_THREADS", str(threads_per_rank(spec.world_size)))
     completed = subprocess.run(backend.local_launch_command(spec.world_size, worker), env=env)
 
-    record = next((r for r in read_records(results) if r.get("run_id") == run_id), None)
+    written = read_records(results) if results.exists() else []
+    record = next((r for r in written if r.get("run_id") == run_id), None)
     if record is None:
         reasons = _rank_errors(results, run_id) or f"launcher exited with status {completed.returncode}"
         console.print(f"[red]run failed:[/red] {reasons}")

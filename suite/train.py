@@ -230,7 +230,9 @@ def evaluate(
     return top1 / total, top5 / total
 
 
-def param_checksum(model: nn.Module) -> float:
-    """Sum of every parameter in float64: equal runs give equal sums up to reduction order."""
+def param_checksum(model: nn.Module) -> float | None:
+    """Sum of every parameter in float64: equal runs give equal sums up to reduction order.
+    None when the weights hold NaN or infinity (a diverged run): JSON has no such numbers."""
     with torch.no_grad():
-        return float(sum(p.detach().double().sum() for p in model.parameters()))
+        total = float(sum(p.detach().double().sum() for p in model.parameters()))
+    return total if math.isfinite(total) else None

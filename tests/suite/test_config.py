@@ -1,0 +1,103 @@
+import textwrap
+
+import pytest
+
+from suite.config import bundled_experiment, build_spec, load_experiment
+from suite.errors import ConfigError
+
+
+def write(tmp_path, text):
+    path = tmp_path / "exp.yaml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def spec(**values):
+    return build_spec([("defaults", values)])
+
+
+def test_defaults_resolve_global_batch_and_lr():
+    s = spec(world_size=2, micro_batch_size=8, accumulation_steps=4)
+    assert s.global_batch_size == 64
+    assert s.lr == 2.0  # LARS default base LR
+    assert spec(optimizer="sgd").lr == 0.1
+
+
+def test_experiment_layers_sweep_and_flags(tmp_path):
+    path = write(
+        tmp_path,
+        """
+        name: demo
+        defaults: {model: tiny_cnn, micro_batch_size: 4}
+        runs:
+          - {world_size: 1}
+          - {world_size: 2, accumulation_steps: 2}
+        sweep:
+          optimizer: [lars, sgd]
+        """,
+    )
+    exp = load_experiment(path, {"seed": 7})
+    assert exp.name == "demo"
+    assert [(r.world_size, r.optimizer, r.global_batch_size) for r in exp.runs] == [
+        (1, "lars", 4), (1, "sgd", 4), (2, "lars", 16), (2, "sgd", 16),
+    ]
+    assert {r.seed for r in exp.runs} == {7}
+
+
+def test_identical_cells_are_run_once(tmp_path):
+    path = write(tmp_path, "defaults: {model: tiny_cnn}\nsweep: {optimizer: [lars, sgd]}\n")
+    assert len(load_experiment(path, {"optimizer": "sgd"}).runs) == 1
+
+
+def test_bundled_default_is_valid():
+    exp = load_experiment(bundled_experiment())
+    assert {r.model for r in exp.runs} == {"resnet50", "alexnet"}
+    assert all(r.world_size >= 2 and r.device == "cpu" for r in exp.runs)
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "key", "words"),
+    [
+        ("defaults: {modle: resnet50}\n", "defaults.modle", "did you mean 'model'"),
+        ("defaults: {image_size: -3}\n", "defaults.image_size", "greater than 0"),
+        ("defaults: {image_size: '32'}\n", "defaults.image_size", "valid integer"),
+        ("defaults: {image_size: true}\n", "defaults.image_size", "valid integer"),
+        ("runs:\n  - {model: vgg}\n", "runs[0].model", "unknown model 'vgg'"),
+        ("defaults: {backend: mpi}\n", "defaults.backend", "unknown backend 'mpi'"),
+        ("defaults: {optimizer: adam}\n", "defaults.optimizer", "'lars' or 'sgd'"),
+        ("defaults: {model: alexnet, image_size: 32}\n", "defaults.image_size", "at least 63 px"),
+        (
+            "defaults: {world_size: 2, micro_batch_size: 4, global_batch_size: 10}\n",
+            "defaults.global_batch_size",
+            "2 × 4 × 1 = 8",
+        ),
+        ("defaults: {dataset: imagefolder}\n", "data_dir", "needs data_dir"),
+        ("defaults: {dataset: imagefolder, data_dir: /nonexistent}\n", "defaults.data_dir", "not a directory"),
+        ("defaults: {micro_batch_size: 600, synthetic_samples: 512}\n", "defaults.synthetic_samples", "fewer than one global batch"),
+        ("defaults: {warmup_epochs: 2, epochs: 1}\n", "defaults.warmup_epochs", "shorter than training"),
+        ("sweep: {optimizer: lars}\n", "sweep.optimizer", "list of values"),
+        ("runs: []\n", "runs", "non-empty list"),
+        ("colour: red\n", "exp.yaml", "unknown key 'colour'"),
+        ("- a\n- b\n", "exp.yaml", "YAML mapping"),
+        ("defaults: {model: [unclosed\n", "exp.yaml", "not valid YAML at line"),
+        ("", "exp.yaml", "empty"),
+    ],
+)
+def test_bad_experiments_name_the_key(tmp_path, yaml_text, key, words):
+    path = write(tmp_path, yaml_text)
+    with pytest.raises(ConfigError) as info:
+        load_experiment(path)
+    assert info.value.key.endswith(key), info.value
+    assert words in info.value.message, info.value
+    assert "\n" not in str(info.value)
+
+
+def test_flag_errors_name_the_flag():
+    with pytest.raises(ConfigError) as info:
+        load_experiment(None, {"micro_batch_size": 0})
+    assert info.value.key == "--micro-batch"
+
+
+def test_missing_file():
+    with pytest.raises(ConfigError, match="no such experiment file"):
+        load_experiment("/nonexistent/exp.yaml")

@@ -1,0 +1,86 @@
+import json
+import multiprocessing
+import warnings
+
+import pytest
+
+from suite.errors import ConfigError
+from suite.results import REQUIRED_KEYS, append_record, check_writable, read_records
+
+
+def record(run_id, **extra):
+    base = {key: None for key in REQUIRED_KEYS}
+    return {**base, "run_id": run_id, "status": "ok", "loss_curve": [], "provenance": {}, **extra}
+
+
+def test_append_and_read_back(tmp_path):
+    path = tmp_path / "results.jsonl"
+    append_record(path, record("a"))
+    append_record(path, record("b", payload="x" * 100_000))
+    assert [r["run_id"] for r in read_records(path)] == ["a", "b"]
+    assert [r["run_id"] for r in read_records(tmp_path)] == ["a", "b"]  # a folder works too
+
+
+def test_incomplete_or_bad_records_are_refused_before_writing(tmp_path):
+    path = tmp_path / "results.jsonl"
+    bad = record("a")
+    del bad["param_checksum"]
+    with pytest.raises(ValueError, match="param_checksum"):
+        append_record(path, bad)
+    with pytest.raises(ValueError, match="status"):
+        append_record(path, record("a", status="great"))
+    with pytest.raises(ValueError):
+        append_record(path, record("a", throughput_images_per_sec=float("nan")))
+    assert not path.exists() or path.read_bytes() == b""
+
+
+def test_torn_line_is_skipped_with_a_warning_and_never_merged(tmp_path):
+    path = tmp_path / "results.jsonl"
+    append_record(path, record("a"))
+    with path.open("ab") as handle:
+        handle.write(b'{"run_id": "torn", "stat')  # a writer died mid-line
+    append_record(path, record("b"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        runs = [r["run_id"] for r in read_records(path)]
+    assert runs == ["a", "b"]
+    assert any("torn" in str(w.message) for w in caught)
+
+
+def _writer(path, index):
+    append_record(path, record(f"w{index}", payload="y" * (1000 + 37 * index)))
+
+
+def test_concurrent_appends_never_interleave(tmp_path):
+    path = tmp_path / "results.jsonl"
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_writer, args=(path, i)) for i in range(16)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+        assert p.exitcode == 0
+    lines = path.read_bytes().splitlines()
+    assert len(lines) == 16
+    assert sorted(json.loads(line)["run_id"] for line in lines) == sorted(f"w{i}" for i in range(16))
+
+
+def test_newer_schema_is_refused_with_advice(tmp_path):
+    path = tmp_path / "results.jsonl"
+    append_record(path, record("a", schema_version=99))
+    with pytest.raises(ValueError, match="upgrade larsbench"):
+        read_records(path)
+
+
+def test_read_only_output_fails_up_front():
+    # /proc refuses new files even to root, so this holds on CI machines that run as root.
+    with pytest.raises(ConfigError, match="cannot write results"):
+        check_writable("/proc/larsbench-results")
+
+
+def test_output_under_a_file_fails_up_front(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(ConfigError) as info:
+        check_writable(blocker / "out")
+    assert info.value.key == "--output"
