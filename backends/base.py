@@ -14,20 +14,26 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import importlib.util
 import os
+import socket
 from abc import ABC, abstractmethod
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.distributed as dist
 
 from suite.environment import ClusterEnvironment
+from suite.errors import ConfigError
 
 
 class Backend(ABC):
     name: ClassVar[str]
+    # (importable module, how to install it) for a library outside larsbench's own dependencies
+    requires: ClassVar[tuple[str, str] | None] = None
 
-    def __init__(self) -> None:
+    def __init__(self, options: dict[str, Any] | None = None) -> None:
+        self.options = dict(options or {})
         self.env: ClusterEnvironment | None = None
         self.device: torch.device = torch.device("cpu")
         self.accumulation_steps = 1
@@ -40,6 +46,25 @@ class Backend(ABC):
 
         ``worker`` is ``[python, -m, module, args...]``.
         """
+
+    @classmethod
+    def check_available(cls) -> None:
+        """Raise a one-line ConfigError, before any rank starts, when the library is missing."""
+        if cls.requires is None:
+            return
+        module, install = cls.requires
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except ModuleNotFoundError:
+            found = False
+        if not found:
+            raise ConfigError("backend", f"the {cls.name} backend needs {module.split('.')[0]}, which is not installed; install it with: {install}")
+
+    @classmethod
+    def check_options(cls, options: dict[str, Any], optimizer: str) -> None:
+        """Validate a run's ``backend_config`` (raise ConfigError naming the key) before start."""
+        if options:
+            raise ConfigError("backend_config", f"the {cls.name} backend takes no backend_config; remove it")
 
     @classmethod
     def versions(cls) -> dict[str, str]:
@@ -58,7 +83,12 @@ class Backend(ABC):
     # -- model and optimizer ----------------------------------------------------------------
     @abstractmethod
     def wrap(
-        self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, accumulation_steps: int
+        self,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        *,
+        micro_batch_size: int,
+        accumulation_steps: int,
     ) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
         """Make model and optimizer distributed; identical initial weights on every rank."""
 
@@ -86,6 +116,12 @@ class Backend(ABC):
             tensor /= self.world_size
         elif op != "sum":
             raise ValueError(f"unsupported reduction {op!r}")
+        return tensor
+
+    def broadcast_(self, tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
+        """Overwrite ``tensor`` on every rank with rank ``src``'s copy."""
+        if self.world_size > 1:
+            dist.broadcast(tensor, src=src)
         return tensor
 
     def barrier(self) -> None:
@@ -118,3 +154,9 @@ class Backend(ABC):
             timeout=datetime.timedelta(seconds=timeout_sec),
         )
 
+
+def free_port() -> int:
+    """A TCP port free on this machine right now (for launchers that need one named)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from backends.base import Backend
 from suite.environment import ClusterEnvironment
+from suite.errors import ConfigError
 
 
 class DDPBackend(Backend):
@@ -27,11 +29,19 @@ class DDPBackend(Backend):
     def setup(self, env: ClusterEnvironment, device: torch.device, timeout_sec: float) -> None:
         self._init_torch_distributed(env, device, timeout_sec)
 
-    def wrap(self, model, optimizer, accumulation_steps):
+    @classmethod
+    def check_options(cls, options, optimizer):
+        # backend_config holds DistributedDataParallel keyword arguments (bucket_cap_mb, ...).
+        accepted = set(inspect.signature(DistributedDataParallel.__init__).parameters) - {"self", "module", "device_ids", "output_device", "process_group"}
+        for key in options:
+            if key not in accepted:
+                raise ConfigError(f"backend_config.{key}", f"not a DistributedDataParallel argument; valid: {', '.join(sorted(accepted))}")
+
+    def wrap(self, model, optimizer, *, micro_batch_size, accumulation_steps):
         self.accumulation_steps = accumulation_steps
         device_ids = [self.device.index] if self.device.type == "cuda" else None
         # DDP broadcasts rank 0's parameters and buffers at construction: identical start.
-        return DistributedDataParallel(model, device_ids=device_ids), optimizer
+        return DistributedDataParallel(model, device_ids=device_ids, **self.options), optimizer
 
     def accumulate(self, model, sync: bool) -> contextlib.AbstractContextManager:
         # Skipping the all-reduce on micro-batches that do not step: gradients accumulate

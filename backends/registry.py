@@ -21,7 +21,11 @@ ENTRY_POINT_GROUP = "larsbench.backends"
 
 # Also declared as entry points in pyproject.toml; listed here so a source checkout that was
 # never pip-installed still finds them.
-BUILTIN = {"ddp": "backends.ddp:DDPBackend"}
+BUILTIN = {
+    "ddp": "backends.ddp:DDPBackend",
+    "deepspeed": "backends.deepspeed:DeepSpeedBackend",
+    "horovod": "backends.horovod:HorovodBackend",
+}
 
 
 def _targets() -> dict[str, str]:

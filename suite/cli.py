@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -14,9 +15,20 @@ from suite.config import RUN_FIELDS, bundled_experiment, field_help, flag_for, l
 from suite.errors import ConfigError
 
 
+def _json_or_file(text: str) -> Any:
+    """A JSON value given inline or as the path of a JSON file (DeepSpeed's habit)."""
+    path = Path(text)
+    try:
+        return json.loads(path.read_text() if path.is_file() else text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON or a JSON file: {exc}") from None
+
+
 def _flag_type(schema: dict[str, Any]) -> dict[str, Any]:
     options = [s for s in schema.get("anyOf", [schema]) if s.get("type") != "null"]
     kind = options[0]
+    if kind.get("type") == "object":
+        return {"type": _json_or_file, "metavar": "JSON"}
     if "enum" in kind:
         return {"choices": kind["enum"]}
     if kind.get("type") == "integer":
@@ -54,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--val-per-class", type=int, default=16)
     generate.add_argument("--image-size", type=int, default=72)
     generate.add_argument("--seed", type=int, default=0)
+
+    from reports.cli import add_commands  # report, compare, baseline
+
+    add_commands(commands)
     return parser
 
 
@@ -68,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_run(args, console)
         if args.command == "data":
             return cmd_data_generate(args, console)
+        if hasattr(args, "handler"):
+            return args.handler(args, console)
     except ConfigError as exc:
         print(f"larsbench: error: {exc}", file=sys.stderr)
         return 2

@@ -40,7 +40,12 @@ class RunSpec:
 
     __pydantic_config__ = ConfigDict(extra="forbid")
 
-    backend: Annotated[Text, _doc("distributed backend (ddp, or a registered one)")] = "ddp"
+    backend: Annotated[Text, _doc("distributed backend: ddp, deepspeed, horovod or a registered one")] = "ddp"
+    backend_config: Annotated[
+        dict[str, Any] | None,
+        _doc("the backend library's own settings, JSON or a JSON file: a DeepSpeed config, "
+             "DistributedDataParallel arguments"),
+    ] = None
     model: Annotated[Text, _doc("resnet50, alexnet, alexnet_bn or tiny_cnn")] = "resnet50"
     dataset: Annotated[
         Literal["synthetic", "imagefolder", "generated"],
@@ -254,13 +259,20 @@ def check_spec(spec: RunSpec, origin: dict[str, str] | None = None) -> RunSpec:
             where("image_size"),
             f"{spec.model} needs images of at least {min_size} px, got {spec.image_size}",
         )
-    from backends.registry import backend_names  # local: keeps the registry out of import time
+    from backends.registry import backend_names, get_backend  # keeps backends out of import time
 
     names = backend_names()
     if spec.backend not in names:
         raise ConfigError(
             where("backend"), f"unknown backend {spec.backend!r}; choose one of {', '.join(names)}"
         )
+    backend = get_backend(spec.backend)
+    try:
+        backend.check_available()
+        backend.check_options(spec.backend_config or {}, spec.optimizer)
+    except ConfigError as exc:  # re-key to where the setting came from
+        field = "backend_config" if exc.key.startswith("backend_config") else "backend"
+        raise ConfigError(where(field) + exc.key[len(field) :], exc.message) from None
     if spec.dataset == "imagefolder":
         _check_imagefolder(spec, where("data_dir"))
     else:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class ClusterEnvironment:
-    source: str  # "torchrun", "slurm" or "single"
+    source: str  # "torchrun", "horovodrun", "slurm" or "single"
     rank: int
     world_size: int
     local_rank: int
@@ -34,7 +34,7 @@ class ClusterEnvironment:
 
 def detect(environ: Mapping[str, str] | None = None) -> ClusterEnvironment:
     env = os.environ if environ is None else environ
-    for probe in (_from_torchrun, _from_slurm):
+    for probe in (_from_torchrun, _from_horovodrun, _from_slurm):
         found = probe(env)
         if found is not None:
             return found
@@ -46,7 +46,8 @@ def _from_torchrun(env: Mapping[str, str]) -> ClusterEnvironment | None:
     if not all(k in env for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")):
         return None
     world = int(env["WORLD_SIZE"])
-    local_world = int(env.get("LOCAL_WORLD_SIZE", world))
+    # torchrun says LOCAL_WORLD_SIZE; DeepSpeed's launcher says LOCAL_SIZE.
+    local_world = int(env.get("LOCAL_WORLD_SIZE") or env.get("LOCAL_SIZE") or world)
     return ClusterEnvironment(
         source="torchrun",
         rank=int(env["RANK"]),
@@ -60,6 +61,25 @@ def _from_torchrun(env: Mapping[str, str]) -> ClusterEnvironment | None:
         array_task_id=env.get("SLURM_ARRAY_TASK_ID"),
         node_list=env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST"),
         num_nodes=max(1, world // max(1, local_world)),
+    )
+
+
+def _from_horovodrun(env: Mapping[str, str]) -> ClusterEnvironment | None:
+    if not all(k in env for k in ("HOROVOD_RANK", "HOROVOD_SIZE", "HOROVOD_LOCAL_RANK")):
+        return None
+    return ClusterEnvironment(
+        source="horovodrun",
+        rank=int(env["HOROVOD_RANK"]),
+        world_size=int(env["HOROVOD_SIZE"]),
+        local_rank=int(env["HOROVOD_LOCAL_RANK"]),
+        local_world_size=int(env.get("HOROVOD_LOCAL_SIZE", env["HOROVOD_SIZE"])),
+        node_rank=int(env.get("HOROVOD_CROSS_RANK", 0)),
+        master_addr=env.get("HOROVOD_GLOO_RENDEZVOUS_ADDR", "127.0.0.1"),
+        master_port=int(env.get("HOROVOD_GLOO_RENDEZVOUS_PORT", 0)),
+        job_id=env.get("SLURM_JOB_ID"),
+        array_task_id=env.get("SLURM_ARRAY_TASK_ID"),
+        node_list=env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST"),
+        num_nodes=int(env.get("HOROVOD_CROSS_SIZE", 1)),
     )
 
 

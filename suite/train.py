@@ -91,7 +91,9 @@ def train(spec: RunSpec, backend: Backend, device: torch.device, rank: int, worl
         lars_eps=spec.lars_eps,
     )
     schedule = WarmupPolySchedule(metrics.peak_lr, total_steps, warmup_steps, spec.end_lr, spec.poly_power)
-    model, optimizer = backend.wrap(model, optimizer, spec.accumulation_steps)
+    model, optimizer = backend.wrap(
+        model, optimizer, micro_batch_size=spec.micro_batch_size, accumulation_steps=spec.accumulation_steps
+    )
     criterion = nn.CrossEntropyLoss()
 
     losses = LossLog(backend)
@@ -127,6 +129,7 @@ def train(spec: RunSpec, backend: Backend, device: torch.device, rank: int, worl
         last_step = step == total_steps
         if metrics.status == "ok" and data.val is not None and (epoch % spec.eval_every_epochs == 0 or last_step):
             window.pause()
+            sync_buffers(backend.unwrap(model), backend)
             top1, top5 = evaluate(backend.unwrap(model), data.val, backend, device, spec.num_classes)
             window.resume()
             elapsed = time.perf_counter() - run_start
@@ -206,6 +209,14 @@ class LossLog:
             self.last = value
         self.pending.clear()
         return self.diverged_at is not None
+
+
+@torch.no_grad()
+def sync_buffers(model: nn.Module, backend: Backend) -> None:
+    """Give every rank rank 0's BatchNorm statistics before evaluating. DDP does this on every
+    forward; DeepSpeed and Horovod do not, and each rank would evaluate different models."""
+    for buffer in model.buffers():
+        backend.broadcast_(buffer, src=0)
 
 
 @torch.no_grad()

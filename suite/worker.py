@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"the run asks for {spec.world_size} ranks but {env.source} started {env.world_size};"
                 " make the launcher's task count match world_size",
             )
-        backend = get_backend(spec.backend)()
+        backend = get_backend(spec.backend)(spec.backend_config)
         device = pick_device(spec.device, env.local_rank)
         backend.setup(env, device, spec.collective_timeout_sec)
         metrics = train(spec, backend, device, env.rank, env.world_size)

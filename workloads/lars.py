@@ -31,7 +31,9 @@ class LARS(Optimizer):
 
     Args:
         params: parameters or param-group dicts.
-        lr: global learning rate γ (the schedule writes it into each group every step).
+        lr: global learning rate γ (the schedule writes it into each group every step). It has
+            a default because Horovod rebuilds the optimizer as ``LARS(param_groups)``; the
+            groups' own ``lr`` then wins.
         momentum: momentum m (default 0.9).
         weight_decay: weight decay β, inside the trust ratio and the update (default 0).
         trust_coefficient: η, the trust coefficient (default 0.001).
@@ -43,7 +45,7 @@ class LARS(Optimizer):
     def __init__(
         self,
         params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
-        lr: float,
+        lr: float = 1.0,
         momentum: float = 0.9,
         weight_decay: float = 0.0,
         trust_coefficient: float = 0.001,

@@ -62,3 +62,16 @@ def test_torchrun_wins_over_slurm_inside_a_job():
 def test_job_port_is_stable_and_in_range():
     assert port_for_job("42") == port_for_job("42")
     assert all(20000 <= port_for_job(str(j)) < 40000 for j in (0, 1, 19999, 20000, 123456789012))
+
+
+def test_horovodrun_variables():
+    env = detect({"HOROVOD_RANK": "1", "HOROVOD_SIZE": "4", "HOROVOD_LOCAL_RANK": "1", "HOROVOD_LOCAL_SIZE": "2",
+                  "HOROVOD_CROSS_RANK": "0", "HOROVOD_CROSS_SIZE": "2", "HOROVOD_GLOO_RENDEZVOUS_ADDR": "10.1.1.1",
+                  "HOROVOD_GLOO_RENDEZVOUS_PORT": "4242"})  # fmt: skip
+    assert (env.source, env.rank, env.world_size, env.local_rank, env.local_world_size) == ("horovodrun", 1, 4, 1, 2)
+    assert (env.master_addr, env.master_port, env.num_nodes) == ("10.1.1.1", 4242, 2)
+
+
+def test_deepspeed_launcher_local_size():
+    env = detect({"RANK": "1", "WORLD_SIZE": "4", "LOCAL_RANK": "1", "LOCAL_SIZE": "2", "MASTER_ADDR": "h", "MASTER_PORT": "5"})
+    assert env.local_world_size == 2 and env.num_nodes == 2

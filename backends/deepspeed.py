@@ -1,0 +1,123 @@
+"""DeepSpeed: ``deepspeed.initialize`` with the workload's optimizer as the client optimizer,
+started locally by DeepSpeed's own launcher.
+
+Accumulation follows DeepSpeed's documented manual-boundary pattern: before each micro-batch
+the engine is told whether it is the accumulation boundary; ``engine.backward`` divides the
+loss by ``gradient_accumulation_steps`` itself (so the loop's mean micro-batch loss is passed
+unscaled) and all-reduces only at the boundary; ``engine.step`` runs once per optimizer step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+from backends.base import Backend, free_port
+from suite.environment import ClusterEnvironment
+from suite.errors import ConfigError
+
+# Settings larsbench derives from the run; a user's deepspeed_config may not override them.
+RUN_OWNED_KEYS = (
+    "train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps",
+    "optimizer", "scheduler",
+)  # fmt: skip
+
+
+def zero_stage(user_config: dict[str, Any] | None) -> int:
+    return int(((user_config or {}).get("zero_optimization") or {}).get("stage", 0))
+
+
+def engine_config(micro_batch: int, accumulation: int, world_size: int, user_config: dict[str, Any] | None) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "zero_optimization": {"stage": 0},
+        # DeepSpeed clips gradients to global norm 1.0 unless told otherwise: that would make it
+        # a different optimizer from the one the other backends run. Clipping is opt-in here.
+        "gradient_clipping": 0.0,
+        # DeepSpeed's own periodic logging and timers would add prints and synchronisation.
+        "steps_per_print": 2**31 - 1,
+        "wall_clock_breakdown": False,
+        **(user_config or {}),
+    }
+    config.update(
+        train_micro_batch_size_per_gpu=micro_batch,
+        gradient_accumulation_steps=accumulation,
+        train_batch_size=micro_batch * accumulation * world_size,
+    )
+    return config
+
+
+class DeepSpeedBackend(Backend):
+    name = "deepspeed"
+    requires = ("deepspeed", "pip install 'larsbench[deepspeed]'")
+
+    def __init__(self, options: dict[str, Any] | None = None) -> None:
+        super().__init__(options)  # a DeepSpeed config dict, merged into the generated one
+        self.engine = None
+
+    @classmethod
+    def check_options(cls, options: dict[str, Any], optimizer: str) -> None:
+        for key in RUN_OWNED_KEYS:
+            if key in options:
+                raise ConfigError(f"backend_config.{key}", "larsbench sets this from the run's batch and optimizer settings; remove it")
+        stage = zero_stage(options)
+        if stage >= 1 and optimizer == "lars":
+            raise ConfigError(
+                "backend_config.zero_optimization.stage",
+                f"LARS needs per-layer norms, but ZeRO stage {stage} hands the optimizer flattened, "
+                "partitioned parameters (one norm per partition, not per layer); use stage 0 with LARS",
+            )
+
+    @classmethod
+    def local_launch_command(cls, nprocs: int, worker: list[str]) -> list[str]:
+        python, dash_m, module, *args = worker
+        assert dash_m == "-m", worker
+        return [
+            python, "-m", "deepspeed.launcher.runner", f"--num_gpus={nprocs}",
+            f"--master_port={free_port()}", "--no_local_rank", "--module", module, *args,
+        ]  # fmt: skip
+
+    @classmethod
+    def versions(cls) -> dict[str, str]:
+        import deepspeed
+
+        return {**super().versions(), "deepspeed": deepspeed.__version__}
+
+    def setup(self, env: ClusterEnvironment, device: torch.device, timeout_sec: float) -> None:
+        import deepspeed
+
+        self._init_torch_distributed(env, device, timeout_sec)
+        # Adopts the process group created above instead of creating its own.
+        deepspeed.init_distributed(
+            dist_backend="nccl" if device.type == "cuda" else "gloo",
+            auto_mpi_discovery=False,
+            verbose=False,
+            timeout=datetime.timedelta(seconds=timeout_sec),
+            rank=env.rank,
+            world_size=env.world_size,
+        )
+
+    def wrap(self, model, optimizer, *, micro_batch_size, accumulation_steps):
+        import deepspeed
+
+        self.accumulation_steps = accumulation_steps
+        config = engine_config(micro_batch_size, accumulation_steps, self.world_size, self.options)
+        self.engine, ds_optimizer, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=config)
+        return self.engine, ds_optimizer
+
+    def accumulate(self, model, sync: bool) -> contextlib.AbstractContextManager:
+        return self._boundary(sync)
+
+    @contextlib.contextmanager
+    def _boundary(self, sync: bool) -> Iterator[None]:
+        self.engine.set_gradient_accumulation_boundary(sync)
+        yield
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.engine.backward(loss)  # divides by gradient_accumulation_steps itself
+
+    def step(self, optimizer) -> None:
+        self.engine.step()  # optimizer step at the boundary, then zero_grad

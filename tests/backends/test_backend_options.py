@@ -1,0 +1,73 @@
+import pytest
+
+from backends.base import Backend
+from backends.deepspeed import DeepSpeedBackend, engine_config
+from backends.ddp import DDPBackend
+from backends.horovod import HorovodBackend
+from suite.config import build_spec
+from suite.errors import ConfigError
+
+
+def test_deepspeed_refuses_lars_with_zero_partitioning():
+    with pytest.raises(ConfigError) as info:
+        DeepSpeedBackend.check_options({"zero_optimization": {"stage": 1}}, "lars")
+    assert info.value.key == "backend_config.zero_optimization.stage"
+    assert "per-layer norms" in info.value.message
+    DeepSpeedBackend.check_options({"zero_optimization": {"stage": 2}}, "sgd")  # SGD has no layer norms
+    DeepSpeedBackend.check_options({"zero_optimization": {"stage": 0}}, "lars")
+
+
+@pytest.mark.parametrize("key", ["train_batch_size", "gradient_accumulation_steps", "optimizer", "scheduler"])
+def test_deepspeed_refuses_settings_the_run_owns(key):
+    with pytest.raises(ConfigError, match="sets this from the run"):
+        DeepSpeedBackend.check_options({key: 1}, "lars")
+
+
+def test_deepspeed_engine_config_never_clips_silently():
+    config = engine_config(4, 2, 8, None)
+    assert config["gradient_clipping"] == 0.0  # DeepSpeed's own default is 1.0
+    assert (config["train_micro_batch_size_per_gpu"], config["gradient_accumulation_steps"], config["train_batch_size"]) == (4, 2, 64)
+    assert config["zero_optimization"] == {"stage": 0}
+    user = engine_config(4, 2, 8, {"gradient_clipping": 1.0, "bf16": {"enabled": True}})
+    assert user["gradient_clipping"] == 1.0 and user["bf16"] == {"enabled": True}
+
+
+def test_ddp_options_are_ddp_arguments():
+    DDPBackend.check_options({"bucket_cap_mb": 50, "gradient_as_bucket_view": True}, "lars")
+    with pytest.raises(ConfigError) as info:
+        DDPBackend.check_options({"bucket_size": 50}, "lars")
+    assert info.value.key == "backend_config.bucket_size"
+
+
+def test_horovod_takes_no_options():
+    with pytest.raises(ConfigError, match="takes no backend_config"):
+        HorovodBackend.check_options({"x": 1}, "lars")
+
+
+def test_config_errors_point_at_the_backend_config_in_the_experiment():
+    with pytest.raises(ConfigError) as info:
+        build_spec([("defaults", {"backend": "deepspeed", "backend_config": {"zero_optimization": {"stage": 3}}})])
+    assert info.value.key == "defaults.backend_config.zero_optimization.stage"
+
+
+def test_missing_library_is_one_line_with_the_install_command():
+    class Missing(Backend):
+        name = "missing"
+        requires = ("larsbench_no_such_library.sub", "pip install larsbench-no-such-library")
+
+    with pytest.raises(ConfigError) as info:
+        Missing.check_available()
+    assert info.value.key == "backend"
+    assert "pip install larsbench-no-such-library" in info.value.message and "\n" not in str(info.value)
+
+
+def test_launch_commands_start_the_requested_ranks():
+    worker = ["/venv/bin/python", "-m", "suite.worker", "--run-id", "x"]
+    ddp = DDPBackend.local_launch_command(4, worker)
+    assert ddp[:3] == ["/venv/bin/python", "-m", "torch.distributed.run"] and "--nproc-per-node=4" in ddp
+    assert ddp[-4:] == ["--module", "suite.worker", "--run-id", "x"]
+    ds = DeepSpeedBackend.local_launch_command(4, worker)
+    assert "--num_gpus=4" in ds and "--no_local_rank" in ds and ds[-4:] == ["--module", "suite.worker", "--run-id", "x"]
+    hvd = HorovodBackend.local_launch_command(4, worker)
+    assert hvd[0] == "/venv/bin/horovodrun" and hvd[1:6] == ["-np", "4", "-H", "localhost:4", "--gloo"]
+    assert hvd[-5:] == worker
