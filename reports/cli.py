@@ -1,0 +1,137 @@
+"""The ``report``, ``compare`` and ``baseline`` sub-commands of ``larsbench``.
+
+``add_commands(subparsers)`` adds them to the main parser; each sets ``handler(args, console)``
+returning the exit code. Bad input raises ``suite.errors.ConfigError`` (exit 2 in ``main``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from suite.errors import ConfigError
+
+COMPARE_EPILOG = """\
+metrics, direction and default tolerance:
+  throughput          higher is better   5%   (images/s)
+  time_to_accuracy    lower is better    10%  (seconds to the target top-1)
+  epochs_to_accuracy  lower is better    10%
+  final_top1          higher is better   1pp  (absolute percentage points)
+AMOUNT is relative (5% or 5) or, for final_top1, absolute points (1pp).
+Where both sides have repeats (n >= 2) and their min-max ranges overlap, a change is noise,
+not a regression. Runs match on workload, backend, world size, micro x accumulation, global
+batch, optimizer + LR rule, base LR, target, training length and hardware (GPU or CPU model,
+device, nodes); the rest is listed as unmatched.
+exit status: 0 no regression, 1 regression, 2 bad input (missing/unreadable file, no records,
+bad --tolerance, nothing matched)."""
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    report = subparsers.add_parser("report", help="write a scaling report (Markdown, HTML, PNG) from result records")
+    report.add_argument("results", nargs="+", type=Path, metavar="RESULTS", help="results.jsonl files or folders holding one")
+    report.add_argument("-o", "--output", type=Path, required=True, metavar="DIR", help="folder for report.md, report.html and the plots")
+    report.add_argument("--baseline-world-size", type=int, metavar="N",
+                        help="N₀ for scaling efficiency (default: the smallest world size in each group)")  # fmt: skip
+    report.set_defaults(handler=cmd_report)
+
+    compare = subparsers.add_parser(
+        "compare", help="compare results against a baseline; exit 1 on a regression",
+        epilog=COMPARE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    compare.add_argument("baseline", type=Path, metavar="BASELINE", help="baseline file (from `baseline save`) or results")
+    compare.add_argument("current", type=Path, metavar="CURRENT", help="results.jsonl file or folder to check")
+    compare.add_argument("--tolerance", action="append", metavar="METRIC=AMOUNT", default=[],
+                         help="override a metric's tolerance, e.g. throughput=3%% or final_top1=0.5pp (repeatable)")  # fmt: skip
+    compare.add_argument("--json", action="store_true", help="print the result as JSON instead of a table")
+    compare.set_defaults(handler=cmd_compare)
+
+    baseline = subparsers.add_parser("baseline", help="manage baseline files for `compare`")
+    actions = baseline.add_subparsers(dest="baseline_command", required=True)
+    save = actions.add_parser("save", help="store the ok records of RESULTS as a baseline file")
+    save.add_argument("results", nargs="+", type=Path, metavar="RESULTS", help="results.jsonl files or folders holding one")
+    save.add_argument("-o", "--output", type=Path, required=True, metavar="FILE", help="baseline file to write (replaced atomically)")
+    save.add_argument("--experiment", help="keep only this experiment's runs")
+    save.add_argument("--label", metavar="GLOB", help="keep only runs whose label matches this glob")
+    save.set_defaults(handler=cmd_baseline_save)
+
+
+def cmd_report(args: argparse.Namespace, console: Console) -> int:
+    from reports.load import load_records
+    from reports.report import build_report
+
+    if args.baseline_world_size is not None and args.baseline_world_size < 1:
+        raise ConfigError("--baseline-world-size", "must be a positive number of workers")
+    records = load_records(args.results)
+    try:
+        files = build_report(records, args.output, [str(p) for p in args.results], args.baseline_world_size)
+    except OSError as exc:
+        raise ConfigError("--output", f"cannot write the report to {args.output} ({exc.strerror or exc})") from None
+    console.print(f"report of {len(records)} run(s): {files.markdown}, {files.html} and {len(files.images)} plot(s) in {args.output}")
+    return 0
+
+
+VERDICT_STYLE = {"regression": "bold red", "improved": "green", "noise": "yellow", "new": "cyan"}
+
+
+def cmd_compare(args: argparse.Namespace, console: Console) -> int:
+    from reports.compare import compare, parse_tolerances
+    from reports.load import load_records
+
+    tolerances = parse_tolerances(args.tolerance)
+    baseline = load_records([args.baseline], "BASELINE")
+    current = load_records([args.current], "CURRENT")
+    result = compare(baseline, current, tolerances)
+    if not result.rows:
+        raise ConfigError("CURRENT", f"no run in {args.current} matches a run in {args.baseline} "
+                          f"({len(result.current_only)} current, {len(result.baseline_only)} baseline setting(s) unmatched)")  # fmt: skip
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2, ensure_ascii=False))
+        return result.exit_code
+    table = Table(title=f"{args.current} vs baseline {args.baseline}", title_justify="left")
+    for name, justify in [("setting", "left"), ("metric", "left"), ("baseline", "right"), ("current", "right"),
+                          ("change", "right"), ("verdict", "left")]:  # fmt: skip
+        table.add_column(name, justify=justify)
+    for row in result.rows:
+        style = VERDICT_STYLE.get(row.verdict, "")
+        verdict = f"[{style}]{row.verdict}[/]" if style else row.verdict
+        table.add_row(row.setting, row.metric, _sample_text(row.metric, row.baseline), _sample_text(row.metric, row.current), row.change, verdict)
+    console.print(table)
+    for row in result.regressions:
+        console.print(f"[bold red]regression[/]: {row.setting}: {row.message}")
+    for side, labels in (("baseline", result.baseline_only), ("current", result.current_only)):
+        for label in labels:
+            console.print(f"unmatched ({side} only, not compared): {label}")
+    tol = ", ".join(str(t) for t in tolerances.values())
+    console.print(f"{len(result.regressions)} regression(s) in {len(result.rows)} comparison(s); tolerances: {tol}")
+    return result.exit_code
+
+
+def _sample_text(metric: str, sample) -> str:
+    if sample is None:
+        return "—"
+    scale, fmt = (100, ".2f") if metric == "final_top1" else (1, ".4g")
+    text = format(sample.mean * scale, fmt) + ("%" if metric == "final_top1" else "")
+    if sample.n > 1:
+        text += f" (n={sample.n}, {format(sample.low * scale, fmt)}–{format(sample.high * scale, fmt)})"
+    return text
+
+
+def cmd_baseline_save(args: argparse.Namespace, console: Console) -> int:
+    from reports.baseline import save_baseline, select
+    from reports.load import load_records
+
+    records = load_records(args.results)
+    chosen = select(records, args.experiment, args.label)
+    if not chosen:
+        raise ConfigError("RESULTS", f"none of the {len(records)} record(s) is an ok run matching the selection; nothing to save")
+    try:
+        path = save_baseline(chosen, args.output)
+    except OSError as exc:
+        raise ConfigError("--output", f"cannot write {args.output} ({exc.strerror or exc})") from None
+    skipped = len(records) - len(chosen)
+    console.print(f"saved {len(chosen)} ok run(s) to {path}" + (f" ({skipped} not ok or not selected, left out)" if skipped else ""))
+    return 0

@@ -1,0 +1,176 @@
+"""Result records → a pandas DataFrame, and runs with identical settings → repeat groups.
+
+Two runs are *repeats* when every setting matches except the seed and the run id (and the
+bookkeeping fields that cannot change a measurement: data folder, log interval, collective
+timeout). A setting is whatever the record's ``provenance.config`` holds, overlaid with the
+record's own top-level settings and its hardware signature, so runs on different machines or
+of different workloads never pool.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from suite.errors import ConfigError
+from suite.results import read_records
+
+# Top-level record fields that define what was run (the config holds more when present).
+SETTING_FIELDS = (
+    "backend", "model", "dataset", "image_size", "num_classes", "device", "world_size",
+    "micro_batch_size", "accumulation_steps", "global_batch_size", "optimizer", "scaling_rule",
+    "base_lr", "warmup_epochs", "target_top1",
+)  # fmt: skip
+# Config entries that never change a measurement, or differ between repeats by definition.
+NOT_SETTINGS = frozenset({"seed", "data_dir", "log_every_steps", "collective_timeout_sec", "lr"})
+# The workload: records that differ here never share a table, plot or scaling group.
+WORKLOAD_FIELDS = ("model", "dataset", "image_size", "num_classes", "device", "hardware")
+
+METRICS = (
+    "throughput_images_per_sec", "step_time_p50_sec", "step_time_p95_sec", "data_wait_fraction",
+    "compute_fraction", "comm_fraction", "final_top1", "final_top5", "time_to_accuracy_sec",
+    "epochs_to_accuracy", "wall_time_sec",
+)  # fmt: skip
+
+
+def load_records(paths: Iterable[str | Path], option: str = "RESULTS") -> list[dict[str, Any]]:
+    """Records from files or folders; a missing, unreadable or empty input is a ``ConfigError``."""
+    records: list[dict[str, Any]] = []
+    for path in map(Path, paths):
+        target = path / "results.jsonl" if path.is_dir() else path
+        if not target.is_file():
+            raise ConfigError(option, f"{target}: no such results file")
+        try:
+            found = read_records(target)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(option, f"{target}: {exc}") from None
+        if not found:
+            raise ConfigError(option, f"{target}: holds no result records")
+        records.extend(found)
+    if not records:
+        raise ConfigError(option, "no result files given")
+    return records
+
+
+def run_device(record: dict[str, Any]) -> str | None:
+    """The device the run used. A run that failed before choosing one records none: then its
+    configured device, with ``auto`` resolved as the suite does (cuda when the host has a GPU)."""
+    if record.get("device"):
+        return record["device"]
+    prov = record.get("provenance") or {}
+    configured = (prov.get("config") or {}).get("device")
+    if configured == "auto":
+        return "cuda" if prov.get("gpu_count") else "cpu"
+    return configured
+
+
+def hardware_signature(record: dict[str, Any]) -> str:
+    """The GPU model for GPU runs, else the CPU model: what makes throughputs comparable."""
+    prov = record.get("provenance") or {}
+    gpu = prov.get("gpu_model") if run_device(record) != "cpu" else None
+    return gpu or prov.get("cpu_model") or "unknown hardware"
+
+
+def settings(record: dict[str, Any]) -> dict[str, Any]:
+    """Everything that defines the run except seed and bookkeeping (see module docstring)."""
+    prov = record.get("provenance") or {}
+    merged = {k: v for k, v in (prov.get("config") or {}).items() if k not in NOT_SETTINGS}
+    merged.update({k: record.get(k) for k in SETTING_FIELDS})
+    merged["device"] = run_device(record)
+    merged["hardware"] = hardware_signature(record)
+    merged["num_nodes"] = prov.get("num_nodes") or 1
+    return merged
+
+
+def key_of(values: dict[str, Any], exclude: Iterable[str] = ()) -> str:
+    """A hashable, order-independent key for a settings dict (JSON, sorted)."""
+    skip = set(exclude)
+    return json.dumps({k: v for k, v in values.items() if k not in skip}, sort_keys=True, default=str)
+
+
+def optimizer_label(optimizer: Any, rule: Any) -> str:
+    name = str(optimizer).upper() if optimizer else "?"
+    return name if rule in (None, "none") else f"{name} ({rule} LR)"
+
+
+def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per run: settings, metrics, a workload label and the repeat-group key."""
+    rows = []
+    for r in records:
+        s = settings(r)
+        prov = r.get("provenance") or {}
+        row = {k: r.get(k) for k in ("run_id", "experiment", "label", "status", "error", "seed", "diverged_at_step")}
+        row.update({k: s.get(k) for k in (*SETTING_FIELDS, "hardware", "num_nodes")})
+        row.update({k: r.get(k) for k in METRICS})
+        row["per_worker_batch"] = _product(r.get("micro_batch_size"), r.get("accumulation_steps"))
+        row["optimizer_label"] = optimizer_label(r.get("optimizer"), r.get("scaling_rule"))
+        row["timestamp_utc"] = prov.get("timestamp_utc")
+        row["settings_key"] = key_of(s)
+        row["workload_key"] = key_of({k: s.get(k) for k in WORKLOAD_FIELDS})
+        row["workload"] = workload_label(s)
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    for column in METRICS:
+        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
+    return frame
+
+
+def workload_label(s: dict[str, Any]) -> str:
+    return f"{s.get('model')} · {s.get('dataset')} · {s.get('image_size')} px · {s.get('device')} ({s.get('hardware')})"
+
+
+def _product(a: Any, b: Any) -> int | None:
+    return a * b if isinstance(a, int) and isinstance(b, int) else None
+
+
+def _status_text(statuses: pd.Series) -> str:
+    counts = sorted(statuses.astype(str).value_counts().items(), key=lambda item: (-item[1], item[0] != "ok", item[0]))
+    if len(counts) == 1:
+        return counts[0][0]
+    return ", ".join(f"{status} ×{n}" for status, n in counts)
+
+
+def summarize_repeats(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per repeat group. Metric statistics use the group's ``ok`` runs only; the
+    ``status`` column counts every run (``ok ×2, failed ×1``) and ``errors`` keeps their
+    messages, so a failed or diverged run is never dropped silently."""
+    out = []
+    for _, group in frame.groupby("settings_key", sort=False):
+        first = group.iloc[0]
+        ok = group[group["status"] == "ok"]
+        tput = ok["throughput_images_per_sec"].dropna()
+        reached = ok["time_to_accuracy_sec"].dropna()
+        row = {k: first[k] for k in (*SETTING_FIELDS, "hardware", "num_nodes", "per_worker_batch",
+                                      "optimizer_label", "settings_key", "workload_key", "workload")}  # fmt: skip
+        row.update(
+            runs=len(group),
+            ok_runs=len(ok),
+            status=_status_text(group["status"]),
+            errors="; ".join(sorted({str(e) for e in group["error"] if isinstance(e, str) and e})),
+            diverged_at=", ".join(str(int(s)) for s in group["diverged_at_step"].dropna()),
+            seeds=sorted(int(s) for s in group["seed"].dropna()),
+            run_ids=list(group["run_id"]),
+            throughput_n=len(tput),
+            throughput_mean=tput.mean() if len(tput) else float("nan"),
+            throughput_std=tput.std(ddof=1) if len(tput) > 1 else float("nan"),
+            throughput_min=tput.min() if len(tput) else float("nan"),
+            throughput_max=tput.max() if len(tput) else float("nan"),
+            tta_reached=len(reached),
+        )
+        for metric in ("final_top1", "time_to_accuracy_sec", "epochs_to_accuracy", "data_wait_fraction",
+                       "compute_fraction", "comm_fraction", "step_time_p50_sec"):  # fmt: skip
+            values = ok[metric].dropna()
+            row[metric] = values.mean() if len(values) else float("nan")
+            row[metric + "_min"] = values.min() if len(values) else float("nan")
+            row[metric + "_max"] = values.max() if len(values) else float("nan")
+        out.append(row)
+    summary = pd.DataFrame(out)
+    if summary.empty:
+        return summary
+    return summary.sort_values(
+        ["workload", "backend", "optimizer_label", "global_batch_size", "world_size"], kind="stable", na_position="last"
+    ).reset_index(drop=True)

@@ -1,0 +1,251 @@
+"""PNG plots of one workload (matplotlib, Agg). Each function returns the written path, or
+``None`` when the records hold nothing to plot (the report then says why)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import FixedLocator, NullLocator  # noqa: E402
+
+from reports.scaling import KINDS, Series  # noqa: E402
+
+COLORS = plt.get_cmap("tab10").colors
+DPI = 110
+
+
+def _figure(panels: int, workload: str, height: float = 4.2):
+    fig, axes = plt.subplots(1, panels, figsize=(6.2 * panels, height), squeeze=False)
+    fig.suptitle(workload, fontsize=9, color="0.35", y=0.995)
+    return fig, list(axes[0])
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.canvas.draw()  # lay out tick labels, then hang each legend just below its x-axis label
+    for ax in fig.axes:
+        pending = getattr(ax, "_legend_below", None)
+        if pending:
+            label_box = ax.xaxis.label.get_window_extent().transformed(ax.transAxes.inverted())
+            handles, labels, ncol = pending
+            ax.legend(handles, labels, ncol=ncol, fontsize=8, loc="upper center",
+                      bbox_to_anchor=(0.5, label_box.y0 - 0.02), frameon=False)  # fmt: skip
+    fig.savefig(path, dpi=DPI, bbox_inches="tight")  # "tight" grows the canvas to hold the legends
+    plt.close(fig)
+    return path
+
+
+def _log2_axis(ax, values, label: str) -> None:
+    values = sorted({int(v) for v in values if v is not None and not math.isnan(v)})
+    ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_locator(FixedLocator(values))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xticklabels([str(v) for v in values])
+    if values:
+        ax.set_xlim(values[0] / 1.4, values[-1] * 1.4)
+    ax.set_xlabel(label)
+
+
+def _legend_below(ax, handles=None, labels=None, ncol: int = 1) -> None:
+    """Legends go under the plot: series labels are long and must never hide a point."""
+    if handles is None:
+        handles, labels = ax.get_legend_handles_labels()
+    ax._legend_below = (handles, labels, ncol)  # placed by _save, once the axis label has its size
+
+
+def _proxy(color, marker: str, label: str, hollow: bool = False) -> Line2D:
+    face = "none" if hollow else color
+    return Line2D([], [], color=color, marker=marker, markerfacecolor=face, linestyle="none", label=label)
+
+
+def _finite(v) -> bool:
+    return v is not None and not (isinstance(v, float) and math.isnan(v))
+
+
+def _spread(points, attr_lo: str, attr_hi: str, mean: str):
+    lo = [max(0.0, getattr(p, mean) - getattr(p, attr_lo)) if _finite(getattr(p, attr_lo)) else 0.0 for p in points]
+    hi = [max(0.0, getattr(p, attr_hi) - getattr(p, mean)) if _finite(getattr(p, attr_hi)) else 0.0 for p in points]
+    return [lo, hi]
+
+
+def plot_throughput(series: list[Series], workload: str, path: Path) -> Path | None:
+    """Throughput vs workers, one panel per scaling kind, each series with its ideal line."""
+    def measured(s: Series) -> bool:
+        return s.scales and any(_finite(p.throughput_mean) for p in s.points)
+
+    kinds = [k for k in KINDS if any(s.kind == k and measured(s) for s in series)]
+    if not kinds:
+        return None
+    fig, axes = _figure(len(kinds), workload)
+    for ax, kind in zip(axes, kinds):
+        shown = [s for s in series if s.kind == kind and measured(s)]
+        for i, s in enumerate(shown):
+            color = COLORS[i % len(COLORS)]
+            pts = [p for p in s.points if _finite(p.throughput_mean)]
+            ax.errorbar([p.world_size for p in pts], [p.throughput_mean for p in pts],
+                        yerr=_spread(pts, "throughput_min", "throughput_max", "throughput_mean"),
+                        color=color, marker="o", capsize=3, label=s.label)  # fmt: skip
+            ideal = [p for p in s.points if p.ideal is not None]
+            if ideal:
+                ax.plot([p.world_size for p in ideal], [p.ideal for p in ideal], color=color, linestyle="--", alpha=0.7)
+        _log2_axis(ax, [p.world_size for s in shown for p in s.points], "workers (world size)")
+        ax.set_ylabel("throughput (images/s)")
+        ax.set_ylim(bottom=0)
+        ax.set_title(f"Throughput, {KINDS[kind].title}", fontsize=10)
+        ax.grid(alpha=0.3)
+        handles, labels = ax.get_legend_handles_labels()
+        handles.append(Line2D([], [], color="0.4", linestyle="--"))
+        labels.append("ideal: N/N₀ × throughput(N₀)")
+        _legend_below(ax, handles, labels)
+    return _save(fig, path)
+
+
+def plot_efficiency(series: list[Series], workload: str, path: Path) -> Path | None:
+    """Scaling efficiency vs workers, one panel per kind; series without a baseline are left out."""
+    kinds = [k for k in KINDS if any(s.kind == k and s.scales and s.note is None for s in series)]
+    if not kinds:
+        return None
+    fig, axes = _figure(len(kinds), workload)
+    for ax, kind in zip(axes, kinds):
+        shown = [s for s in series if s.kind == kind and s.scales and s.note is None]
+        top = 1.0
+        labelled: list[tuple[int, float]] = []  # (N, efficiency) already annotated
+        for i, s in enumerate(shown):
+            pts = [p for p in s.points if p.efficiency is not None]
+            top = max([top, *(p.efficiency for p in pts)])
+            ax.plot([p.world_size for p in pts], [p.efficiency for p in pts], color=COLORS[i % len(COLORS)],
+                    marker="o", label=f"{s.label} (N₀={s.baseline_world_size})")  # fmt: skip
+            for p in pts:
+                crowded = any(n == p.world_size and abs(e - p.efficiency) < 0.045 * top for n, e in labelled)
+                if p.world_size == s.baseline_world_size or crowded:
+                    continue  # 1.00 by definition; or the label would overprint another (the table has it)
+                labelled.append((p.world_size, p.efficiency))
+                ax.annotate(f"{p.efficiency:.2f}", (p.world_size, p.efficiency), textcoords="offset points",
+                            xytext=(7, 0), ha="left", va="center", fontsize=7.5, color=COLORS[i % len(COLORS)])  # fmt: skip
+        ax.axhline(1.0, color="0.4", linestyle="--", label="ideal (1.0)")
+        _log2_axis(ax, [p.world_size for s in shown for p in s.points], "workers (world size)")
+        ax.set_ylim(0, top * 1.15)
+        ax.set_ylabel("efficiency = T(N) / (N/N₀ · T(N₀))")
+        ax.set_title(f"Efficiency, {KINDS[kind].title}", fontsize=10)
+        ax.grid(alpha=0.3)
+        _legend_below(ax)
+    return _save(fig, path)
+
+
+def _accuracy_series(summary: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    multi_backend = summary["backend"].nunique() > 1
+    out = []
+    for _, part in summary.groupby(["backend", "optimizer_label", "base_lr"], sort=True, dropna=False):
+        first = part.iloc[0]
+        label = f"{first['optimizer_label']}, base lr {first['base_lr']:g}"
+        out.append((f"{first['backend']} · {label}" if multi_backend else label, part))
+    return out
+
+
+def plot_accuracy(summary: pd.DataFrame, workload: str, path: Path) -> Path | None:
+    """Final top-1 vs global batch per optimizer (and LR rule); failed/diverged runs as ✕ at 0."""
+    if summary["final_top1"].notna().sum() == 0:
+        return None
+    fig, (ax,) = _figure(1, workload)
+    extra = []
+    for i, (label, part) in enumerate(_accuracy_series(summary)):
+        color = COLORS[i % len(COLORS)]
+        good = part[part["final_top1"].notna()]
+        if len(good):
+            means = good.groupby("global_batch_size")["final_top1"].mean() * 100
+            ax.plot(means.index, means.values, color=color, marker="o", label=label)
+            ax.vlines(good["global_batch_size"], good["final_top1_min"] * 100, good["final_top1_max"] * 100, color=color)
+        else:
+            extra.append(_proxy(color, "x", label))
+        bad = part[part["ok_runs"] < part["runs"]]
+        if len(bad):
+            ax.scatter(bad["global_batch_size"], [0] * len(bad), marker="x", s=60, color=color, zorder=3)
+    if (summary["ok_runs"] < summary["runs"]).any():
+        extra.append(_proxy("0.35", "x", "diverged / failed run (at 0)"))
+    targets = summary["target_top1"].dropna().unique()
+    if len(targets) == 1:
+        ax.axhline(targets[0] * 100, color="0.5", linestyle=":", label=f"target {targets[0] * 100:g}%")
+    _log2_axis(ax, summary["global_batch_size"], "global batch size (images per optimizer step)")
+    ax.set_ylabel("final top-1 (%)")
+    ax.set_ylim(-3, 103)
+    ax.set_title("Final top-1 vs global batch, per optimizer and LR scaling rule", fontsize=10)
+    ax.grid(alpha=0.3)
+    handles, labels = ax.get_legend_handles_labels()
+    _legend_below(ax, handles + extra, labels + [h.get_label() for h in extra])
+    return _save(fig, path)
+
+
+def plot_time_to_accuracy(summary: pd.DataFrame, workload: str, path: Path) -> Path | None:
+    """Time to the target top-1 vs global batch; ok runs that missed it marked ▲ at the top."""
+    if summary["time_to_accuracy_sec"].notna().sum() == 0:
+        return None
+    fig, (ax,) = _figure(1, workload)
+    series = _accuracy_series(summary)
+    extra = []
+    for i, (label, part) in enumerate(series):
+        good = part[part["time_to_accuracy_sec"].notna()]
+        if len(good):
+            means = good.groupby("global_batch_size")["time_to_accuracy_sec"].mean()
+            ax.plot(means.index, means.values, color=COLORS[i % len(COLORS)], marker="o", label=label)
+    top = ax.get_ylim()[1] * 1.1
+    for i, (label, part) in enumerate(series):
+        missed = part[(part["ok_runs"] > part["tta_reached"])]
+        color = COLORS[i % len(COLORS)]
+        if len(missed):
+            ax.scatter(missed["global_batch_size"], [top] * len(missed), marker="^", s=50, facecolors="none", edgecolors=color)
+            if part["time_to_accuracy_sec"].isna().all():
+                extra.append(_proxy(color, "^", label, hollow=True))
+    if any(part["ok_runs"].gt(part["tta_reached"]).any() for _, part in series):
+        extra.append(_proxy("0.35", "^", "target not reached (at the top edge)", hollow=True))
+    _log2_axis(ax, summary["global_batch_size"], "global batch size (images per optimizer step)")
+    ax.set_ylim(0, top * 1.08)
+    ax.set_ylabel("time to target top-1 (s)")
+    targets = summary["target_top1"].dropna().unique()
+    target = f" {targets[0] * 100:g}%" if len(targets) == 1 else ""
+    ax.set_title(f"Time to target top-1{target} vs global batch", fontsize=10)
+    ax.grid(alpha=0.3)
+    handles, labels = ax.get_legend_handles_labels()
+    _legend_below(ax, handles + extra, labels + [h.get_label() for h in extra])
+    return _save(fig, path)
+
+
+SPLIT_PARTS = (
+    ("data_wait_fraction", "data wait", "#e07b39"),
+    ("compute_fraction", "compute", "#4c72b0"),
+    ("comm_fraction", "exposed communication", "#c44e52"),
+)
+
+
+def plot_step_split(summary: pd.DataFrame, workload: str, path: Path) -> Path | None:
+    """Share of step time per setting: data wait, and compute / exposed communication where
+    recorded; what no key accounts for is shown as one remainder bar."""
+    rows = summary[summary["data_wait_fraction"].notna()]
+    if rows.empty:
+        return None
+    separated = rows["compute_fraction"].notna().any() or rows["comm_fraction"].notna().any()
+    rest_label = "other" if separated else "compute + communication (not separated)"
+    fig, (ax,) = _figure(1, workload, height=1.6 + 0.38 * len(rows))
+    labels = [f"{r.backend} · N={r.world_size} · B={r.global_batch_size} · {r.optimizer_label}" for r in rows.itertuples()]
+    left = [0.0] * len(rows)
+    for column, name, color in SPLIT_PARTS:
+        if column != "data_wait_fraction" and not separated:
+            continue
+        values = rows[column].fillna(0.0).clip(lower=0).tolist()
+        ax.barh(labels, [v * 100 for v in values], left=[x * 100 for x in left], color=color, label=name)
+        left = [a + b for a, b in zip(left, values)]
+    ax.barh(labels, [max(0.0, 1 - x) * 100 for x in left], left=[x * 100 for x in left], color="#b8b8b8", label=rest_label)
+    for y, frac in enumerate(rows["data_wait_fraction"]):
+        ax.annotate(f"{frac * 100:.1f}% data wait", (100, y), xytext=(-4, 0), textcoords="offset points",
+                    ha="right", va="center", fontsize=7.5)  # fmt: skip
+    ax.invert_yaxis()
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("share of step time (%)")
+    ax.set_title("Step-time split per setting (mean over repeats)", fontsize=10)
+    _legend_below(ax, ncol=4)
+    return _save(fig, path)

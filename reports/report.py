@@ -1,0 +1,221 @@
+"""Assemble the scaling report: tables and plots per workload, written as report.md,
+a self-contained report.html and PNG files in one folder."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from reports import plots
+from reports.load import records_frame, summarize_repeats
+from reports.render import Block, Bullets, Heading, Image, Table, Text, to_html, to_markdown
+from reports.scaling import KINDS, Series, efficiency_index, scaling_series
+
+MAIN_HEADERS = [
+    "backend", "optimizer", "N", "global batch (N×micro×acc)", "runs ok/all", "images/s mean ± std",
+    "images/s min–max", "weak eff.", "strong eff.", "final top-1", "time to target (s)",
+    "epochs to target", "status",
+]  # fmt: skip
+MAIN_RIGHT = (2, 4, 5, 6, 7, 8, 9, 10, 11)
+
+
+@dataclass
+class ReportFiles:
+    markdown: Path
+    html: Path
+    images: list[Path]
+
+
+def _num(value: Any, pattern: str = ".1f", scale: float = 1.0) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    return format(value * scale, pattern)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()
+
+
+def _eff_cell(index: dict[str, tuple[float | None, Series]], key: str, world_size: int) -> str:
+    if key not in index:
+        return "—"
+    value, series = index[key]
+    if series.note:
+        return "no baseline"
+    if value is None:
+        return "—"
+    return f"{value:.2f}" + (" (N₀)" if world_size == series.baseline_world_size else "")
+
+
+def _tta_cell(row: pd.Series) -> str:
+    if pd.isna(row["target_top1"]):
+        return "no target"
+    if row["ok_runs"] == 0:
+        return "—"
+    if pd.isna(row["final_top1"]):
+        return "no evaluation"  # e.g. synthetic data has no validation set
+    if row["tta_reached"] == 0:
+        return f"not reached ({row['target_top1'] * 100:g}%)"
+    text = _num(row["time_to_accuracy_sec"])
+    return text if row["tta_reached"] == row["ok_runs"] else f"{text} ({row['tta_reached']}/{row['ok_runs']} reached)"
+
+
+def _status_cell(row: pd.Series) -> str:
+    text = row["status"]
+    if row["diverged_at"]:
+        text += f" (diverged at step {row['diverged_at']})"
+    if row["errors"]:
+        text += f": {row['errors']}"
+    return text
+
+
+def main_table(summary: pd.DataFrame, weak: list[Series], strong: list[Series]) -> Table:
+    """Backend × world size × global batch: throughput over repeats, efficiency, accuracy, status."""
+    weak_index, strong_index = efficiency_index(weak), efficiency_index(strong)
+    rows = []
+    for _, r in summary.iterrows():
+        n = int(r["throughput_n"])
+        mean = _num(r["throughput_mean"])
+        if n > 1:
+            mean += f" ± {_num(r['throughput_std'])}"
+        spread = f"{_num(r['throughput_min'])}–{_num(r['throughput_max'])}" if n > 1 else "—"
+        rows.append([
+            str(r["backend"]), str(r["optimizer_label"]), str(r["world_size"]),
+            f"{r['global_batch_size']} = {r['world_size']}×{r['micro_batch_size']}×{r['accumulation_steps']}",
+            f"{r['ok_runs']}/{r['runs']}", mean, spread,
+            _eff_cell(weak_index, r["settings_key"], r["world_size"]),
+            _eff_cell(strong_index, r["settings_key"], r["world_size"]),
+            _num(r["final_top1"], ".1f", 100) + ("%" if not pd.isna(r["final_top1"]) else ""),
+            _tta_cell(r), _num(r["epochs_to_accuracy"], ".2g"), _status_cell(r),
+        ])  # fmt: skip
+    return Table(MAIN_HEADERS, rows, MAIN_RIGHT)
+
+
+def efficiency_blocks(series: list[Series]) -> list[Block]:
+    blocks: list[Block] = []
+    for kind, spec in KINDS.items():
+        mine = [s for s in series if s.kind == kind]
+        scaling = [s for s in mine if s.scales]
+        single = len(mine) - len(scaling)
+        blocks.append(Heading(spec.title[0].upper() + spec.title[1:], 4))
+        if not scaling:
+            blocks.append(Text(f"Not computed: no {spec.fixed_label} was run at more than one world size."))
+            continue
+        rows = []
+        for s in scaling:
+            for p in s.points:
+                rows.append([s.label, str(s.baseline_world_size), str(p.world_size), _num(p.throughput_mean),
+                             _num(p.ideal), _num(p.efficiency, ".2f")])  # fmt: skip
+        blocks.append(Table(["series", "N₀", "N", "images/s", "ideal images/s", "efficiency"], rows, (1, 2, 3, 4, 5)))
+        notes = [f"{s.label}: {s.note}" for s in scaling if s.note]
+        if single:
+            notes.append(f"{single} other setting(s) ran at a single world size for their {spec.fixed_label}: no {kind} scaling to show.")
+        if notes:
+            blocks.append(Bullets(notes))
+    return blocks
+
+
+def non_ok_table(frame: pd.DataFrame) -> Table | None:
+    bad = frame[frame["status"] != "ok"]
+    if bad.empty:
+        return None
+    rows = [
+        [str(r["run_id"]), str(r["label"]), str(r["status"]),
+         "—" if pd.isna(r["diverged_at_step"]) else str(int(r["diverged_at_step"])), str(r["error"] or "—")]
+        for _, r in bad.iterrows()
+    ]  # fmt: skip
+    return Table(["run id", "label", "status", "diverged at step", "error"], rows)
+
+
+def _overview(records: list[dict[str, Any]], frame: pd.DataFrame, sources: list[str], n0: int | None) -> list[Block]:
+    counts = frame["status"].value_counts()
+    stamps = sorted(t for t in frame["timestamp_utc"] if isinstance(t, str))
+    provs = [r.get("provenance") or {} for r in records]
+    commits = sorted({p.get("git_commit") or "unknown" for p in provs})
+    versions = sorted({str(p.get("larsbench")) for p in provs if p.get("larsbench")})
+    items = [
+        f"Sources: {', '.join(f'`{s}`' for s in sources)}",
+        f"Runs: {len(frame)} ({', '.join(f'{s} {n}' for s, n in counts.items())}) in {frame['workload_key'].nunique()} workload(s)",
+        f"larsbench {', '.join(versions) or 'unknown'}; git commit(s): {', '.join(c[:12] for c in commits)}",
+    ]
+    if stamps:
+        items.append(f"Recorded {stamps[0]} to {stamps[-1]}")
+    items.append(f"Efficiency baseline N₀: {f'{n0} (--baseline-world-size)' if n0 else 'the smallest world size in each scaling group'}")
+    return [
+        Heading("Scaling report", 1),
+        Bullets(items),
+        Text(
+            "Repeats are runs whose settings match except seed and run id; throughput shows the mean ± "
+            "sample std and the min–max over a setting's `ok` repeats. Efficiency(N) = T(N) / (N/N₀ · T(N₀)) "
+            "against the baseline world size N₀ of its group: weak scaling holds the per-worker batch "
+            "(micro × accumulation) fixed, strong scaling the global batch. Workloads (model, data, image "
+            "size, device and hardware) are never mixed in one table or scaling group."
+        ),
+    ]
+
+
+def build_report(
+    records: list[dict[str, Any]], out_dir: Path, sources: list[str], baseline_world_size: int | None = None
+) -> ReportFiles:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    frame = records_frame(records)
+    summary = summarize_repeats(frame)
+    blocks = _overview(records, frame, sources, baseline_world_size)
+    images: list[Path] = []
+    for number, (_, part) in enumerate(summary.groupby("workload", sort=True), start=1):
+        part = part.reset_index(drop=True)
+        workload = part.iloc[0]["workload"]
+        prefix = out_dir / f"w{number}-{_slug(str(part.iloc[0]['model']))}"
+        weak = scaling_series(part, "weak", baseline_world_size)
+        strong = scaling_series(part, "strong", baseline_world_size)
+        blocks += [Heading(f"Workload {number}: {workload}"), main_table(part, weak, strong)]
+        blocks += [Heading("Scaling efficiency", 3), *efficiency_blocks(weak + strong)]
+        blocks += _plot_blocks(part, weak + strong, workload, prefix, images)
+    bad = non_ok_table(frame)
+    blocks += [Heading("Runs that did not finish ok")]
+    blocks += [bad] if bad is not None else [Text("None: every run finished with status `ok`.")]
+    md = out_dir / "report.md"
+    html = out_dir / "report.html"
+    md.write_text(to_markdown(blocks, out_dir), encoding="utf-8")
+    html.write_text(to_html(blocks, "larsbench scaling report"), encoding="utf-8")
+    return ReportFiles(md, html, images)
+
+
+def _plot_blocks(summary: pd.DataFrame, series: list[Series], workload: str, prefix: Path, images: list[Path]) -> list[Block]:
+    blocks: list[Block] = [Heading("Plots", 3)]
+    missing = []
+    wanted = [
+        ("throughput", "throughput vs workers", lambda p: plots.plot_throughput(series, workload, p),
+         "no setting with a measured throughput ran at more than one world size"),
+        ("efficiency", "scaling efficiency vs workers", lambda p: plots.plot_efficiency(series, workload, p),
+         "no scaling group has its baseline run"),
+        ("top1", "final top-1 vs global batch", lambda p: plots.plot_accuracy(summary, workload, p),
+         "no run recorded a final top-1"),
+        ("tta", "time to accuracy vs global batch", lambda p: plots.plot_time_to_accuracy(summary, workload, p),
+         "no run reached its target top-1 (or none set one)"),
+        ("step-split", "step-time split", lambda p: plots.plot_step_split(summary, workload, p),
+         "no run recorded its data-wait fraction"),
+    ]  # fmt: skip
+    for name, title, draw, why in wanted:
+        path = draw(Path(f"{prefix}-{name}.png"))
+        if path is None:
+            missing.append(f"No {title} plot: {why}.")
+            continue
+        images.append(path)
+        blocks.append(Image(path, title))
+        if name == "step-split":
+            separated = summary["compute_fraction"].notna().any() or summary["comm_fraction"].notna().any()
+            blocks.append(Text(
+                "Data wait vs compute vs exposed communication, from the recorded fractions."
+                if separated
+                else "Records hold only `data_wait_fraction` today: the bar splits data wait from the rest of "
+                "the step (compute and communication together, not separated)."
+            ))  # fmt: skip
+    if missing:
+        blocks.append(Bullets(missing))
+    return blocks

@@ -1,0 +1,147 @@
+import json
+
+import pytest
+from report_records import record, write
+
+from reports.compare import METRICS, Sample, Tolerance, compare, parse_tolerances
+from suite.errors import ConfigError
+
+
+def pair(tmp_path, baseline, current):
+    return write(tmp_path / "base.jsonl", baseline), write(tmp_path / "cur.jsonl", current)
+
+
+def verdicts(result):
+    return {(r.setting.split()[2], r.metric): r.verdict for r in result.rows}  # (N=…, metric) → verdict
+
+
+def test_results_against_themselves_pass(tmp_path, cli):
+    runs = [record(world_size=n, throughput_images_per_sec=90.0 * n) for n in (1, 2)]
+    base, _ = pair(tmp_path, runs, [])
+    code, out = cli("compare", base, base)
+    assert code == 0, out
+    assert "0 regression(s) in 8 comparison(s)" in out
+
+
+def test_a_20_percent_throughput_drop_is_a_regression(tmp_path, cli):
+    base, cur = pair(tmp_path, [record()], [record(throughput_images_per_sec=80.0)])
+    code, out = cli("compare", base, cur)
+    assert code == 1
+    assert "throughput fell by 20.0% (100 images/s → 80 images/s), beyond the throughput=5% tolerance" in out
+
+
+def test_a_3_percent_drop_is_inside_the_default_5_percent_tolerance(tmp_path, cli):
+    base, cur = pair(tmp_path, [record()], [record(throughput_images_per_sec=97.0)])
+    assert cli("compare", base, cur)[0] == 0
+    assert cli("compare", base, cur, "--tolerance", "throughput=2%")[0] == 1
+    assert cli("compare", base, cur, "--tolerance", "throughput:2%")[0] == 1  # asv/STYLE spelling
+
+
+def test_a_difference_inside_the_repeats_spread_is_noise():
+    base = [record(seed=0, throughput_images_per_sec=100.0), record(seed=1, throughput_images_per_sec=120.0)]
+    cur = [record(seed=0, throughput_images_per_sec=95.0), record(seed=1, throughput_images_per_sec=105.0)]
+    result = compare(base, cur)  # means 110 → 100: −9%, beyond 5%, but the ranges overlap
+    assert verdicts(result)[("N=1", "throughput")] == "noise" and result.exit_code == 0
+    single = compare([record(throughput_images_per_sec=110.0)], [record(throughput_images_per_sec=100.0)])
+    assert verdicts(single)[("N=1", "throughput")] == "regression"  # no repeats: the threshold decides
+    apart = compare(base, [record(seed=s, throughput_images_per_sec=t) for s, t in [(0, 80.0), (1, 90.0)]])
+    assert verdicts(apart)[("N=1", "throughput")] == "regression"  # ranges apart: a real drop
+
+
+def test_direction_awareness():
+    base = [record()]
+    faster = compare(base, [record(throughput_images_per_sec=120.0)])
+    assert verdicts(faster)[("N=1", "throughput")] == "improved" and faster.exit_code == 0
+    slower_to_target = compare(base, [record(time_to_accuracy_sec=12.0)])
+    assert verdicts(slower_to_target)[("N=1", "time_to_accuracy")] == "regression"
+    sooner = compare(base, [record(time_to_accuracy_sec=8.0)])
+    assert verdicts(sooner)[("N=1", "time_to_accuracy")] == "improved" and sooner.exit_code == 0
+    assert compare(base, [record(final_top1=0.48)]).exit_code == 1  # −2 pp against the 1 pp default
+    assert compare(base, [record(final_top1=0.495)]).exit_code == 0  # −0.5 pp
+    missed = compare(base, [record(time_to_accuracy_sec=None, epochs_to_accuracy=None)])
+    assert verdicts(missed)[("N=1", "time_to_accuracy")] == "regression"  # the target was not reached
+    failed = compare(base, [record(status="failed", error="boom")])
+    assert verdicts(failed)[("N=1", "status")] == "regression"
+
+
+def test_unmatched_runs_are_listed_not_compared(tmp_path, cli):
+    base = [record(world_size=1), record(world_size=2)]
+    cur = [record(world_size=1), record(world_size=4, throughput_images_per_sec=1.0)]
+    result = compare(base, cur)
+    assert {r.setting.split()[2] for r in result.rows} == {"N=1"}
+    assert len(result.current_only) == 1 and "N=4" in result.current_only[0]
+    assert len(result.baseline_only) == 1 and "N=2" in result.baseline_only[0]
+    code, out = cli("compare", *pair(tmp_path, base, cur))
+    assert code == 0
+    assert "unmatched (current only, not compared): ddp tiny_cnn/synthetic/32px N=4" in out
+    assert "unmatched (baseline only, not compared): ddp tiny_cnn/synthetic/32px N=2" in out
+
+
+def test_other_hardware_does_not_match_and_nothing_matched_is_bad_input(tmp_path, cli):
+    result = compare([record()], [record(cpu_model="Other CPU", throughput_images_per_sec=10.0)])
+    assert result.rows == [] and "differs in: hardware" in result.current_only[0]
+    code, out = cli("compare", *pair(tmp_path, [record()], [record(gpu_model="H100", device="cuda")]))
+    assert code == 2 and "no run in" in out
+
+
+def test_tolerance_objects_parse_and_check():
+    t = Tolerance.parse("throughput=5%")
+    assert t.check(Sample((100.0,)), Sample((96.0,))) is None
+    assert "beyond the throughput=5% tolerance" in t.check(Sample((100.0,)), Sample((90.0,)))
+    assert str(Tolerance.parse("final_top1=0.5pp")) == "final_top1=0.5pp"
+    assert Tolerance.parse("time_to_accuracy_sec=15").amount == 15  # record key as alias, bare number = %
+    assert {name: str(t) for name, t in parse_tolerances([]).items()} == {n: f"{n}={m.default}" for n, m in METRICS.items()}
+
+
+@pytest.mark.parametrize("text", ["throughput", "speed=5%", "throughput=abc", "throughput=-5%", "throughput=5pp", "=5%"])
+def test_bad_tolerance_strings_are_config_errors(text, tmp_path, cli):
+    with pytest.raises(ConfigError) as info:
+        Tolerance.parse(text)
+    assert info.value.key == "--tolerance" and "\n" not in str(info.value)
+    base = write(tmp_path / "b.jsonl", [record()])
+    code, out = cli("compare", base, base, "--tolerance", text)
+    assert code == 2 and out.startswith("larsbench: error: --tolerance: ")
+
+
+def test_json_output(tmp_path, cli, capsys):
+    code, _ = cli("compare", *pair(tmp_path, [record()], [record(throughput_images_per_sec=80.0)]), "--json")
+    data = json.loads(capsys.readouterr().out)
+    assert code == 1 and data["exit_code"] == 1 and data["result"] == "regression" and data["regressions"] == 1
+    (row,) = [c for c in data["comparisons"] if c["metric"] == "throughput"]
+    assert row["baseline"]["mean"] == 100.0 and row["current"]["mean"] == 80.0 and row["verdict"] == "regression"
+    assert data["tolerances"]["throughput"] == "throughput=5%"
+
+
+def test_missing_or_empty_inputs_exit_2(tmp_path, cli):
+    base = write(tmp_path / "b.jsonl", [record()])
+    code, out = cli("compare", tmp_path / "nope.jsonl", base)
+    assert code == 2 and "BASELINE: " in out
+    (tmp_path / "empty.jsonl").write_text("")
+    code, out = cli("compare", base, tmp_path / "empty.jsonl")
+    assert code == 2 and "CURRENT: " in out and "no result records" in out
+
+
+def test_baseline_save_round_trip(tmp_path, cli):
+    runs = [record(world_size=1), record(world_size=2, label="keep-me"), record(world_size=4, status="failed", error="x")]
+    results = write(tmp_path / "run" / "results.jsonl", runs)
+    target = tmp_path / "baselines" / "cpu.jsonl"
+    code, out = cli("baseline", "save", tmp_path / "run", "-o", target)
+    assert code == 0 and "saved 2 ok run(s)" in out and "1 not ok or not selected" in out
+    saved = [json.loads(line) for line in target.read_text().splitlines()]
+    assert [r["run_id"] for r in saved] == [runs[0]["run_id"], runs[1]["run_id"]]
+    assert saved[0] == runs[0]  # stored verbatim
+    code, out = cli("compare", target, results)  # N=1 and N=2 pass; the failed N=4 run has no baseline
+    assert code == 0 and "unmatched (current only, not compared): ddp tiny_cnn/synthetic/32px N=4" in out
+    code, _ = cli("baseline", "save", results, "-o", target, "--label", "keep-*")  # replaces the file
+    assert code == 0 and len(target.read_text().splitlines()) == 1
+    assert sorted(p.name for p in target.parent.iterdir()) == ["cpu.jsonl"]  # no temp file left behind
+    code, out = cli("baseline", "save", results, "-o", target, "--experiment", "nope")
+    assert code == 2 and "nothing to save" in out
+
+
+def test_help_documents_the_default_tolerances(cli, capsys):
+    with pytest.raises(SystemExit):
+        cli("compare", "--help")
+    text = capsys.readouterr().out
+    assert "throughput          higher is better   5%" in text and "final_top1          higher is better   1pp" in text
+    assert "2 bad input" in text

@@ -1,0 +1,71 @@
+import re
+
+from report_records import record, write
+
+
+def runs():
+    return [
+        record(world_size=1, seed=0, throughput_images_per_sec=100.0),
+        record(world_size=1, seed=1, throughput_images_per_sec=110.0),
+        record(world_size=2, seed=0, throughput_images_per_sec=180.0, time_to_accuracy_sec=7.0),
+        record(world_size=2, micro_batch_size=4, throughput_images_per_sec=150.0),
+        record(world_size=4, status="failed", error="rank3: NCCL timeout"),
+        record(world_size=2, micro_batch_size=16, optimizer="sgd", base_lr=0.1, status="diverged", diverged_at_step=7),
+        record(world_size=2, micro_batch_size=16, optimizer="sgd", base_lr=0.1, scaling_rule="linear", final_top1=0.3,
+               time_to_accuracy_sec=None, epochs_to_accuracy=None),
+    ]  # fmt: skip
+
+
+def test_report_writes_markdown_html_and_embedded_plots(tmp_path, cli):
+    code, out = cli("report", write(tmp_path / "results.jsonl", runs()), "-o", tmp_path / "out")
+    assert code == 0, out
+    md = (tmp_path / "out" / "report.md").read_text()
+    html = (tmp_path / "out" / "report.html").read_text()
+    pngs = sorted((tmp_path / "out").glob("*.png"))
+    assert [p.name for p in pngs] == [f"w1-tiny-cnn-{n}.png" for n in ("efficiency", "step-split", "throughput", "top1", "tta")]
+    assert all(p.read_bytes().startswith(b"\x89PNG") for p in pngs)
+    for p in pngs:
+        assert f"]({p.name})" in md
+    srcs = re.findall(r'src="([^"]*)"', html)
+    assert len(srcs) == len(pngs) and all(s.startswith("data:image/png;base64,") for s in srcs)
+    assert "<link" not in html and "<script" not in html and "http" not in html.replace("http-equiv", "")
+
+    # The main table: repeats with spread, efficiencies, and every run that did not finish ok.
+    assert "| ddp | LARS | 1 | 8 = 1×8×1 | 2/2 | 105.0 ± 7.1 | 100.0–110.0 | 1.00 (N₀) | 1.00 (N₀) |" in md
+    assert "| ddp | LARS | 2 | 16 = 2×8×1 | 1/1 | 180.0 | — | 0.86 | — |" in md  # 180 / (2 × 105)
+    assert "| ddp | LARS | 2 | 8 = 2×4×1 | 1/1 | 150.0 | — | — | 0.71 |" in md  # 150 / (2 × 105)
+    assert "failed: rank3: NCCL timeout" in md
+    assert "diverged (diverged at step 7)" in md
+    assert "not reached (40%)" in md  # the SGD linear run missed the target
+    assert "| 0/1 | — |" in md
+    assert "Records hold only `data_wait_fraction` today" in md
+    assert "## Runs that did not finish ok" in md and "rank3: NCCL timeout" in md.split("did not finish ok")[1]
+
+
+def test_missing_baseline_is_stated_and_single_world_sizes_are_explained(tmp_path, cli):
+    records = [record(world_size=2, throughput_images_per_sec=180.0, compute_fraction=0.6, comm_fraction=0.2),
+               record(world_size=4, throughput_images_per_sec=320.0, compute_fraction=0.5, comm_fraction=0.3)]  # fmt: skip
+    code, _ = cli("report", write(tmp_path / "r.jsonl", records), "-o", tmp_path / "out", "--baseline-world-size", "1")
+    assert code == 0
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "Efficiency baseline N₀: 1 (--baseline-world-size)" in md
+    assert "no run at the baseline world size N₀=1 (present: N=2, 4); efficiency not computed" in md
+    assert "no baseline" in md  # in the main table's weak-efficiency column
+    assert "Not computed: no global batch was run at more than one world size." in md
+    assert "No scaling efficiency vs workers plot" in md
+    assert "compute vs exposed communication, from the recorded fractions" in md
+
+
+def test_a_report_of_failed_runs_only_says_why_nothing_is_plotted(tmp_path, cli):
+    records = [record(world_size=n, status="failed", error=f"rank0: boom {n}") for n in (1, 2)]
+    code, out = cli("report", write(tmp_path / "r.jsonl", records), "-o", tmp_path / "out")
+    assert code == 0 and "0 plot(s)" in out
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "the baseline run at N₀=1 has no throughput (status: failed); efficiency not computed" in md
+    assert "No throughput vs workers plot: no setting with a measured throughput" in md
+    assert md.count("failed: rank0: boom") == 2 and "| 0/1 |" in md
+
+
+def test_report_bad_input_exits_2(tmp_path, cli):
+    code, out = cli("report", tmp_path / "nope.jsonl", "-o", tmp_path / "out")
+    assert code == 2 and "RESULTS: " in out and "no such results file" in out
