@@ -55,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run an experiment (default: the bundled CPU demo)")
     run.add_argument("experiment", nargs="?", type=Path, help="experiment YAML; omit for the bundled default or a single run from flags")
     run.add_argument("--output", type=Path, help="results folder (default: the experiment's 'output', else ./results)")
+    run.add_argument("--run-id", help="name a single run; running it again with the same id resumes it from its checkpoint")
     add_run_flags(run)
 
     data = commands.add_parser("data", help="data sets")
@@ -104,9 +105,9 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     output = args.output or Path(experiment.output or "results")
     console.print(f"larsbench: experiment {experiment.name!r}: {len(experiment.runs)} run(s) → {output}/results.jsonl")
     started = time.perf_counter()
-    records = run_experiment(experiment, output, console)
+    records = run_experiment(experiment, output, console, args.run_id)
     console.print(summary_table(records, f"{experiment.name}: {len(records)} run(s) in {time.perf_counter() - started:.0f} s"))
-    return 1 if any(r["status"] == "failed" for r in records) else 0
+    return 1 if any(r["status"] in ("failed", "preempted") for r in records) else 0
 
 
 def cmd_data_generate(args: argparse.Namespace, console: Console) -> int:

@@ -97,6 +97,9 @@ class RunSpec:
     log_every_steps: Annotated[
         PositiveInt, _doc("steps between loss reductions (progress, divergence check)")
     ] = 10
+    checkpoint_every_steps: Annotated[
+        PositiveInt | None, _doc("also checkpoint every N steps (always on the preemption signal)")
+    ] = None
     collective_timeout_sec: Annotated[
         PositiveFloat, _doc("a rank waiting longer than this on its peers fails the run")
     ] = 600.0

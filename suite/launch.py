@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,23 +19,32 @@ from rich.console import Console
 from backends.registry import get_backend
 from suite import provenance
 from suite.config import Experiment, RunSpec
+from suite.checkpoint import checkpoint_root, latest_valid
+from suite.errors import ConfigError
+from suite.preemption import PREEMPT_SIGNAL
 from suite.record import build_record
 from suite.results import append_record, check_writable, read_records
-from suite.worker import error_dir
+from suite.worker import error_dir, pid_dir
 from workloads.data import prepare
 
 
-def run_experiment(experiment: Experiment, output: str | Path, console: Console) -> list[dict[str, Any]]:
+def run_experiment(
+    experiment: Experiment, output: str | Path, console: Console, run_id: str | None = None
+) -> list[dict[str, Any]]:
+    """Run every cell in turn. ``run_id`` (single-run experiments only) names the run, so
+    that running it again resumes it from its last checkpoint."""
+    if run_id is not None and len(experiment.runs) != 1:
+        raise ConfigError("--run-id", f"names one run, but the experiment has {len(experiment.runs)}; select one run with flags")
     results = check_writable(output)
     records = []
     for index, spec in enumerate(experiment.runs, start=1):
         console.rule(f"run {index}/{len(experiment.runs)}: {spec.label}")
-        records.append(launch_run(prepare(spec), results, experiment.name, console))
+        records.append(launch_run(prepare(spec), results, experiment.name, console, run_id))
     return records
 
 
-def launch_run(spec: RunSpec, results: Path, experiment: str, console: Console) -> dict[str, Any]:
-    run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}"
+def launch_run(spec: RunSpec, results: Path, experiment: str, console: Console, run_id: str | None = None) -> dict[str, Any]:
+    run_id = run_id or f"{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}"
     backend = get_backend(spec.backend)
     worker = [
         sys.executable, "-m", "suite.worker",
@@ -44,17 +56,47 @@ def launch_run(spec: RunSpec, results: Path, experiment: str, console: Console) 
     env = dict(os.environ)
     # Ranks on one machine share its cores; unset, every rank would spawn a thread per core.
     env.setdefault("OMP_NUM_THREADS", str(threads_per_rank(spec.world_size)))
-    completed = subprocess.run(backend.local_launch_command(spec.world_size, worker), env=env)
+    started = time.time()
+    with _forwarding_preemption(results, run_id) as preempted:
+        completed = subprocess.run(backend.local_launch_command(spec.world_size, worker), env=env)
 
     written = read_records(results) if results.exists() else []
-    record = next((r for r in written if r.get("run_id") == run_id), None)
+    record = next((r for r in written if r.get("run_id") == run_id and r.get("timestamp_end", 0) >= started), None)
     if record is None:
-        reasons = _rank_errors(results, run_id) or f"launcher exited with status {completed.returncode}"
-        console.print(f"[red]run failed:[/red] {reasons}")
         info = provenance.collect(spec.to_dict(), None, {})
-        record = build_record(spec, run_id, experiment, info, status="failed", error=reasons)
+        saved = latest_valid(checkpoint_root(results, run_id), spec.world_size) if preempted else None
+        if saved is not None:
+            error = f"checkpointed at {saved.name}; resume with: larsbench run <same settings> --output {results.parent} --run-id {run_id}"
+            console.print(f"[yellow]run preempted:[/yellow] {error}")
+            record = build_record(spec, run_id, experiment, info, status="preempted", error=error)
+        else:
+            reasons = _rank_errors(results, run_id) or f"launcher exited with status {completed.returncode}"
+            console.print(f"[red]run failed:[/red] {reasons}")
+            record = build_record(spec, run_id, experiment, info, status="failed", error=reasons)
         append_record(results, record)
     return record
+
+
+@contextlib.contextmanager
+def _forwarding_preemption(results: Path, run_id: str) -> Iterator[list[bool]]:
+    """While the ranks run, a preemption signal sent to this launcher goes to every rank
+    (their launcher, e.g. torchrun, would not pass it on). Yields a flag that is truthy
+    once a signal was forwarded."""
+    forwarded: list[bool] = []
+
+    def forward(signum, frame) -> None:
+        forwarded.append(True)
+        for pid_file in pid_dir(results).glob(f"{run_id}.rank*"):
+            try:
+                os.kill(int(pid_file.read_text()), signum)
+            except (ValueError, ProcessLookupError, PermissionError):
+                pass
+
+    previous = signal.signal(PREEMPT_SIGNAL, forward)
+    try:
+        yield forwarded
+    finally:
+        signal.signal(PREEMPT_SIGNAL, previous)
 
 
 def threads_per_rank(nprocs: int) -> int:

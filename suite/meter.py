@@ -31,11 +31,14 @@ class ThroughputWindow:
         self.ended_at: float | None = None
         self.paused = 0.0
         self._pause_started: float | None = None
-        self.steps = 0
 
     @property
     def running(self) -> bool:
         return self.started_at is not None and self.ended_at is None
+
+    def reset(self) -> None:
+        self.started_at = self.ended_at = self._pause_started = None
+        self.paused = 0.0
 
     def _sync_now(self) -> float:
         _synchronize(self.device)
@@ -98,6 +101,13 @@ class StepClock:
     def add_data_wait(self, seconds: float) -> None:
         self.data_wait += seconds
 
+    @property
+    def count(self) -> int:
+        return len(self.durations) + len(self._events)
+
+    def reset(self) -> None:
+        self.durations, self._events, self.data_wait = [], [], 0.0
+
     def finish(self) -> list[float]:
         if self.cuda and self._events:
             torch.cuda.synchronize()
@@ -105,7 +115,3 @@ class StepClock:
             self._events.clear()
         return self.durations
 
-    @property
-    def data_wait_fraction(self) -> float | None:
-        total = sum(self.durations)
-        return self.data_wait / total if total > 0 else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from suite.config import RunSpec
@@ -19,12 +20,14 @@ def build_record(
     status: str | None = None,
     error: str | None = None,
     device: str | None = None,
+    event_log: str | None = None,
 ) -> dict[str, Any]:
     """The record for a finished run (``metrics``), or for one that failed before finishing
     (no metrics: every measurement is null, never a made-up value)."""
     m = metrics or RunMetrics(status=status or "failed")
     return {
         "schema_version": SCHEMA_VERSION,
+        "timestamp_end": time.time(),
         "run_id": run_id,
         "experiment": experiment,
         "label": spec.label,
@@ -49,7 +52,7 @@ def build_record(
         "steps": m.steps if metrics else None,
         "steps_per_epoch": m.steps_per_epoch if metrics else None,
         "epochs": m.epochs if metrics else None,
-        "throughput_images_per_sec": m.throughput_images_per_sec,
+        "throughput_images_per_sec": m.throughput(spec.global_batch_size),
         "step_time_p50_sec": m.step_time_p50_sec,
         "step_time_p95_sec": m.step_time_p95_sec,
         "data_wait_fraction": m.data_wait_fraction,
@@ -62,6 +65,9 @@ def build_record(
         "loss_curve": m.loss_curve,
         "diverged_at_step": m.diverged_at_step,
         "param_checksum": m.param_checksum,
-        "wall_time_sec": m.wall_time_sec if metrics else None,
+        "wall_time_sec": m.on_clock_sec if metrics else None,
+        "restarts": m.restarts,
+        "restart_overhead_sec": m.restart_overhead_sec if metrics else None,
+        "event_log": event_log,
         "provenance": provenance,
     }

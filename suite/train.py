@@ -3,18 +3,24 @@ every backend. The backend is already set up; this function never asks which one
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from backends.base import Backend
+from suite import checkpoint
+from suite.checkpoint import set_rng_state
 from suite.config import RunSpec
 from suite.errors import ConfigError
+from suite.eventlog import EventLog
 from suite.meter import StepClock, ThroughputWindow, quantile
+from suite.preemption import PreemptionNotice
 from suite.progress import RankProgress
 from workloads.data import RankData, build_rank_data
 from workloads.models import build_model
@@ -24,7 +30,8 @@ from workloads.schedules import WarmupPolySchedule
 
 @dataclass
 class RunMetrics:
-    """What one run measured; identical on every rank except ``step_times`` (per rank)."""
+    """What one run measured; identical on every rank except ``step_times`` (per rank).
+    Survives preemption: it is checkpointed and restored with the run."""
 
     status: str = "ok"
     steps: int = 0
@@ -36,11 +43,14 @@ class RunMetrics:
     evals: list[dict[str, float]] = field(default_factory=list)
     time_to_accuracy_sec: float | None = None
     epochs_to_accuracy: float | None = None
-    throughput_images_per_sec: float | None = None
+    window_sec: float = 0.0  # measured (timed) training time, summed over restarts
+    window_steps: int = 0
     step_times: list[float] = field(default_factory=list)
-    data_wait_fraction: float | None = None
+    data_wait_sec: float = 0.0
     param_checksum: float | None = None
-    wall_time_sec: float = 0.0
+    on_clock_sec: float = 0.0  # training wall time, evaluation included, downtime excluded
+    restarts: int = 0
+    restart_overhead_sec: float = 0.0  # setup and checkpoint loading after each restart
 
     @property
     def final_top1(self) -> float | None:
@@ -58,8 +68,34 @@ class RunMetrics:
     def step_time_p95_sec(self) -> float | None:
         return quantile(self.step_times, 0.95)
 
+    @property
+    def data_wait_fraction(self) -> float | None:
+        total = sum(self.step_times)
+        return self.data_wait_sec / total if total > 0 else None
 
-def train(spec: RunSpec, backend: Backend, device: torch.device, rank: int, world_size: int) -> RunMetrics:
+    def throughput(self, global_batch: int) -> float | None:
+        if self.status != "ok" or self.window_steps <= 0 or self.window_sec <= 0:
+            return None
+        return self.window_steps * global_batch / self.window_sec
+
+
+@dataclass
+class RunContext:
+    """Where a run keeps what outlives one process: checkpoints, the event log, the signal."""
+
+    checkpoints: Path | None = None
+    checkpoint_every_steps: int | None = None
+    events: EventLog = field(default_factory=lambda: EventLog(None))
+    preemption: PreemptionNotice | None = None
+    process_start: float = field(default_factory=time.perf_counter)
+
+
+def train(
+    spec: RunSpec, backend: Backend, device: torch.device, rank: int, world_size: int, ctx: RunContext | None = None
+) -> RunMetrics:
+    ctx = ctx or RunContext()
+    events = ctx.events
+    events.start("init_start")
     metrics = RunMetrics()
     torch.manual_seed(spec.seed)  # same initial weights everywhere; wrap() also syncs them
     data = build_rank_data(spec, rank, world_size, device)
@@ -91,26 +127,51 @@ def train(spec: RunSpec, backend: Backend, device: torch.device, rank: int, worl
         lars_eps=spec.lars_eps,
     )
     schedule = WarmupPolySchedule(metrics.peak_lr, total_steps, warmup_steps, spec.end_lr, spec.poly_power)
+    resumed = _find_checkpoint(ctx, rank, world_size)
+    if resumed is not None:
+        model.load_state_dict(resumed["main"]["model"])
     model, optimizer = backend.wrap(
         model, optimizer, micro_batch_size=spec.micro_batch_size, accumulation_steps=spec.accumulation_steps
     )
+    step = 0
+    if resumed is not None:
+        # After wrap: Horovod rebuilds the optimizer, which would drop a state loaded before.
+        optimizer.load_state_dict(resumed["main"]["optimizer"])
+        metrics = RunMetrics(**resumed["main"]["metrics"])
+        metrics.status = "ok"  # it was saved as "preempted"
+        metrics.restarts += 1
+        step = resumed["main"]["step"]
+        set_rng_state(resumed["rng"])
     criterion = nn.CrossEntropyLoss()
+    events.event("global_batch_size", spec.global_batch_size)
+    events.event("opt_name", spec.optimizer)
+    events.event("opt_base_learning_rate", metrics.peak_lr)
+    events.event("opt_learning_rate_warmup_steps", warmup_steps)
+    events.event("train_samples", data.train_samples)
 
     losses = LossLog(backend)
     clock = StepClock(device)
     window = ThroughputWindow(backend, device)
-    window_first_step = min(spec.timing_warmup_steps, total_steps - 1)
+    window_first_step = min(step + spec.timing_warmup_steps, total_steps - 1)
     progress = RankProgress(spec.label, total_steps, enabled=rank == 0)
 
     backend.barrier()
-    run_start = time.perf_counter()
-    step, epoch = 0, 0
+    events.end("init_stop")
+    if resumed is not None:
+        metrics.restart_overhead_sec += time.perf_counter() - ctx.process_start
+        progress.note(f"resumed at step {step} (restart {metrics.restarts})")
+    else:
+        events.start("run_start")
+    # Elapsed time continues across restarts: time-to-accuracy counts on-clock time only.
+    run_start = time.perf_counter() - metrics.on_clock_sec
+    epoch, skip = divmod(step, metrics.steps_per_epoch)
     while step < total_steps and metrics.status == "ok":
-        data.train.set_epoch(epoch)
+        data.train.set_epoch(epoch, skip=skip * spec.accumulation_steps)
         batches = iter(data.train)
-        for _ in range(min(metrics.steps_per_epoch, total_steps - step)):
-            if step == window_first_step:
-                window.start()
+        events.start("epoch_start", epoch_num=epoch + 1)
+        for _ in range(min(metrics.steps_per_epoch - skip, total_steps - step)):
+            if step >= window_first_step and not window.running:
+                window.start()  # also restarts it after a periodic checkpoint
             schedule.apply(optimizer, step)
             timed = window.running
             if timed:
@@ -125,33 +186,94 @@ def train(spec: RunSpec, backend: Backend, device: torch.device, rank: int, worl
                     metrics.status, metrics.diverged_at_step = "diverged", losses.diverged_at
                     break
                 progress.update(step, losses.last)
+                if _preemption_agreed(ctx, backend, device):
+                    metrics.status = "preempted"
+                    break
+            if ctx.checkpoint_every_steps and step % ctx.checkpoint_every_steps == 0 and step < total_steps:
+                _save(ctx, step, rank, world_size, backend, model, optimizer, metrics, losses, clock, window, run_start)
+        skip = 0
+        if metrics.status != "ok":
+            break
         epoch += 1
+        events.end("epoch_stop", epoch_num=epoch)
         last_step = step == total_steps
-        if metrics.status == "ok" and data.val is not None and (epoch % spec.eval_every_epochs == 0 or last_step):
+        if data.val is not None and (epoch % spec.eval_every_epochs == 0 or last_step):
             window.pause()
+            events.start("eval_start", epoch_num=epoch)
             sync_buffers(backend.unwrap(model), backend)
             top1, top5 = evaluate(backend.unwrap(model), data.val, backend, device, spec.num_classes)
             window.resume()
             elapsed = time.perf_counter() - run_start
             epochs_done = step / metrics.steps_per_epoch
             metrics.evals.append({"step": step, "epoch": epochs_done, "top1": top1, "top5": top5, "elapsed_sec": elapsed})
+            events.event("eval_accuracy", top1, epoch_num=epochs_done)
+            events.end("eval_stop", epoch_num=epoch)
             progress.note(f"step {step} (epoch {epochs_done:.2f}): top-1 {top1:.3f}, top-5 {top5:.3f}")
             if spec.target_top1 is not None and metrics.time_to_accuracy_sec is None and top1 >= spec.target_top1:
                 metrics.time_to_accuracy_sec, metrics.epochs_to_accuracy = elapsed, epochs_done
-    window.stop()
-    metrics.wall_time_sec = time.perf_counter() - run_start
+    if metrics.status == "preempted":
+        _save(ctx, step, rank, world_size, backend, model, optimizer, metrics, losses, clock, window, run_start)
+    else:
+        _absorb(metrics, losses, clock, window, run_start)
     progress.close()
-
     metrics.steps = step
     metrics.epochs = step / metrics.steps_per_epoch
-    metrics.loss_curve = losses.curve
-    measured_steps = step - window_first_step
-    if window.elapsed and metrics.status == "ok" and measured_steps > 0:
-        metrics.throughput_images_per_sec = measured_steps * spec.global_batch_size / window.elapsed
-    metrics.step_times = clock.finish()
-    metrics.data_wait_fraction = clock.data_wait_fraction
     metrics.param_checksum = param_checksum(backend.unwrap(model))
+    if metrics.status != "preempted":
+        reached = metrics.time_to_accuracy_sec is not None
+        events.end("run_stop", status="success" if reached else "aborted", larsbench_status=metrics.status)
     return metrics
+
+
+def _absorb(metrics: RunMetrics, losses: "LossLog", clock: StepClock, window: ThroughputWindow, run_start: float) -> None:
+    """Fold this process's measurements into the run's (which may span restarts)."""
+    window.stop()
+    losses.flush()
+    metrics.loss_curve += losses.curve
+    losses.curve = []
+    if window.elapsed:
+        metrics.window_sec += window.elapsed
+        metrics.window_steps += clock.count
+    metrics.step_times += clock.finish()
+    metrics.data_wait_sec += clock.data_wait
+    metrics.on_clock_sec = time.perf_counter() - run_start
+
+
+def _save(ctx: RunContext, step: int, rank: int, world_size: int, backend: Backend, model, optimizer, metrics: RunMetrics,
+          losses: "LossLog", clock: StepClock, window: ThroughputWindow, run_start: float) -> None:  # fmt: skip
+    if ctx.checkpoints is None:
+        return
+    _absorb(metrics, losses, clock, window, run_start)
+    state = None
+    if rank == 0:
+        state = {
+            "step": step,
+            "model": backend.unwrap(model).state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "metrics": dataclasses.asdict(metrics),
+        }
+    checkpoint.save(ctx.checkpoints, step, rank, world_size, state, backend.barrier)
+    # The window restarts after a checkpoint: saving is not training time.
+    clock.reset()
+    window.reset()
+
+
+def _find_checkpoint(ctx: RunContext, rank: int, world_size: int) -> dict | None:
+    if ctx.checkpoints is None:
+        return None
+    folder = checkpoint.latest_valid(ctx.checkpoints, world_size)
+    if folder is None:
+        return None
+    main, rng = checkpoint.load(folder, rank)
+    return {"main": main, "rng": rng}
+
+
+def _preemption_agreed(ctx: RunContext, backend: Backend, device: torch.device) -> bool:
+    """True on every rank once any rank has been told the job will stop."""
+    if ctx.preemption is None:
+        return False
+    flag = torch.tensor([1.0 if ctx.preemption.requested else 0.0], device=device)
+    return bool(backend.all_reduce(flag, "sum").item() > 0)
 
 
 def train_step(

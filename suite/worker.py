@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -21,11 +22,22 @@ from suite.config import build_spec
 from suite.errors import ConfigError
 from suite.record import build_record
 from suite.results import append_record
-from suite.train import train
+from suite.checkpoint import checkpoint_root
+from suite.eventlog import EventLog
+from suite.preemption import EXIT_PREEMPTED, PreemptionNotice
+from suite.train import RunContext, train
 
 
 def error_dir(results: Path) -> Path:
     return results.parent / ".larsbench" / "errors"
+
+
+def pid_dir(results: Path) -> Path:
+    return results.parent / ".larsbench" / "pids"
+
+
+def event_log_path(results: Path, run_id: str) -> Path:
+    return results.parent / "mllog" / f"{run_id}.log"
 
 
 def pick_device(requested: str, local_rank: int) -> torch.device:
@@ -45,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     env = environment.detect()
+    # Installed first: until then the preemption signal's default action would kill the rank.
+    ctx = RunContext(checkpoints=checkpoint_root(args.results, args.run_id), preemption=PreemptionNotice())
+    _leave_pid(args, env.rank)
     backend = None
     try:
         spec = build_spec([("spec", json.loads(args.spec_json))])
@@ -57,10 +72,17 @@ def main(argv: list[str] | None = None) -> int:
         backend = get_backend(spec.backend)(spec.backend_config)
         device = pick_device(spec.device, env.local_rank)
         backend.setup(env, device, spec.collective_timeout_sec)
-        metrics = train(spec, backend, device, env.rank, env.world_size)
+        ctx.checkpoint_every_steps = spec.checkpoint_every_steps
+        log_path = event_log_path(args.results, args.run_id)
+        ctx.events = EventLog(log_path if env.is_main else None)
+        metrics = train(spec, backend, device, env.rank, env.world_size, ctx)
+        if metrics.status == "preempted":
+            return EXIT_PREEMPTED  # checkpointed; the record comes when the run completes
         if env.is_main:
             info = provenance.collect(spec.to_dict(), env, backend.versions())
-            append_record(args.results, build_record(spec, args.run_id, args.experiment, info, metrics, device=str(device)))
+            event_log = str(log_path.relative_to(args.results.parent))
+            record = build_record(spec, args.run_id, args.experiment, info, metrics, device=str(device), event_log=event_log)
+            append_record(args.results, record)
         return 0
     except ConfigError as exc:
         _leave_error(args, env.rank, str(exc))
@@ -72,6 +94,12 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if backend is not None:
             backend.teardown()
+
+
+def _leave_pid(args: argparse.Namespace, rank: int) -> None:
+    folder = pid_dir(args.results)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{args.run_id}.rank{rank}").write_text(f"{os.getpid()}\n")
 
 
 def _leave_error(args: argparse.Namespace, rank: int, message: str) -> None:

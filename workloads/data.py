@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,7 +32,11 @@ GENERATED_DATA_SEED = 0
 
 
 class TrainBatches(Protocol):
-    def set_epoch(self, epoch: int) -> None: ...
+    """Micro-batches of one epoch for this rank. ``set_epoch(e, skip=k)`` makes the next
+    iteration start at micro-batch ``k`` of epoch ``e``, yielding exactly what an uninterrupted
+    epoch would have yielded from there on (how a resumed run continues mid-epoch)."""
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None: ...
     def __len__(self) -> int: ...
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
 
@@ -102,33 +107,79 @@ class SyntheticBatches:
         self.labels = torch.randint(0, spec.num_classes, (shard,), generator=generator).to(device)
         self.micro_batch = spec.micro_batch_size
         self.seed = spec.seed
-        self.epoch = 0
+        self.epoch, self.skip = 0, 0
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.epoch, self.skip = epoch, skip
 
     def __len__(self) -> int:
         return len(self.labels) // self.micro_batch
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        order = torch.randperm(len(self.labels), generator=torch.Generator().manual_seed(self.seed + self.epoch))
-        order = order.to(self.labels.device)
-        for i in range(len(self)):
+        generator = torch.Generator().manual_seed(_mix(self.seed, self.epoch))
+        order = torch.randperm(len(self.labels), generator=generator).to(self.labels.device)
+        for i in range(self.skip, len(self)):
             index = order[i * self.micro_batch : (i + 1) * self.micro_batch]
             yield self.images[index], self.labels[index]
 
 
-class _EpochLoader:
-    """A DataLoader whose DistributedSampler is reseeded every epoch."""
+def _mix(*values: int) -> int:
+    """A 63-bit seed from several integers (seed, epoch, index), stable across processes."""
+    state = 0x9E3779B97F4A7C15
+    for value in values:
+        state = (state ^ (value + 0x9E3779B97F4A7C15 + (state << 6) + (state >> 2))) & (2**63 - 1)
+    return state
 
-    def __init__(self, loader: DataLoader, sampler: DistributedSampler):
-        self.loader, self.sampler = loader, sampler
 
-    def set_epoch(self, epoch: int) -> None:
+class _EpochIndices(torch.utils.data.Sampler):
+    """This rank's shuffled indices for the current epoch, each tagged with the epoch, starting
+    ``skip`` indices in. The tag lets the dataset seed each sample's augmentation from
+    (seed, epoch, index) alone, so crops do not depend on worker count or on a resume."""
+
+    def __init__(self, sampler: DistributedSampler):
+        self.sampler = sampler
+        self.epoch, self.skip = 0, 0
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.epoch, self.skip = epoch, skip
         self.sampler.set_epoch(epoch)
 
     def __len__(self) -> int:
-        return len(self.loader)
+        return len(self.sampler) - self.skip
+
+    def __iter__(self):
+        return ((self.epoch, index) for index in itertools.islice(self.sampler, self.skip, None))
+
+
+class _SeededAugmentation(torch.utils.data.Dataset):
+    """An ImageFolder whose random transforms draw from a generator seeded per sample."""
+
+    def __init__(self, dataset, seed: int):
+        self.dataset, self.seed = dataset, seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, tagged: tuple[int, int]):
+        epoch, index = tagged
+        # fork_rng: the global generator (dropout's) is left exactly as it was.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(_mix(self.seed, epoch, index))
+            return self.dataset[index]
+
+
+class _EpochLoader:
+    """A DataLoader over ``_EpochIndices``: reseeded, and skippable, per epoch."""
+
+    def __init__(self, loader: DataLoader, indices: _EpochIndices, micro_batch: int):
+        self.loader, self.indices, self.micro_batch = loader, indices, micro_batch
+        self.sampler = indices.sampler  # the DistributedSampler that orders and shards
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.indices.set_epoch(epoch, skip * self.micro_batch)
+
+    def __len__(self) -> int:
+        return len(self.sampler) // self.micro_batch
 
     def __iter__(self):
         return iter(self.loader)
@@ -160,8 +211,8 @@ def _imagefolder(spec: RunSpec, root: Path, rank: int, world_size: int, device: 
             ]
         ),
     )
-    sampler = DistributedSampler(
-        train_set, num_replicas=world_size, rank=rank, shuffle=True, seed=spec.seed, drop_last=True
+    indices = _EpochIndices(
+        DistributedSampler(train_set, num_replicas=world_size, rank=rank, shuffle=True, seed=spec.seed, drop_last=True)
     )
     common = dict(
         num_workers=spec.data_workers,
@@ -169,12 +220,10 @@ def _imagefolder(spec: RunSpec, root: Path, rank: int, world_size: int, device: 
         persistent_workers=spec.data_workers > 0,
     )
     train = DataLoader(
-        train_set,
+        _SeededAugmentation(train_set, spec.seed),
         batch_size=spec.micro_batch_size,
-        sampler=sampler,
+        sampler=indices,
         drop_last=True,
-        # Seeds the augmentation RNG of each worker: a rerun sees the same crops.
-        generator=torch.Generator().manual_seed(spec.seed * 1_000_003 + rank),
         **common,
     )
     # Every val image exactly once across ranks (no sampler padding): the reduced counts are exact.
@@ -184,4 +233,4 @@ def _imagefolder(spec: RunSpec, root: Path, rank: int, world_size: int, device: 
         shuffle=False,
         **common,
     )
-    return RankData(train=_EpochLoader(train, sampler), val=val, train_samples=len(train_set))
+    return RankData(train=_EpochLoader(train, indices, spec.micro_batch_size), val=val, train_samples=len(train_set))

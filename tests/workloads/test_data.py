@@ -207,7 +207,7 @@ def test_imagefolder_train_order_changes_per_epoch_and_ranks_get_disjoint_shards
     # the loader follows the sampler: its labels are the sampled images' labels, in order
     data = ranks[1]
     sampled = order(data, 1)
-    targets = data.train.loader.dataset.targets
+    targets = data.train.loader.dataset.dataset.targets  # ImageFolder inside the seeded wrapper
     labels = torch.cat([y for _, y in data.train]).tolist()
     assert labels == [targets[i] for i in sampled][: len(labels)]
 
@@ -311,3 +311,34 @@ def test_prepare_generated_uses_the_cache_dir_from_the_environment(tmp_path, mak
     other = prepare(make_spec(**{**spec.to_dict(), "val_images_per_class": 2}))
     assert Path(other.data_dir).parent == cache and other.data_dir != prepared.data_dir
     assert len(_jpegs(Path(other.data_dir), "val")) == 4
+
+
+def test_a_resumed_epoch_yields_exactly_the_rest_of_the_uninterrupted_one(make_spec, generated_root):
+    """Augmentation depends on (seed, epoch, index) only: skipping k micro-batches, or using
+    another number of loader workers, reproduces the very same crops."""
+
+    def batches(workers, skip):
+        spec = make_spec(dataset="imagefolder", data_dir=str(generated_root), image_size=24, micro_batch_size=3, data_workers=workers)
+        data = build_rank_data(spec, 0, 1, CPU)
+        data.train.set_epoch(2, skip=skip)
+        return [(x.clone(), y.clone()) for x, y in data.train]
+
+    whole = batches(0, 0)
+    assert len(whole) >= 3
+    for (xa, ya), (xb, yb) in zip(whole[2:], batches(0, 2), strict=True):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    for (xa, ya), (xb, yb) in zip(whole, batches(2, 0), strict=True):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    # and the crops really are random: another epoch differs
+    spec = make_spec(dataset="imagefolder", data_dir=str(generated_root), image_size=24, micro_batch_size=3, data_workers=0)
+    data = build_rank_data(spec, 0, 1, CPU)
+    data.train.set_epoch(3)
+    assert not torch.equal(next(iter(data.train))[0], whole[0][0])
+
+
+def test_synthetic_skip_continues_the_epoch(make_spec):
+    data = build_rank_data(make_spec(dataset="synthetic", synthetic_samples=24, micro_batch_size=4), 0, 1, CPU)
+    data.train.set_epoch(1)
+    whole = [y.tolist() for _, y in data.train]
+    data.train.set_epoch(1, skip=4)
+    assert [y.tolist() for _, y in data.train] == whole[4:]

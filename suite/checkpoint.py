@@ -1,0 +1,125 @@
+"""Checkpoints that a preempted run resumes from, and that a crash cannot corrupt.
+
+Layout under ``<results dir>/checkpoints/<run_id>/``::
+
+    step-000120/main.pt      model, optimizer, progress and metrics so far (rank 0)
+    step-000120/rank0.pt     that rank's RNG states (every rank)
+    step-000120/COMPLETE     written last by rank 0: sizes and SHA-256 of every file
+
+Every file is written to a temporary name and renamed. A checkpoint counts only with a
+COMPLETE whose checksums match, so a partial or corrupt one is skipped (with a warning) in
+favour of the previous good one, which is kept until a newer one is complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import random
+import shutil
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+KEEP = 2  # the newest complete checkpoint and the one before it
+
+
+def checkpoint_root(results: Path, run_id: str) -> Path:
+    return results.parent / "checkpoints" / run_id
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with tmp.open("wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def _torch_bytes(obj: Any) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save(root: Path, step: int, rank: int, world_size: int, main_state: dict[str, Any] | None, barrier) -> Path:
+    """Collective: every rank calls it. ``main_state`` is rank 0's (None elsewhere)."""
+    folder = root / f"step-{step:09d}"
+    folder.mkdir(parents=True, exist_ok=True)
+    _atomic_write(folder / f"rank{rank}.pt", _torch_bytes(rng_state()))
+    if rank == 0:
+        _atomic_write(folder / "main.pt", _torch_bytes(main_state))
+    barrier()  # every rank's file is in place before rank 0 declares the checkpoint complete
+    if rank == 0:
+        files = ["main.pt"] + [f"rank{r}.pt" for r in range(world_size)]
+        manifest = {"step": step, "world_size": world_size, "files": {name: _digest(folder / name) for name in files}}
+        _atomic_write(folder / "COMPLETE", json.dumps(manifest).encode())
+        for old in _complete(root)[KEEP:]:
+            shutil.rmtree(old, ignore_errors=True)
+    barrier()
+    return folder
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _complete(root: Path) -> list[Path]:
+    """Checkpoint folders with a COMPLETE marker, newest first."""
+    if not root.is_dir():
+        return []
+    return sorted((p for p in root.glob("step-*") if (p / "COMPLETE").is_file()), reverse=True)
+
+
+def latest_valid(root: Path, world_size: int) -> Path | None:
+    """The newest checkpoint whose files all match their recorded checksums."""
+    for folder in sorted(root.glob("step-*"), reverse=True) if root.is_dir() else []:
+        problem = _problem(folder, world_size)
+        if problem is None:
+            return folder
+        warnings.warn(f"skipping checkpoint {folder}: {problem}", stacklevel=2)
+    return None
+
+
+def _problem(folder: Path, world_size: int) -> str | None:
+    try:
+        manifest = json.loads((folder / "COMPLETE").read_text())
+    except FileNotFoundError:
+        return "incomplete (no COMPLETE marker)"
+    except (OSError, ValueError) as exc:
+        return f"unreadable COMPLETE marker ({exc})"
+    if manifest.get("world_size") != world_size:
+        return f"written by {manifest.get('world_size')} ranks, this run has {world_size}"
+    for name, digest in manifest["files"].items():
+        path = folder / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if _digest(path) != digest:
+            return f"{name} does not match its checksum (corrupt)"
+    return None
+
+
+def load(folder: Path, rank: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(rank 0's main state, this rank's RNG state) from a folder ``latest_valid`` returned."""
+    main = torch.load(folder / "main.pt", map_location="cpu", weights_only=False)
+    rng = torch.load(folder / f"rank{rank}.pt", map_location="cpu", weights_only=False)
+    return main, rng

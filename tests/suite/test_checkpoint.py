@@ -1,0 +1,61 @@
+import warnings
+
+import torch
+
+from suite import checkpoint
+
+
+def test_round_trip_restores_state_and_rng(tmp_path):
+    torch.manual_seed(1)
+    folder = checkpoint.save(tmp_path, 7, 0, 1, {"step": 7, "w": torch.arange(3.0)}, lambda: None)
+    expected = torch.rand(4)  # what the RNG would give next, after the save
+    torch.rand(100)  # move it on
+    main, rng = checkpoint.load(checkpoint.latest_valid(tmp_path, 1), 0)
+    checkpoint.set_rng_state(rng)
+    assert main["step"] == 7 and torch.equal(main["w"], torch.arange(3.0))
+    assert torch.equal(torch.rand(4), expected)
+    assert folder.name == "step-000000007"
+
+
+def test_a_corrupt_checkpoint_falls_back_to_the_previous_good_one(tmp_path):
+    checkpoint.save(tmp_path, 10, 0, 1, {"step": 10}, lambda: None)
+    newest = checkpoint.save(tmp_path, 20, 0, 1, {"step": 20}, lambda: None)
+    data = bytearray((newest / "main.pt").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (newest / "main.pt").write_bytes(bytes(data))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        chosen = checkpoint.latest_valid(tmp_path, 1)
+    assert chosen.name == "step-000000010"
+    assert any("corrupt" in str(w.message) for w in caught)
+
+
+def test_a_partial_checkpoint_is_ignored(tmp_path):
+    checkpoint.save(tmp_path, 10, 0, 1, {"step": 10}, lambda: None)
+    partial = tmp_path / "step-000000030"
+    partial.mkdir()
+    (partial / "main.pt").write_bytes(b"half a checkpoint")  # the writer died before COMPLETE
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert checkpoint.latest_valid(tmp_path, 1).name == "step-000000010"
+    assert any("incomplete" in str(w.message) for w in caught)
+
+
+def test_a_missing_rank_file_or_other_world_size_is_refused(tmp_path):
+    folder = checkpoint.save(tmp_path, 10, 0, 1, {"step": 10}, lambda: None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert checkpoint.latest_valid(tmp_path, 2) is None  # written by 1 rank
+        (folder / "rank0.pt").unlink()
+        assert checkpoint.latest_valid(tmp_path, 1) is None
+
+
+def test_only_the_two_newest_complete_checkpoints_are_kept(tmp_path):
+    for step in (1, 2, 3, 4):
+        checkpoint.save(tmp_path, step, 0, 1, {"step": step}, lambda: None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step-000000003", "step-000000004"]
+    assert not list(tmp_path.rglob(".*tmp*"))  # no temporary files left behind
+
+
+def test_no_checkpoint_means_a_fresh_start(tmp_path):
+    assert checkpoint.latest_valid(tmp_path / "nothing", 1) is None
