@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 from suite.errors import ConfigError
-from suite.results import read_records
+from suite.results import latest_per_run, read_records
 
 # Top-level record fields that define what was run (the config holds more when present).
 SETTING_FIELDS = (
@@ -53,7 +53,7 @@ def load_records(paths: Iterable[str | Path], option: str = "RESULTS") -> list[d
         records.extend(found)
     if not records:
         raise ConfigError(option, "no result files given")
-    return records
+    return latest_per_run(records)
 
 
 def run_device(record: dict[str, Any]) -> str | None:

@@ -69,6 +69,15 @@ def read_records(paths: str | Path | Iterable[str | Path]) -> list[dict[str, Any
     return records
 
 
+def latest_per_run(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One record per run id, the last written: a resumed run appends its final record after
+    the 'preempted' one it supersedes. Order follows each run's first appearance."""
+    latest: dict[Any, dict[str, Any]] = {}
+    for record in records:
+        latest[record.get("run_id")] = record
+    return list(latest.values())
+
+
 def _read_file(path: Path) -> list[dict[str, Any]]:
     records = []
     with path.open("rb") as handle:

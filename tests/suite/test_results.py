@@ -84,3 +84,15 @@ def test_output_under_a_file_fails_up_front(tmp_path):
     with pytest.raises(ConfigError) as info:
         check_writable(blocker / "out")
     assert info.value.key == "--output"
+
+
+def test_a_resumed_run_supersedes_its_preempted_record(tmp_path):
+    from suite.results import latest_per_run
+
+    path = tmp_path / "results.jsonl"
+    append_record(path, record("a", status="preempted"))
+    append_record(path, record("b"))
+    append_record(path, record("a", steps=100))
+    runs = latest_per_run(read_records(path))
+    assert [(r["run_id"], r["status"]) for r in runs] == [("a", "ok"), ("b", "ok")]
+    assert runs[0]["steps"] == 100
