@@ -54,15 +54,15 @@ def _writer(path, index):
 def test_concurrent_appends_never_interleave(tmp_path):
     path = tmp_path / "results.jsonl"
     ctx = multiprocessing.get_context("fork")
-    procs = [ctx.Process(target=_writer, args=(path, i)) for i in range(16)]
+    procs = [ctx.Process(target=_writer, args=(path, i)) for i in range(64)]
     for p in procs:
         p.start()
     for p in procs:
         p.join()
         assert p.exitcode == 0
     lines = path.read_bytes().splitlines()
-    assert len(lines) == 16
-    assert sorted(json.loads(line)["run_id"] for line in lines) == sorted(f"w{i}" for i in range(16))
+    assert len(lines) == 64
+    assert sorted(json.loads(line)["run_id"] for line in lines) == sorted(f"w{i}" for i in range(64))
 
 
 def test_newer_schema_is_refused_with_advice(tmp_path):
