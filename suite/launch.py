@@ -9,12 +9,14 @@ import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 from backends.registry import get_backend
 from suite import provenance
@@ -56,8 +58,11 @@ def launch_run(spec: RunSpec, results: Path, experiment: str, console: Console, 
     env = dict(os.environ)
     # Ranks on one machine share its cores; unset, every rank would spawn a thread per core.
     env.setdefault("OMP_NUM_THREADS", str(threads_per_rank(spec.world_size)))
+    # An earlier attempt at this run id (a resume) leaves pids and errors that are not ours.
+    for stale in [*pid_dir(results).glob(f"{run_id}.rank*"), *error_dir(results).glob(f"{run_id}.rank*")]:
+        stale.unlink(missing_ok=True)
     started = time.time()
-    with _forwarding_preemption(results, run_id) as preempted:
+    with _forwarding_preemption(results, run_id) as preempted, _watching_ranks(results, run_id) as vanished:
         completed = subprocess.run(backend.local_launch_command(spec.world_size, worker), env=env)
 
     written = read_records(results) if results.exists() else []
@@ -67,14 +72,61 @@ def launch_run(spec: RunSpec, results: Path, experiment: str, console: Console, 
         saved = latest_valid(checkpoint_root(results, run_id), spec.world_size) if preempted else None
         if saved is not None:
             error = f"checkpointed at {saved.name}; resume with: larsbench run <same settings> --output {results.parent} --run-id {run_id}"
-            console.print(f"[yellow]run preempted:[/yellow] {error}")
+            console.print(f"[yellow]run preempted:[/yellow] {escape(error)}")
             record = build_record(spec, run_id, experiment, info, status="preempted", error=error)
         else:
             reasons = _rank_errors(results, run_id) or f"launcher exited with status {completed.returncode}"
-            console.print(f"[red]run failed:[/red] {reasons}")
+            silent = [rank for rank in vanished if not (error_dir(results) / f"{run_id}.rank{rank}").exists()]
+            if silent:
+                reasons = f"rank{silent[0]} stopped first without an error (killed?); {reasons}"
+            console.print(f"[red]run failed:[/red] {escape(reasons)}")
             record = build_record(spec, run_id, experiment, info, status="failed", error=reasons)
         append_record(results, record)
     return record
+
+
+@contextlib.contextmanager
+def _watching_ranks(results: Path, run_id: str, interval: float = 0.1) -> Iterator[list[int]]:
+    """Notes which rank's process disappeared first while the others still ran: a rank killed
+    outright (OOM killer, SIGKILL) leaves no error of its own, and its launcher then stops the
+    rest, so afterwards every rank looks alike."""
+    vanished: list[int] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(interval) and not vanished:
+            pids = {}
+            for pid_file in pid_dir(results).glob(f"{run_id}.rank*"):
+                try:
+                    pids[int(pid_file.name.rsplit(".rank", 1)[1])] = int(pid_file.read_text())
+                except (OSError, ValueError):
+                    continue
+            alive = {rank: _alive(pid) for rank, pid in pids.items()}
+            if len(alive) > 1 and any(alive.values()) and not all(alive.values()):
+                vanished.extend(sorted(rank for rank, up in alive.items() if not up))
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    try:
+        yield vanished
+    finally:
+        done.set()
+        thread.join()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie (exited, not yet reaped by its launcher) counts as gone.
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
 
 
 @contextlib.contextmanager

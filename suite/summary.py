@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
 
 
@@ -27,7 +28,8 @@ def summary_table(records: list[dict[str, Any]], title: str) -> Table:
         tta = _fmt(r["time_to_accuracy_sec"], ".1f") if target is not None else "no target"
         if target is not None and r["time_to_accuracy_sec"] is None and r["status"] == "ok":
             tta = f"not reached ({target:.2f})"
-        status = r["status"] if not r.get("error") else f"{r['status']}: {r['error']}"
+        # escaped: error texts quote file:line in brackets, which rich would read as markup
+        status = escape(r["status"] if not r.get("error") else f"{r['status']}: {r['error']}")
         table.add_row(
             r["backend"], r["model"], str(r["image_size"]), str(r["world_size"]),
             f"{r['global_batch_size']} = {r['world_size']}×{r['micro_batch_size']}×{r['accumulation_steps']}",
