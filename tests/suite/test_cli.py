@@ -50,3 +50,34 @@ def test_data_generate_writes_an_imagefolder_tree(tmp_path):
     refused = run_cli("data", "generate", str(tmp_path / "other"))
     assert refused.returncode == 2 and "exists" in refused.stderr
     assert (tmp_path / "other" / "keep.txt").read_text() == "mine"
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A real filesystem with no space left: a 16 KiB tmpfs, filled (needs root, as CI has)."""
+    import subprocess
+
+    mount = tmp_path / "full"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(mount)], capture_output=True).returncode:
+        pytest.skip("mounting a tmpfs needs root (CI runs as root)")
+    try:
+        with open(mount / "filler", "wb") as filler:
+            try:
+                while True:
+                    filler.write(b"\0" * 4096)
+                    filler.flush()
+            except OSError:
+                pass
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_full_disk_fails_before_training(full_disk):
+    result = run_cli("run", "--model", "tiny_cnn", "--steps", "1", "--output", str(full_disk / "out"))
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"larsbench: error: --output: cannot write results to {full_disk / 'out'} (No space left on device); choose a writable folder"
+    )
+    assert not (full_disk / "out" / "results.jsonl").exists()
