@@ -62,13 +62,12 @@ def full_disk(tmp_path):
     if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(mount)], capture_output=True).returncode:
         pytest.skip("mounting a tmpfs needs root (CI runs as root)")
     try:
-        with open(mount / "filler", "wb") as filler:
+        with open(mount / "filler", "wb", buffering=0) as filler:
             try:
                 while True:
                     filler.write(b"\0" * 4096)
-                    filler.flush()
             except OSError:
-                pass
+                pass  # full
         yield mount
     finally:
         subprocess.run(["umount", str(mount)], check=True)
