@@ -144,8 +144,12 @@ class Backend(ABC):
         # env:// rather than tcp://: under torchrun the agent already serves the store on
         # MASTER_PORT and workers must join it as clients; srun-started ranks get the same
         # variables from the ClusterEnvironment.
-        os.environ.setdefault("MASTER_ADDR", env.master_addr)
-        os.environ.setdefault("MASTER_PORT", str(env.master_port))
+        # DeepSpeed's engine also reads LOCAL_RANK from the environment, which srun does not set.
+        for key, value in (
+            ("MASTER_ADDR", env.master_addr), ("MASTER_PORT", env.master_port), ("RANK", env.rank),
+            ("WORLD_SIZE", env.world_size), ("LOCAL_RANK", env.local_rank), ("LOCAL_WORLD_SIZE", env.local_world_size),
+        ):  # fmt: skip
+            os.environ.setdefault(key, str(value))
         dist.init_process_group(
             backend="nccl" if device.type == "cuda" else "gloo",
             init_method="env://",

@@ -1,5 +1,6 @@
 """Horovod: ``hvd.DistributedOptimizer`` around the workload's optimizer, gloo on CPU and NCCL
-on GPU, started locally by ``horovodrun --gloo``.
+on GPU, started locally by ``horovodrun --gloo``, on Slurm by ``srun`` (no horovodrun, no MPI,
+no ssh: see ``_gloo_under_srun``).
 
 Accumulation: ``backward_passes_per_step`` = accumulation steps, so Horovod all-reduces each
 gradient once, on the last micro-batch; the loss is divided by the accumulation count (the
@@ -10,6 +11,9 @@ global batch, as DDP does.
 from __future__ import annotations
 
 import os
+import socket
+import threading
+import time
 from pathlib import Path
 
 import torch
@@ -44,6 +48,8 @@ class HorovodBackend(Backend):
         self.env, self.device = env, device
         if device.type == "cuda":
             torch.cuda.set_device(device)
+        if env.source == "slurm":
+            self._rendezvous = _gloo_under_srun(env, timeout_sec)
         hvd.init()
         if (hvd.rank(), hvd.size()) != (env.rank, env.world_size):
             raise RuntimeError(f"Horovod sees rank {hvd.rank()}/{hvd.size()}, the environment {env.rank}/{env.world_size}")
@@ -85,3 +91,85 @@ class HorovodBackend(Backend):
     def teardown(self) -> None:
         if getattr(self, "hvd", None) is not None and self.hvd.is_initialized():
             self.hvd.shutdown()
+        if getattr(self, "_rendezvous", None) is not None:
+            self._rendezvous.shutdown()
+            self._rendezvous.server_close()
+            self._rendezvous = None
+
+
+def _gloo_under_srun(env: ClusterEnvironment, timeout_sec: float):
+    """Do for srun-started ranks what ``horovodrun --gloo`` does for its own
+    (``horovod/runner/gloo_run.py``): rank 0 serves the HTTP rendezvous that Horovod's gloo
+    controller joins, on a port derived from the job id (``env.master_port``: the other
+    ranks know it without being told), and every rank gets the ``HOROVOD_*`` variables
+    horovodrun would have set, from the ClusterEnvironment. Returns rank 0's server (None
+    elsewhere); ``teardown`` stops it.
+
+    Assumes the same number of ranks on every node (what ``larsbench slurm`` asks for with
+    ``--ntasks-per-node``): the cross-node communicator of local rank r has one member per node.
+    """
+    from horovod.runner.common.util.hosts import HostInfo, get_host_assignments
+    from horovod.runner.http.http_server import RendezvousHandler, RendezvousHTTPServer
+
+    if env.world_size != env.num_nodes * env.local_world_size:
+        raise RuntimeError(
+            f"Horovod under srun needs the same number of ranks on every node; got {env.world_size} ranks "
+            f"on {env.num_nodes} node(s) with {env.local_world_size} on this one (use --ntasks-per-node)"
+        )
+    address = socket.gethostbyname(env.master_addr)
+    port = env.master_port
+    # Scope names only: HOROVOD_HOSTNAME is the label of a node's local communicator.
+    hostname = f"node{env.node_rank}"
+    server = None
+    if env.rank == 0:
+        plan = get_host_assignments([HostInfo(f"node{n}", env.local_world_size) for n in range(env.num_nodes)], env.world_size)
+        try:
+            server = RendezvousHTTPServer(("", port), RendezvousHandler, False)
+        except OSError as exc:
+            raise RuntimeError(f"Horovod rendezvous: cannot listen on port {port} (derived from the job id): {exc}") from None
+        server.init(plan)
+        threading.Thread(target=server.serve_forever, name="horovod-rendezvous", daemon=True).start()
+    else:
+        _wait_for_port(address, port, timeout_sec)
+    os.environ.update(
+        HOROVOD_RANK=str(env.rank),
+        HOROVOD_SIZE=str(env.world_size),
+        HOROVOD_LOCAL_RANK=str(env.local_rank),
+        HOROVOD_LOCAL_SIZE=str(env.local_world_size),
+        HOROVOD_CROSS_RANK=str(env.node_rank),
+        HOROVOD_CROSS_SIZE=str(env.num_nodes),
+        HOROVOD_HOSTNAME=hostname,
+        HOROVOD_GLOO_RENDEZVOUS_ADDR=address,
+        HOROVOD_GLOO_RENDEZVOUS_PORT=str(port),
+        HOROVOD_CONTROLLER="gloo",
+        HOROVOD_CPU_OPERATIONS="gloo",
+    )
+    # The interface gloo binds to: the one this node reaches rank 0 through (a user's own
+    # HOROVOD_GLOO_IFACE wins, as with horovodrun --network-interface).
+    os.environ.setdefault("HOROVOD_GLOO_IFACE", _interface_towards(address))
+    return server
+
+
+def _wait_for_port(address: str, port: int, timeout_sec: float) -> None:
+    """Horovod's gloo client gives up after a few quick retries; rank 0 may still be importing."""
+    deadline = time.monotonic() + timeout_sec
+    while True:
+        try:
+            with socket.create_connection((address, port), timeout=2):
+                return
+        except OSError as exc:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"Horovod rendezvous at {address}:{port} (rank 0) not reachable after {timeout_sec:.0f} s: {exc}") from None
+            time.sleep(0.2)
+
+
+def _interface_towards(address: str) -> str:
+    import psutil
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect((address, 9))  # UDP: picks the route, sends nothing
+        local = probe.getsockname()[0]
+    for name, addresses in psutil.net_if_addrs().items():
+        if any(a.family == socket.AF_INET and a.address == local for a in addresses):
+            return name
+    raise RuntimeError(f"no network interface holds {local}, the address that reaches {address}; set HOROVOD_GLOO_IFACE")

@@ -68,9 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--image-size", type=int, default=72)
     generate.add_argument("--seed", type=int, default=0)
 
-    from reports.cli import add_commands  # report, compare, baseline
+    from reports.cli import add_commands as add_report_commands  # report, compare, baseline
+    from slurm.cli import add_commands as add_slurm_commands  # slurm
 
-    add_commands(commands)
+    add_report_commands(commands)
+    add_slurm_commands(commands)
     return parser
 
 

@@ -143,7 +143,8 @@ class Experiment:
     runs: tuple[RunSpec, ...]
 
 
-EXPERIMENT_KEYS = ("name", "description", "output", "defaults", "runs", "sweep")
+# "slurm" holds the allocation for `larsbench slurm` (read by slurm/, ignored by local runs).
+EXPERIMENT_KEYS = ("name", "description", "output", "defaults", "runs", "sweep", "slurm")
 
 BUNDLED_DIR = Path(__file__).parent / "experiments"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import platform
 import socket
@@ -44,6 +45,9 @@ def collect(config: dict[str, Any], env: ClusterEnvironment | None, backend_vers
         "slurm_job_id": env.job_id if env else os.environ.get("SLURM_JOB_ID"),
         "slurm_array_task_id": env.array_task_id if env else os.environ.get("SLURM_ARRAY_TASK_ID"),
         "node_list": env.node_list if env else os.environ.get("SLURM_JOB_NODELIST"),
+        # The allocation shape `larsbench slurm` requested, and how often Slurm requeued the job.
+        "allocation": json.loads(os.environ.get("LARSBENCH_ALLOCATION") or "null"),
+        "slurm_restart_count": int(os.environ.get("SLURM_RESTART_COUNT") or 0),
         "argv": sys.argv,
         "config": config,
     }

@@ -1,0 +1,104 @@
+"""The ``slurm`` sub-command of ``larsbench``: sbatch scripts for an experiment.
+
+``add_commands(subparsers)`` adds it to the main parser (``suite.cli.build_parser``); its
+handler ``cmd_slurm(args, console)`` returns the exit code. Bad input raises
+``suite.errors.ConfigError`` (exit 2 in ``main``). ``python -m slurm.cli ARGS`` is the same
+command on its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+from slurm.options import add_option_flags, flag_options, merge
+
+EPILOG = """\
+Slurm options may also come from the experiment file's 'slurm:' section (same names with
+'_', e.g. ntasks_per_node: 4); flags win. Runs of one allocation shape (nodes x ranks per
+node) share one script, a job array when there are several; its runs file (next to it) maps
+array index -> run. Each job writes its record to OUTPUT/results.jsonl, a failed run included.
+'setup' lines are shell, run as written; every other value is quoted.
+
+exit status: 0 scripts written (and, with --wait, every job completed), 1 a job did not
+complete, 2 bad input."""
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    from suite.cli import add_run_flags
+
+    slurm = subparsers.add_parser(
+        "slurm", help="write sbatch scripts for an experiment (job arrays); --submit, --wait",
+        description="Write plain sbatch scripts for an experiment's runs; optionally submit them and wait.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    slurm.add_argument("experiment", nargs="?", type=Path, help="experiment YAML; omit for the bundled default or a single run from flags")
+    slurm.add_argument("--output", type=Path, metavar="DIR",
+                       help="results folder (default: the experiment's 'output', else ./results); scripts go to DIR/slurm/")  # fmt: skip
+    slurm.add_argument("--submit", action="store_true", help="submit the scripts with sbatch and print the job ids")
+    slurm.add_argument("--wait", action="store_true", help="submit, wait for every job; exit 0 only if all completed")
+    slurm.add_argument("--poll-seconds", type=float, default=1.0, metavar="S", help="squeue polling interval for --wait")
+    add_run_flags(slurm)
+    add_option_flags(slurm)
+    slurm.set_defaults(handler=cmd_slurm)
+
+
+def cmd_slurm(args: argparse.Namespace, console: Console) -> int:
+    from slurm import submit, sweep
+    from suite.config import RUN_FIELDS
+    from suite.results import check_writable
+
+    def say(text: str) -> None:
+        console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+    overrides = {name: getattr(args, name) for name in RUN_FIELDS if hasattr(args, name)}
+    experiment, section = sweep.load(args.experiment, overrides)
+    options = merge(section, flag_options(args))
+    output = args.output or Path(experiment.output or "results")
+    check_writable(output)
+    scripts = sweep.plan(sweep.prepare_data(experiment), options, output)
+    sweep.write(scripts)
+    for job in scripts:
+        runs = f"{len(job.runs)} runs (job array)" if len(job.runs) > 1 else "1 run"
+        say(f"{job.script}  ({runs}, {job.shape.nodes} node(s) x {job.shape.ntasks_per_node} rank(s))")
+    if not (args.submit or args.wait):
+        say("submit with: sbatch SCRIPT (or run again with --submit)")
+        return 0
+    job_ids = []
+    for job in scripts:
+        job_ids.append(submit.sbatch(job.script))
+        say(f"submitted {job.script.name}: job {job_ids[-1]}")
+    if not args.wait:
+        return 0
+
+    def progress(tasks: list[submit.Task]) -> None:
+        say(f"jobs {', '.join(job_ids)}: {submit.summary(tasks) or 'not listed yet'}")
+
+    tasks = submit.wait(job_ids, args.poll_seconds, on_change=progress)
+    for task in tasks:
+        if task.state != "COMPLETED":
+            say(f"job {task.job_id}: {task.state}")
+    status = submit.exit_status(tasks)
+    say(f"{'all jobs completed' if status == 0 else 'not every job completed'}; records in {output / 'results.jsonl'}")
+    return status
+
+
+def main(argv: list[str] | None = None) -> int:
+    from suite.errors import ConfigError
+
+    parser = argparse.ArgumentParser(prog="larsbench")
+    add_commands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["slurm", *(sys.argv[1:] if argv is None else argv)])
+    console = Console(highlight=False)
+    try:
+        return args.handler(args, console)
+    except ConfigError as exc:
+        print(f"larsbench: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""From an experiment to sbatch scripts: one script (a job array when it holds several runs)
+per allocation shape, each with its runs file next to it.
+
+Layout under the output folder (the same folder ``larsbench run --output`` writes to)::
+
+    results.jsonl                     every run's record (rank 0 appends; failures too)
+    slurm/<name>-<N>n<T>t.sbatch      the script for runs of N nodes × T ranks
+    slurm/<name>-<N>n<T>t.runs.jsonl  line i = array index i: {"index", "label", "spec"}
+    slurm/logs/<name>-...-%A_%a.out   Slurm's output, one file per job (array task)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from slurm.options import SECTION, Shape, default_python, resolve_path, shape_for
+from slurm.script import render_script
+from suite.config import Experiment, RunSpec, _read_yaml, bundled_experiment, resolve_experiment
+from suite.errors import ConfigError
+from suite.results import RESULTS_FILE
+
+# Recorded with every run (LARSBENCH_ALLOCATION) next to the shape itself.
+ALLOCATION_KEYS = ("partition", "account", "qos", "time", "gpus_per_node", "cpus_per_task", "mem", "constraint")
+
+
+@dataclass(frozen=True)
+class JobScript:
+    shape: Shape
+    job_name: str
+    script: Path
+    runs_file: Path
+    runs: tuple[RunSpec, ...]
+    text: str
+
+    @property
+    def runs_text(self) -> str:
+        return "".join(
+            json.dumps({"index": i, "label": spec.label, "spec": spec.to_dict()}, separators=(",", ":")) + "\n"
+            for i, spec in enumerate(self.runs)
+        )
+
+
+def load(path: str | Path | None, overrides: dict[str, Any]) -> tuple[Experiment, dict[str, Any]]:
+    """The experiment and its ``slurm:`` section (read here, so ``suite.config`` needs no
+    knowledge of Slurm beyond accepting the key)."""
+    if path is None and not overrides:
+        path = bundled_experiment()
+    if path is None:
+        doc: dict[str, Any] = {"name": "cli", "defaults": {}}
+        source = "command line"
+    else:
+        source = str(path)
+        doc = dict(_read_yaml(Path(path)))
+    section = doc.pop(SECTION, None)
+    return resolve_experiment(doc, overrides, source), section
+
+
+def safe_name(text: str) -> str:
+    """A file-name fragment from any text (job names may hold anything; file names do not)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._-") or "larsbench"
+
+
+def plan(
+    experiment: Experiment,
+    options: dict[str, Any],
+    output: str | Path,
+    workdir: str | Path | None = None,
+) -> list[JobScript]:
+    """Scripts for every run of ``experiment``, grouped by allocation shape (pure: no files)."""
+    output = Path(resolve_path(output))
+    workdir = resolve_path(workdir or os.getcwd())
+    options = dict(options)
+    job_name = options.pop("job_name", None) or experiment.name
+    options.setdefault("python", default_python())
+    groups: dict[Shape, list[RunSpec]] = {}
+    for spec in experiment.runs:
+        groups.setdefault(shape_for(spec.world_size, options, spec.label), []).append(spec)
+    scripts = []
+    for shape in sorted(groups):
+        specs = tuple(groups[shape])
+        stem = f"{safe_name(job_name)}-{shape.tag}"
+        folder = output / "slurm"
+        runs_file = folder / f"{stem}.runs.jsonl"
+        log = str(folder / "logs" / stem).replace("%", "%%") + ("-%A_%a.out" if len(specs) > 1 else "-%j.out")
+        name = job_name if len(groups) == 1 else f"{job_name}-{shape.tag}"
+        allocation = {"nodes": shape.nodes, "ntasks_per_node": shape.ntasks_per_node}
+        allocation.update({k: options[k] for k in ALLOCATION_KEYS if options.get(k) is not None})
+        user = {k: v for k, v in options.items() if k not in ("nodes", "ntasks_per_node")}
+        text = render_script(
+            **user,
+            job_name=name,
+            nodes=shape.nodes,
+            ntasks_per_node=shape.ntasks_per_node,
+            runs_file=str(runs_file),
+            results=str(output / RESULTS_FILE),
+            experiment=experiment.name,
+            labels=[spec.label for spec in specs],
+            chdir=workdir,
+            output=log,
+            allocation=allocation,
+        )
+        scripts.append(JobScript(shape, name, folder / f"{stem}.sbatch", runs_file, specs, text))
+    return scripts
+
+
+def prepare_data(experiment: Experiment) -> Experiment:
+    """Generated data sets are made once, here, before any job starts (as ``larsbench run``
+    does): the runs file then names the folder every rank reads."""
+    if not any(spec.dataset == "generated" for spec in experiment.runs):
+        return experiment
+    from workloads.data import prepare
+
+    return dataclasses.replace(experiment, runs=tuple(prepare(spec) for spec in experiment.runs))
+
+
+def write(scripts: list[JobScript]) -> None:
+    for job in scripts:
+        job.script.parent.mkdir(parents=True, exist_ok=True)
+        (job.script.parent / "logs").mkdir(exist_ok=True)
+        _write_atomic(job.runs_file, job.runs_text)
+        _write_atomic(job.script, job.text)
+        job.script.chmod(0o755)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise ConfigError("--output", f"cannot write {path} ({exc.strerror or exc}); choose a writable folder") from None

@@ -1,0 +1,75 @@
+"""sbatch and squeue: argument lists, a clean environment, waiting on jobs and arrays."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from slurm import submit
+from slurm.submit import Task, clean_environment, exit_status, wait
+from suite.errors import ConfigError
+
+
+def test_inherited_slurm_settings_are_dropped():
+    env = {"SBATCH_PARTITION": "x", "SLURM_CPUS_PER_TASK": "8", "SLURM_JOB_ID": "1", "SLURM_CONF": "/c",
+           "SLURM_CLUSTERS": "a", "PATH": "/bin", "MY_SLURM_THING": "k"}  # fmt: skip
+    assert clean_environment(env) == {"SLURM_CONF": "/c", "SLURM_CLUSTERS": "a", "PATH": "/bin", "MY_SLURM_THING": "k"}
+
+
+class Calls(list):
+    fake = None
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    seen = Calls()
+
+    def fake_run(command, **kwargs):
+        seen.append((command, kwargs))
+        return subprocess.CompletedProcess(command, fake_run.rc, fake_run.out, fake_run.err)
+
+    fake_run.rc, fake_run.out, fake_run.err = 0, "123;cluster\n", ""
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    monkeypatch.setenv("SBATCH_TIMELIMIT", "5")
+    seen.fake = fake_run
+    return seen
+
+
+def test_sbatch_gets_an_argument_list_and_a_clean_environment(calls, tmp_path):
+    script = tmp_path / "dir with space" / "a job.sbatch"
+    assert submit.sbatch(script) == "123"
+    ((command, kwargs),) = calls
+    assert command == ["sbatch", "--parsable", str(script)]
+    assert "SBATCH_TIMELIMIT" not in kwargs["env"]
+
+
+def test_a_refused_script_is_a_config_error(calls, tmp_path):
+    calls.fake.rc, calls.fake.out, calls.fake.err = 1, "", "sbatch: error: Batch job submission failed: Invalid partition name specified\n"
+    with pytest.raises(ConfigError, match="sbatch refused it: sbatch: error: Batch job submission failed: Invalid partition"):
+        submit.sbatch(tmp_path / "x.sbatch")
+
+
+def test_squeue_lines_become_tasks(calls):
+    calls.fake.out = "7_0|COMPLETED\n7_[1-3%2]|PENDING\n8|RUNNING\n"
+    assert submit.job_states(["7", "8"]) == [Task("7_0", "COMPLETED"), Task("7_[1-3%2]", "PENDING"), Task("8", "RUNNING")]
+    assert calls[0][0] == ["squeue", "--noheader", "--states=all", "--jobs=7,8", "--format=%i|%T"]
+
+
+def test_wait_follows_requeues_until_every_task_is_done():
+    sequence = iter([
+        [Task("7_0", "PENDING"), Task("7_[1]", "PENDING")],
+        [Task("7_0", "RUNNING"), Task("7_1", "RUNNING")],
+        [Task("7_0", "COMPLETED"), Task("7_1", "REQUEUED")],
+        [Task("7_0", "COMPLETED"), Task("7_1", "PENDING")],
+        [Task("7_0", "COMPLETED"), Task("7_1", "COMPLETED")],
+    ])  # fmt: skip
+    changes = []
+    final = wait(["7"], poll_seconds=0, on_change=changes.append, states=lambda ids: next(sequence))
+    assert final == [Task("7_0", "COMPLETED"), Task("7_1", "COMPLETED")]
+    assert len(changes) == 5 and exit_status(final) == 0
+
+
+@pytest.mark.parametrize(("states", "status"), [(["COMPLETED"], 0), (["COMPLETED", "FAILED"], 1), (["TIMEOUT"], 1), ([], 1)])
+def test_exit_status(states, status):
+    assert exit_status([Task(str(i), s) for i, s in enumerate(states)]) == status
