@@ -1,6 +1,7 @@
 """Helpers the generated sbatch script calls inside the job (``python -m slurm.job ...``).
 
 ``spec``      print the ``--spec-json`` value of one line of a runs file (the array index's run)
+``queue-time`` print how long this start of the job waited in the queue
 ``finalize``  after ``srun`` failed: write a ``failed`` (or ``preempted``) record for the run
               unless rank 0 already wrote one, with the ranks' own error lines as the reason
 
@@ -78,6 +79,20 @@ def finalize(
     return record
 
 
+def queue_seconds(job_fields: str) -> float | None:
+    """StartTime − SubmitTime from ``scontrol show job -o`` output: how long this start of the
+    job waited in the queue (a requeued job is submitted anew)."""
+    import datetime
+
+    found = dict(field.split("=", 1) for field in job_fields.split() if "=" in field)
+    try:
+        submit = datetime.datetime.fromisoformat(found["SubmitTime"])
+        start = datetime.datetime.fromisoformat(found["StartTime"])
+    except (KeyError, ValueError):
+        return None
+    return max(0.0, (start - submit).total_seconds())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m slurm.job", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     actions = parser.add_subparsers(dest="action", required=True)
@@ -92,7 +107,18 @@ def main(argv: list[str] | None = None) -> int:
     done.add_argument("--experiment", required=True)
     done.add_argument("--exit-code", required=True, type=int)
     done.add_argument("--status", default="failed", choices=["failed", "preempted"])
+    actions.add_parser("queue-time", help="print how long this job waited in the queue (seconds), or nothing")
     args = parser.parse_args(argv)
+
+    if args.action == "queue-time":
+        import subprocess
+
+        job = os.environ.get("SLURM_JOB_ID", "")
+        shown = subprocess.run(["scontrol", "show", "job", "-o", job], capture_output=True, text=True, check=False)
+        seconds = queue_seconds(shown.stdout) if job and shown.returncode == 0 else None
+        if seconds is not None:
+            print(f"{seconds:.0f}")
+        return 0
 
     if args.action == "spec":
         print(json.dumps(run_entry(args.runs, args.index)["spec"], separators=(",", ":")))

@@ -210,6 +210,8 @@ def render_script(
         "run_id=${SLURM_CLUSTER_NAME:-slurm}-${SLURM_ARRAY_JOB_ID:-$SLURM_JOB_ID}${SLURM_ARRAY_TASK_ID:+_$SLURM_ARRAY_TASK_ID}",
         f"export LARSBENCH_ALLOCATION={shlex.quote(json.dumps(allocation or {}, sort_keys=True, separators=(',', ':')))}",
         "export OMP_NUM_THREADS=${OMP_NUM_THREADS:-${SLURM_CPUS_PER_TASK:-1}}",
+        '# queue time of this start (Slurm\'s StartTime - SubmitTime), kept apart from training time',
+        'export LARSBENCH_QUEUE_SEC=$("$python" -m slurm.job queue-time || true)',
         'echo "larsbench: run $run_id (index $index, restart ${SLURM_RESTART_COUNT:-0}) on $SLURM_JOB_NODELIST"',
         "",
         f"# Slurm sends USR1 to this script {signal_seconds} s before the time limit (--signal={signal}).",

@@ -68,6 +68,7 @@ def build_record(
         "wall_time_sec": m.on_clock_sec if metrics else None,
         "restarts": m.restarts,
         "restart_overhead_sec": m.restart_overhead_sec if metrics else None,
+        "queue_time_sec": m.queue_sec,
         "event_log": event_log,
         "provenance": provenance,
     }

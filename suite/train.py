@@ -51,6 +51,7 @@ class RunMetrics:
     on_clock_sec: float = 0.0  # training wall time, evaluation included, downtime excluded
     restarts: int = 0
     restart_overhead_sec: float = 0.0  # setup and checkpoint loading after each restart
+    queue_sec: float | None = None  # time the job waited in a scheduler's queue, summed over starts
 
     @property
     def final_top1(self) -> float | None:
@@ -87,6 +88,7 @@ class RunContext:
     checkpoint_every_steps: int | None = None
     events: EventLog = field(default_factory=lambda: EventLog(None))
     preemption: PreemptionNotice | None = None
+    queue_sec: float | None = None  # how long this start waited in the scheduler's queue
     process_start: float = field(default_factory=time.perf_counter)
 
 
@@ -142,6 +144,8 @@ def train(
         metrics.restarts += 1
         step = resumed["main"]["step"]
         set_rng_state(resumed["rng"])
+    if ctx.queue_sec is not None:
+        metrics.queue_sec = (metrics.queue_sec or 0.0) + ctx.queue_sec
     criterion = nn.CrossEntropyLoss()
     events.event("global_batch_size", spec.global_batch_size)
     events.event("opt_name", spec.optimizer)

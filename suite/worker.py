@@ -73,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
         device = pick_device(spec.device, env.local_rank)
         backend.setup(env, device, spec.collective_timeout_sec)
         ctx.checkpoint_every_steps = spec.checkpoint_every_steps
+        # Set by the Slurm script (slurm.job queue-time); absent for local runs.
+        queued = os.environ.get("LARSBENCH_QUEUE_SEC")
+        ctx.queue_sec = float(queued) if queued else None
         log_path = event_log_path(args.results, args.run_id)
         ctx.events = EventLog(log_path if env.is_main else None)
         metrics = train(spec, backend, device, env.rank, env.world_size, ctx)

@@ -47,3 +47,12 @@ def test_finalize_records_the_ranks_errors_once(runs_file, tmp_path, monkeypatch
     assert p["allocation"] == {"nodes": 2} and p["slurm_restart_count"] == 0
     assert finalize(runs_file, 0, "r1", results, "exp", 1) is None
     assert [r["run_id"] for r in read_records(results)] == ["r1"]
+
+
+def test_queue_seconds_from_scontrol_fields():
+    from slurm.job import queue_seconds
+
+    fields = "JobId=53 JobName=x SubmitTime=2026-11-23T21:08:18 EligibleTime=2026-11-23T21:08:18 StartTime=2026-11-23T21:09:03 EndTime=Unknown"
+    assert queue_seconds(fields) == 45.0
+    assert queue_seconds("JobId=53 StartTime=Unknown SubmitTime=2026-11-23T21:08:18") is None
+    assert queue_seconds("") is None

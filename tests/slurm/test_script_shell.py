@@ -31,6 +31,7 @@ fi
 exit "${STUB_SRUN_EXIT:-0}"
 """
 STUB_SCONTROL = """#!/bin/bash
+[ "$1" = show ] && exit 0  # the queue-time lookup; only state changes are recorded
 printf '%s\\0' "$@" > "$STUB_DIR/scontrol.args"
 """
 

@@ -49,6 +49,9 @@ def test_ddp_resnet50_through_the_main_cli(slurm_cluster, tmp_path):
     (record,) = records(out)
     check_ok(record, job_id)
     assert (record["backend"], record["model"], record["world_size"], record["steps"]) == ("ddp", "resnet50", 2, 10)
+    # queue time is Slurm's, kept apart from the training time
+    assert record["queue_time_sec"] is not None and 0 <= record["queue_time_sec"] < 600
+    assert record["provenance"]["allocation"]["ntasks_per_node"] == 2
 
 
 def test_job_array_over_two_backends(slurm_cluster, tmp_path):
