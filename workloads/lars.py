@@ -14,10 +14,17 @@ Reference implementations for comparison: NVIDIA's LARC (apex), timm's ``Lars``.
 keeps every hyperparameter in ``param_groups`` (Horovod rebuilds optimizers from them), works
 on whole lists of tensors with ``torch._foreach_*`` kernels, never reads a tensor value on the
 host (no GPU synchronisation inside ``step``), and leaves ``p.grad`` untouched.
+
+The step is bound by memory traffic, so it is written to touch each element as few times as
+possible: the per-tensor scales stay one device tensor; ``v ← m·v + s·g`` is a single
+``addr_`` (``β·input + vec1 ⊗ vec2`` with a one-element ``vec2``: one kernel instead of a
+multiply and an add); and on CPU the update runs in cache-sized blocks (see
+``CPU_BLOCK_BYTES``) so that its three passes read w, g, v from memory once.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 from typing import Any
 
@@ -85,51 +92,170 @@ class LARS(Optimizer):
             grads = [p.grad for p in params]
             if any(g.is_sparse for g in grads):
                 raise RuntimeError("LARS does not support sparse gradients")
+            lr, beta, momentum = group["lr"], group["weight_decay"], group["momentum"]
+            scale: float | list[torch.Tensor]
+            decay: list[torch.Tensor] | None = None
             if group["lars_exclude"]:
-                updates = torch._foreach_mul(grads, group["lr"])
+                scale = lr  # no trust ratio, no weight decay
             else:
-                updates = self._scaled_updates(params, grads, group)
-            self._apply_momentum(params, updates, group["momentum"])
+                # s = lr·λ per tensor as one-element device tensors: no host read of a norm
+                trust = _trust_ratios(params, grads, beta, group["trust_coefficient"], group["eps"])
+                ratio = (trust * lr)[:, None]
+                scale = list(ratio.unbind(0))
+                if beta:
+                    # s·β, or 1 − s·β when there is no momentum (then w ← w·(1 − s·β) − s·g)
+                    decay = list((ratio * beta if momentum else 1 - ratio * beta).unbind(0))
+            bufs = self._momentum_buffers(params) if momentum else None
+            for block in _blocks(params, grads, bufs, scale, decay):
+                if bufs is None:
+                    _plain_update(*block)
+                else:
+                    _momentum_update(*block, momentum)
         return loss
 
-    @staticmethod
-    def _scaled_updates(
-        params: list[torch.Tensor], grads: list[torch.Tensor], group: dict[str, Any]
-    ) -> list[torch.Tensor]:
-        """lr·λ·(g + β·w) for every tensor, with λ computed per tensor on the device."""
-        beta, eta = group["weight_decay"], group["trust_coefficient"]
-        w_norm = torch.stack(torch._foreach_norm(params))
-        g_norm = torch.stack(torch._foreach_norm(grads))
-        # torch.where instead of a Python branch: no host read of the norms.
-        trust = torch.where(
-            (w_norm > 0) & (g_norm > 0),
-            eta * w_norm / (g_norm + beta * w_norm + group["eps"]),
-            torch.ones_like(w_norm),
-        )
-        scale = (trust * group["lr"]).unbind(0)
-        if not beta:
-            return list(torch._foreach_mul(grads, scale))
-        updates = torch._foreach_add(grads, params, alpha=beta)
-        torch._foreach_mul_(updates, scale)
-        return updates
-
-    def _apply_momentum(self, params: list[torch.Tensor], updates: list[torch.Tensor], m: float) -> None:
-        if m == 0.0:
-            torch._foreach_sub_(params, updates)
-            return
-        bufs, buf_updates = [], []
-        for p, u in zip(params, updates):
+    def _momentum_buffers(self, params: list[torch.Tensor]) -> list[torch.Tensor]:
+        bufs = []
+        for p in params:
             state = self.state[p]
-            if "momentum_buffer" in state:
-                bufs.append(state["momentum_buffer"])
-                buf_updates.append(u)
-            else:
-                # v starts at zero, so the first v is the update itself.
-                state["momentum_buffer"] = u
-        if bufs:
-            torch._foreach_mul_(bufs, m)
-            torch._foreach_add_(bufs, buf_updates)
-        torch._foreach_sub_(params, [self.state[p]["momentum_buffer"] for p in params])
+            if "momentum_buffer" not in state:
+                # v starts at zero: the first step gives v = lr·λ·(g + β·w), the update itself
+                state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            bufs.append(state["momentum_buffer"])
+        return bufs
+
+
+# CPU cache blocking: the update makes three passes over each element (v ← m·v + s·g,
+# v ← v + s·β·w, w ← w − v). Done tensor list by tensor list, every pass streams whole
+# tensors from memory; done in blocks of at most this many bytes per tensor (w, g and v of a
+# block fit in the cores' L2 caches together), memory sees one read of w, g, v and one write of
+# w, v. Measured on ResNet-50's parameters with 2 cores: 512 KiB to 2 MiB are within noise of
+# each other, and the step without blocking takes about 15% longer. GPUs get one block
+# holding every tensor.
+CPU_BLOCK_BYTES = 1 << 20
+
+
+def _trust_ratios(
+    params: list[torch.Tensor], grads: list[torch.Tensor], beta: float, eta: float, eps: float
+) -> torch.Tensor:
+    """λ for every tensor, as one 1-D device tensor."""
+    w_norm, g_norm = _norms(params), _norms(grads)
+    # torch.where instead of a Python branch: no host read of the norms.
+    return torch.where(
+        (w_norm > 0) & (g_norm > 0), eta * w_norm / (g_norm + beta * w_norm + eps), torch.ones_like(w_norm)
+    )
+
+
+def _norms(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """‖t‖ for every tensor, stacked. On CPU one BLAS dot per tensor: about twice as fast as
+    ``_foreach_norm`` there, and closer to the exact value."""
+    if tensors[0].device.type == "cpu" and all(
+        t.dtype in (torch.float32, torch.float64) and t.is_contiguous() for t in tensors
+    ):
+        flat = [t.view(-1) for t in tensors]
+        return torch.stack([torch.dot(t, t) for t in flat]).sqrt_()
+    return torch.stack(torch._foreach_norm(tensors))
+
+
+Scale = float | list[torch.Tensor]
+Block = tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor] | None, Scale, list[torch.Tensor] | None]
+
+
+def _blocks(
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    bufs: list[torch.Tensor] | None,
+    scale: Scale,
+    decay: list[torch.Tensor] | None,
+) -> Iterable[Block]:
+    """(params, grads, bufs, scale, decay) in blocks of at most ``CPU_BLOCK_BYTES`` per tensor
+    on CPU: small tensors grouped, large contiguous ones cut into flat pieces. Elsewhere one
+    block with everything."""
+    if params[0].device.type != "cpu":
+        yield params, grads, bufs, scale, decay
+        return
+    per_tensor = isinstance(scale, list)
+    limit = max(1, CPU_BLOCK_BYTES // params[0].element_size())
+    group: list[int] = []
+    size = 0
+
+    def grouped() -> Block:
+        return (
+            [params[i] for i in group],
+            [grads[i] for i in group],
+            None if bufs is None else [bufs[i] for i in group],
+            [scale[i] for i in group] if per_tensor else scale,  # type: ignore[index]
+            None if decay is None else [decay[i] for i in group],
+        )
+
+    for i, (p, g) in enumerate(zip(params, grads)):
+        n = p.numel()
+        v = None if bufs is None else bufs[i]
+        if n > limit and p.is_contiguous() and g.is_contiguous() and (v is None or v.is_contiguous()):
+            if group:
+                yield grouped()
+                group, size = [], 0
+            length = -(-n // -(-n // limit))  # equal pieces of at most `limit` elements
+            pieces = zip(
+                p.view(-1).split(length), g.view(-1).split(length),
+                v.view(-1).split(length) if v is not None else itertools.repeat(None),
+            )  # fmt: skip
+            s = [scale[i]] if per_tensor else scale  # type: ignore[index]
+            d = None if decay is None else [decay[i]]
+            for p_piece, g_piece, v_piece in pieces:
+                yield [p_piece], [g_piece], None if v_piece is None else [v_piece], s, d
+            continue
+        if group and size + n > limit:
+            yield grouped()
+            group, size = [], 0
+        group.append(i)
+        size += n
+    if group:
+        yield grouped()
+
+
+def _momentum_update(
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    bufs: list[torch.Tensor],
+    scale: Scale,
+    decay: list[torch.Tensor] | None,
+    momentum: float,
+) -> None:
+    """v ← m·v + s·g (+ s·β·w), then w ← w − v."""
+    if not isinstance(scale, list):  # excluded group: one float scale, plain foreach
+        torch._foreach_mul_(bufs, momentum)
+        torch._foreach_add_(bufs, grads, alpha=scale)
+        torch._foreach_sub_(params, bufs)
+        return
+    for g, v, s in zip(grads, bufs, scale):
+        if g.is_contiguous() and v.is_contiguous():
+            v.view(-1, 1).addr_(g.view(-1), s, beta=momentum)  # m·v + g ⊗ [s]: one pass
+        else:
+            v.mul_(momentum).addcmul_(s, g)
+    if len(params) == 1:  # a piece of a large tensor: tensor methods dispatch faster
+        if decay is not None:
+            bufs[0].addcmul_(decay[0], params[0])
+        params[0].sub_(bufs[0])
+        return
+    if decay is not None:
+        torch._foreach_addcmul_(bufs, decay, params)
+    torch._foreach_sub_(params, bufs)
+
+
+def _plain_update(
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    bufs: None,
+    scale: Scale,
+    decay: list[torch.Tensor] | None,
+) -> None:
+    """Without momentum: w ← w − s·(g + β·w), as w·(1 − s·β) − s·g (``decay`` holds 1 − s·β)."""
+    if decay is not None:
+        torch._foreach_mul_(params, decay)
+    if isinstance(scale, list):
+        torch._foreach_addcmul_(params, scale, grads, value=-1)
+    else:
+        torch._foreach_add_(params, grads, alpha=-scale)
 
 
 def lars_param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:

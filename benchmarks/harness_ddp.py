@@ -1,0 +1,182 @@
+"""The suite's training step against a bare hand-written DDP loop, in one torchrun launch.
+
+Run by ``benchmarks.run`` as
+``python -m torch.distributed.run --standalone --nproc-per-node=2 --module benchmarks.harness_ddp``.
+Both sides train ResNet-50 (32 px, synthetic data, LARS, same micro-batch) in DDP over gloo,
+each on its own model built from the same seed. They alternate in blocks of 5 steps, in the
+order A B B A (the suite's side pays its loss reduction every 10 steps, its default
+``log_every_steps``, as in a real run), so that drift and load from other processes hit both
+sides alike. Rank 0 prints
+one JSON line: per-block seconds of each side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from backends.ddp import DDPBackend
+from suite import environment
+from suite.config import build_spec
+from suite.meter import StepClock
+from suite.progress import RankProgress
+from suite.train import LossLog, train_step
+from workloads.data import build_rank_data
+from workloads.lars import LARS, lars_param_groups
+from workloads.models import build_model
+from workloads.optimizers import build_optimizer
+from workloads.schedules import WarmupPolySchedule
+
+
+class SuiteSide:
+    """What ``suite.train.train`` does per step inside its throughput window, with the suite's
+    own objects: schedule write, step clock, ``train_step`` through the backend's verbs, loss
+    kept on the device, and a LossLog reduction (plus progress update) every N steps."""
+
+    def __init__(self, spec, backend, device, rank, world_size, total_steps):
+        self.spec, self.backend, self.device = spec, backend, device
+        torch.manual_seed(spec.seed)
+        self.data = build_rank_data(spec, rank, world_size, device)
+        model = build_model(spec.model, spec.num_classes).to(device)
+        optimizer, peak_lr = build_optimizer(
+            spec.optimizer, model, base_lr=spec.lr, scaling_rule=spec.scaling_rule,
+            global_batch=spec.global_batch_size, reference_batch=spec.reference_batch_size,
+            momentum=spec.momentum, weight_decay=spec.weight_decay,
+            trust_coefficient=spec.trust_coefficient, lars_eps=spec.lars_eps,
+        )  # fmt: skip
+        self.schedule = WarmupPolySchedule(peak_lr, total_steps, 0, spec.end_lr, spec.poly_power)
+        self.model, self.optimizer = backend.wrap(
+            model, optimizer, micro_batch_size=spec.micro_batch_size, accumulation_steps=spec.accumulation_steps
+        )
+        self.criterion = nn.CrossEntropyLoss()
+        self.losses = LossLog(backend)
+        self.clock = StepClock(device)
+        self.progress = RankProgress(spec.label, total_steps, enabled=rank == 0)
+        self.step, self.epoch = 0, 0
+        self.batches = self._epoch_batches()
+
+    def _epoch_batches(self):
+        self.data.train.set_epoch(self.epoch)
+        self.epoch += 1
+        return iter(self.data.train)
+
+    def run(self, steps: int) -> None:
+        spec = self.spec
+        for _ in range(steps):
+            if self.step and self.step % self.data.steps_per_epoch(spec.accumulation_steps) == 0:
+                self.batches = self._epoch_batches()
+            self.schedule.apply(self.optimizer, self.step)
+            self.clock.start()
+            loss = train_step(
+                self.model, self.optimizer, self.batches, self.backend, self.criterion,
+                spec.accumulation_steps, self.device, self.clock,
+            )  # fmt: skip
+            self.clock.stop()
+            self.step += 1
+            self.losses.add(self.step, loss)
+            if self.step % spec.log_every_steps == 0:
+                if self.losses.flush():
+                    raise RuntimeError(f"the suite's side diverged at step {self.losses.diverged_at}")
+                self.progress.update(self.step, self.losses.last)
+
+
+class BareSide:
+    """A hand-written DDP loop doing the same work: same model, LARS with the same groups and
+    hyperparameters, the same synthetic tensors, micro-batch and ``no_sync`` accumulation."""
+
+    def __init__(self, spec, images: torch.Tensor, labels: torch.Tensor):
+        self.spec = spec
+        torch.manual_seed(spec.seed)
+        module = build_model(spec.model, spec.num_classes)
+        self.model = DistributedDataParallel(module)
+        lr = spec.lr  # scaling_rule "none": the peak LR is the base LR
+        self.optimizer = LARS(
+            lars_param_groups(module, spec.weight_decay), lr=lr, momentum=spec.momentum,
+            trust_coefficient=spec.trust_coefficient, eps=spec.lars_eps,
+        )  # fmt: skip
+        self.images, self.labels = images, labels
+        self.order = torch.randperm(len(labels))
+        self.position = 0
+
+    def _batch(self):
+        mb = self.spec.micro_batch_size
+        if self.position + mb > len(self.order):
+            self.order, self.position = torch.randperm(len(self.labels)), 0
+        index = self.order[self.position : self.position + mb]
+        self.position += mb
+        return self.images[index], self.labels[index]
+
+    def run(self, steps: int) -> None:
+        accumulation = self.spec.accumulation_steps
+        for _ in range(steps):
+            for micro in range(accumulation):
+                images, labels = self._batch()
+                if micro < accumulation - 1:
+                    with self.model.no_sync():
+                        (nn.functional.cross_entropy(self.model(images), labels) / accumulation).backward()
+                else:
+                    (nn.functional.cross_entropy(self.model(images), labels) / accumulation).backward()
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+
+
+def timed(side, steps: int) -> float:
+    dist.barrier()
+    start = time.perf_counter()
+    side.run(steps)
+    dist.barrier()  # the block ends when the slowest rank is done
+    return time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="benchmarks.harness_ddp")
+    parser.add_argument("--rounds", type=int, default=4, help="A B B A rounds after warm-up")
+    parser.add_argument("--micro-batch", type=int, default=16)
+    parser.add_argument("--accumulation", type=int, default=1)
+    parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--model", default="resnet50")
+    args = parser.parse_args(argv)
+
+    env = environment.detect()
+    device = torch.device("cpu")
+    block = 5  # steps per timed block
+    total_steps = block * (2 * args.rounds + 1)
+    spec = build_spec([("harness", {
+        "backend": "ddp", "model": args.model, "dataset": "synthetic", "image_size": args.image_size,
+        "world_size": env.world_size, "micro_batch_size": args.micro_batch,
+        "accumulation_steps": args.accumulation, "optimizer": "lars", "device": "cpu",
+        "steps": total_steps,
+        "synthetic_samples": env.world_size * args.micro_batch * args.accumulation * 80,
+    })])  # fmt: skip
+    backend = DDPBackend(spec.backend_config)
+    backend.setup(env, device, spec.collective_timeout_sec)
+    try:
+        suite = SuiteSide(spec, backend, device, env.rank, env.world_size, total_steps)
+        bare = BareSide(spec, suite.data.train.images, suite.data.train.labels)
+        sides = {"suite": suite, "bare": bare}
+        for side in sides.values():  # warm-up: allocator, momentum buffers, gloo buffers
+            timed(side, block)
+        seconds: dict[str, list[float]] = {"suite": [], "bare": []}
+        for _ in range(args.rounds):
+            for name in ("suite", "bare", "bare", "suite"):
+                seconds[name].append(timed(sides[name], block))
+        suite.progress.close()
+        if env.rank == 0:
+            result = {
+                "steps_per_block": block, "world_size": env.world_size,
+                "global_batch": spec.global_batch_size, "seconds": seconds,
+                "data_wait_sec": suite.clock.data_wait, "suite_step_sec": sum(suite.clock.durations),
+            }  # fmt: skip
+            print("HARNESS " + json.dumps(result), flush=True)
+    finally:
+        backend.teardown()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""LARS.step() never reads a tensor value on the host (no GPU synchronisation).
+
+On CPU, every host read (item, bool, tolist) is made to raise during step(); on a CUDA machine
+torch.cuda.set_sync_debug_mode("error") checks the real thing (skipped elsewhere, with a reason).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from workloads.lars import LARS, lars_param_groups
+from workloads.models import build_model
+
+HOST_READS = ("item", "tolist", "__bool__", "__float__", "__int__", "__index__")
+
+
+def _model_with_grads(device: torch.device) -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = build_model("resnet50", 10).to(device)
+    with torch.no_grad():
+        model.fc.weight.zero_()  # ‖w‖ = 0: the fallback λ = 1 must not branch on the host either
+    for p in model.parameters():
+        p.grad = torch.randn_like(p) * 1e-2
+    next(model.parameters()).grad.zero_()  # ‖g‖ = 0
+    return model
+
+
+@pytest.mark.parametrize("momentum", [0.9, 0.0])
+def test_step_reads_no_tensor_value_on_the_host(monkeypatch, momentum):
+    model = _model_with_grads(torch.device("cpu"))
+    opt = LARS(lars_param_groups(model, 5e-4), lr=0.1, momentum=momentum, eps=1e-8)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("LARS.step() read a tensor value on the host")
+
+    for name in HOST_READS:
+        monkeypatch.setattr(torch.Tensor, name, refuse)
+    opt.step()  # creates the momentum buffers
+    opt.step()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(
+    not torch.cuda.is_available(),
+    reason="needs a CUDA device: checks with torch.cuda.set_sync_debug_mode that LARS.step() never synchronises",
+)
+@pytest.mark.parametrize("momentum", [0.9, 0.0])
+def test_step_does_not_synchronise_cuda(momentum):
+    model = _model_with_grads(torch.device("cuda"))
+    opt = LARS(lars_param_groups(model, 5e-4), lr=0.1, momentum=momentum, eps=1e-8)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")  # any synchronising call raises
+    try:
+        opt.step()  # creates the momentum buffers
+        opt.step()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    torch.cuda.synchronize()
+    assert all(torch.isfinite(p).all() for p in model.parameters())
