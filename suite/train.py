@@ -131,6 +131,7 @@ def train(
     schedule = WarmupPolySchedule(metrics.peak_lr, total_steps, warmup_steps, spec.end_lr, spec.poly_power)
     resumed = _find_checkpoint(ctx, rank, world_size)
     if resumed is not None:
+        _check_same_run(resumed["main"].get("spec", {}), spec.to_dict())
         model.load_state_dict(resumed["main"]["model"])
     model, optimizer = backend.wrap(
         model, optimizer, micro_batch_size=spec.micro_batch_size, accumulation_steps=spec.accumulation_steps
@@ -194,7 +195,7 @@ def train(
                     metrics.status = "preempted"
                     break
             if ctx.checkpoint_every_steps and step % ctx.checkpoint_every_steps == 0 and step < total_steps:
-                _save(ctx, step, rank, world_size, backend, model, optimizer, metrics, losses, clock, window, run_start)
+                _save(spec, ctx, step, rank, world_size, backend, model, optimizer, metrics, losses, clock, window, run_start)
         skip = 0
         if metrics.status != "ok":
             break
@@ -216,7 +217,7 @@ def train(
             if spec.target_top1 is not None and metrics.time_to_accuracy_sec is None and top1 >= spec.target_top1:
                 metrics.time_to_accuracy_sec, metrics.epochs_to_accuracy = elapsed, epochs_done
     if metrics.status == "preempted":
-        _save(ctx, step, rank, world_size, backend, model, optimizer, metrics, losses, clock, window, run_start)
+        _save(spec, ctx, step, rank, world_size, backend, model, optimizer, metrics, losses, clock, window, run_start)
     else:
         _absorb(metrics, losses, clock, window, run_start)
     progress.close()
@@ -243,14 +244,29 @@ def _absorb(metrics: RunMetrics, losses: "LossLog", clock: StepClock, window: Th
     metrics.on_clock_sec = time.perf_counter() - run_start
 
 
-def _save(ctx: RunContext, step: int, rank: int, world_size: int, backend: Backend, model, optimizer, metrics: RunMetrics,
-          losses: "LossLog", clock: StepClock, window: ThroughputWindow, run_start: float) -> None:  # fmt: skip
+# Settings a resumed run may change: they do not alter what is computed.
+RESUMABLE_CHANGES = {"collective_timeout_sec", "data_workers", "checkpoint_every_steps", "log_every_steps"}
+
+
+def _check_same_run(saved: dict, current: dict) -> None:
+    differs = sorted(k for k in current.keys() | saved.keys() if k not in RESUMABLE_CHANGES and saved.get(k) != current.get(k))
+    if differs:
+        raise ConfigError(
+            "--run-id",
+            f"its checkpoint was written with other settings ({', '.join(differs)} differ); resume with the "
+            "same settings, or start a new run id",
+        )
+
+
+def _save(spec: RunSpec, ctx: RunContext, step: int, rank: int, world_size: int, backend: Backend, model, optimizer,
+          metrics: RunMetrics, losses: "LossLog", clock: StepClock, window: ThroughputWindow, run_start: float) -> None:  # fmt: skip
     if ctx.checkpoints is None:
         return
     _absorb(metrics, losses, clock, window, run_start)
     state = None
     if rank == 0:
         state = {
+            "spec": spec.to_dict(),
             "step": step,
             "model": backend.unwrap(model).state_dict(),
             "optimizer": optimizer.state_dict(),

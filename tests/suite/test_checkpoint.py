@@ -59,3 +59,16 @@ def test_only_the_two_newest_complete_checkpoints_are_kept(tmp_path):
 
 def test_no_checkpoint_means_a_fresh_start(tmp_path):
     assert checkpoint.latest_valid(tmp_path / "nothing", 1) is None
+
+
+def test_resuming_with_other_settings_is_refused():
+    import pytest
+
+    from suite.errors import ConfigError
+    from suite.train import _check_same_run
+
+    saved = {"model": "resnet50", "micro_batch_size": 8, "data_workers": 1}
+    _check_same_run(saved, {**saved, "data_workers": 4})  # does not change what is computed
+    with pytest.raises(ConfigError) as info:
+        _check_same_run(saved, {**saved, "micro_batch_size": 16})
+    assert info.value.key == "--run-id" and "micro_batch_size" in info.value.message
