@@ -76,13 +76,25 @@ def launch_run(spec: RunSpec, results: Path, experiment: str, console: Console, 
             record = build_record(spec, run_id, experiment, info, status="preempted", error=error)
         else:
             reasons = _rank_errors(results, run_id) or f"launcher exited with status {completed.returncode}"
-            silent = [rank for rank in vanished if not (error_dir(results) / f"{run_id}.rank{rank}").exists()]
+            silent = _silent_ranks(results, run_id, vanished)
             if silent:
                 reasons = f"rank{silent[0]} stopped first without an error (killed?); {reasons}"
             console.print(f"[red]run failed:[/red] {escape(reasons)}")
             record = build_record(spec, run_id, experiment, info, status="failed", error=reasons)
         append_record(results, record)
     return record
+
+
+def _silent_ranks(results: Path, run_id: str, vanished: list[int]) -> list[int]:
+    """Ranks that died without leaving an error: the watcher's first-vanished ones, or, when
+    every rank went within one poll, those that said nothing while a peer reported an error
+    (typically the peer's 'connection reset' from the killed rank)."""
+    started = {int(p.name.rsplit(".rank", 1)[1]) for p in pid_dir(results).glob(f"{run_id}.rank*")}
+    reported = {int(p.name.rsplit(".rank", 1)[1]) for p in error_dir(results).glob(f"{run_id}.rank*")}
+    first = [rank for rank in vanished if rank not in reported]
+    if first:
+        return first
+    return sorted(started - reported) if reported else []
 
 
 @contextlib.contextmanager
