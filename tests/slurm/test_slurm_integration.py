@@ -15,6 +15,7 @@ import pytest
 
 from slurm import submit
 from slurm.job import read_runs
+from tests.conftest import run_cli
 from tests.slurm.conftest import job_field, job_ids, larsbench_slurm, logs, records, wait_for
 
 pytestmark = pytest.mark.multiprocess
@@ -127,12 +128,11 @@ def test_preemption_checkpoints_requeues_and_resumes(slurm_cluster, tmp_path):
     """USR1 to the batch shell (as --signal=B:USR1@N does near the time limit): the ranks
     checkpoint and exit 75, the script requeues the job, the same run id resumes and finishes."""
     out = tmp_path / "preempt"
-    done = larsbench_slurm(
-        "--backend", "ddp", "--world-size", "2", "--model", "tiny_cnn", "--dataset", "generated",
-        "--image-size", "32", "--micro-batch", "4", "--steps", "400", "--train-images-per-class", "16",
-        "--val-images-per-class", "5", "--num-classes", "4", "--data-workers", "1", "--eval-every-epochs", "25",
-        "--log-every-steps", "5", "--device", "cpu", "--cpus-per-task", "1", "--output", str(out), "--submit",
-    )  # fmt: skip
+    run = ["--backend", "ddp", "--world-size", "2", "--model", "tiny_cnn", "--dataset", "generated",
+           "--image-size", "32", "--micro-batch", "4", "--steps", "400", "--train-images-per-class", "16",
+           "--val-images-per-class", "5", "--num-classes", "4", "--data-workers", "1", "--eval-every-epochs", "25",
+           "--log-every-steps", "5", "--device", "cpu"]  # fmt: skip
+    done = larsbench_slurm(*run, "--cpus-per-task", "1", "--output", str(out), "--submit")
     assert done.returncode == 0, done.stdout + done.stderr
     (job_id,) = job_ids(done.stdout)
     event_log = out / "mllog" / f"larsbench-{job_id}.log"
@@ -147,3 +147,10 @@ def test_preemption_checkpoints_requeues_and_resumes(slurm_cluster, tmp_path):
     (record,) = records(out)
     check_ok(record, job_id)
     assert (record["steps"], record.get("restarts")) == (400, 1)
+    # The same seed never interrupted (a local run: same ranks, same one thread per rank) ends
+    # with the same parameters.
+    reference = run_cli("run", *run, "--output", str(tmp_path / "reference"))
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    (uninterrupted,) = records(tmp_path / "reference")
+    assert record["param_checksum"] == pytest.approx(uninterrupted["param_checksum"], rel=1e-6)
+    assert record["final_top1"] == uninterrupted["final_top1"]
