@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from suite.errors import ConfigError
@@ -98,13 +99,13 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
     for row in result.rows:
         style = VERDICT_STYLE.get(row.verdict, "")
         verdict = f"[{style}]{row.verdict}[/]" if style else row.verdict
-        table.add_row(row.setting, row.metric, _sample_text(row.metric, row.baseline), _sample_text(row.metric, row.current), row.change, verdict)
+        table.add_row(escape(row.setting), row.metric, _sample_text(row.metric, row.baseline), _sample_text(row.metric, row.current), row.change, verdict)
     console.print(table)
     for row in result.regressions:
-        console.print(f"[bold red]regression[/]: {row.setting}: {row.message}")
+        console.print(f"[bold red]regression[/]: {escape(row.setting)}: {escape(row.message)}")
     for side, labels in (("baseline", result.baseline_only), ("current", result.current_only)):
         for label in labels:
-            console.print(f"unmatched ({side} only, not compared): {label}")
+            console.print(f"unmatched ({side} only, not compared): {escape(label)}")
     tol = ", ".join(str(t) for t in tolerances.values())
     console.print(f"{len(result.regressions)} regression(s) in {len(result.rows)} comparison(s); tolerances: {tol}")
     return result.exit_code

@@ -38,7 +38,7 @@ def detect(environ: Mapping[str, str] | None = None) -> ClusterEnvironment:
         found = probe(env)
         if found is not None:
             return found
-    return ClusterEnvironment("single", 0, 1, 0, 1, 0, "127.0.0.1", _free_port_hint(env))
+    return ClusterEnvironment("single", 0, 1, 0, 1, 0, "127.0.0.1", int(env.get("MASTER_PORT", 29500)))
 
 
 def _from_torchrun(env: Mapping[str, str]) -> ClusterEnvironment | None:
@@ -142,6 +142,3 @@ def port_for_job(job_id: str) -> int:
     digits = re.sub(r"\D", "", job_id) or "0"
     return 20000 + int(digits[-9:]) % 20000
 
-
-def _free_port_hint(env: Mapping[str, str]) -> int:
-    return int(env.get("MASTER_PORT", 29500))

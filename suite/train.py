@@ -22,7 +22,7 @@ from suite.eventlog import EventLog
 from suite.meter import StepClock, ThroughputWindow, quantile
 from suite.preemption import PreemptionNotice
 from suite.progress import RankProgress
-from workloads.data import RankData, build_rank_data
+from workloads.data import build_rank_data
 from workloads.models import build_model
 from workloads.optimizers import build_optimizer
 from workloads.schedules import WarmupPolySchedule
