@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -60,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     # Installed first: until then the preemption signal's default action would kill the rank.
     ctx = RunContext(checkpoints=checkpoint_root(args.results, args.run_id), preemption=PreemptionNotice())
     _leave_pid(args, env.rank)
+    # A launcher (torchrun, srun --kill-on-bad-exit) stops the survivors of a dead rank with
+    # SIGTERM: saying so leaves the rank that died as the only one without a word.
+    signal.signal(signal.SIGTERM, lambda signum, frame: (_leave_error(args, env.rank, "stopped by its launcher (SIGTERM)"), os._exit(143)))
     backend = None
     try:
         spec = build_spec([("spec", json.loads(args.spec_json))])
