@@ -97,6 +97,11 @@ class RunSpec:
     log_every_steps: Annotated[
         PositiveInt, _doc("steps between loss reductions (progress, divergence check)")
     ] = 10
+    telemetry_every_steps: Annotated[
+        NonNegativeInt | None,
+        _doc("LARS telemetry (per-layer norms, trust ratio, effective LR) every N steps; "
+             "0 turns it off; default: about 200 records per run"),
+    ] = None
     checkpoint_every_steps: Annotated[
         PositiveInt | None, _doc("also checkpoint every N steps (always on the preemption signal)")
     ] = None

@@ -21,6 +21,7 @@ def build_record(
     error: str | None = None,
     device: str | None = None,
     event_log: str | None = None,
+    telemetry: str | None = None,
 ) -> dict[str, Any]:
     """The record for a finished run (``metrics``), or for one that failed before finishing
     (no metrics: every measurement is null, never a made-up value)."""
@@ -70,5 +71,6 @@ def build_record(
         "restart_overhead_sec": m.restart_overhead_sec if metrics else None,
         "queue_time_sec": m.queue_sec,
         "event_log": event_log,
+        "telemetry": telemetry,
         "provenance": provenance,
     }

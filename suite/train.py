@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from backends.base import Backend
-from suite import checkpoint
+from suite import checkpoint, telemetry
 from suite.checkpoint import set_rng_state
 from suite.config import RunSpec
 from suite.errors import ConfigError
@@ -86,6 +86,7 @@ class RunContext:
 
     checkpoints: Path | None = None
     checkpoint_every_steps: int | None = None
+    telemetry: Path | None = None  # the LARS telemetry file (written by the main rank only)
     events: EventLog = field(default_factory=lambda: EventLog(None))
     preemption: PreemptionNotice | None = None
     queue_sec: float | None = None  # how long this start waited in the scheduler's queue
@@ -159,6 +160,8 @@ def train(
     window = ThroughputWindow(backend, device)
     window_first_step = min(step + spec.timing_warmup_steps, total_steps - 1)
     progress = RankProgress(spec.label, total_steps, enabled=rank == 0)
+    every = telemetry.interval(spec.telemetry_every_steps, total_steps)
+    lars_telemetry = telemetry.LarsTelemetry(optimizer, backend.unwrap(model), ctx.telemetry if rank == 0 else None, every)
 
     backend.barrier()
     events.end("init_stop")
@@ -186,6 +189,8 @@ def train(
                 clock.stop()
             step += 1
             losses.add(step, loss)
+            if lars_telemetry.due(step):
+                lars_telemetry.collect(step)
             if step % spec.log_every_steps == 0 or step == total_steps:
                 if losses.flush():
                     metrics.status, metrics.diverged_at_step = "diverged", losses.diverged_at
@@ -245,7 +250,9 @@ def _absorb(metrics: RunMetrics, losses: "LossLog", clock: StepClock, window: Th
 
 
 # Settings a resumed run may change: they do not alter what is computed.
-RESUMABLE_CHANGES = {"collective_timeout_sec", "data_workers", "checkpoint_every_steps", "log_every_steps"}
+RESUMABLE_CHANGES = {
+    "collective_timeout_sec", "data_workers", "checkpoint_every_steps", "log_every_steps", "telemetry_every_steps",
+}  # fmt: skip
 
 
 def _check_same_run(saved: dict, current: dict) -> None:

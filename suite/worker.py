@@ -25,6 +25,7 @@ from suite.record import build_record
 from suite.results import append_record
 from suite.checkpoint import checkpoint_root
 from suite.eventlog import EventLog
+from suite.telemetry import telemetry_path
 from suite.preemption import EXIT_PREEMPTED, PreemptionNotice
 from suite.train import RunContext, train
 
@@ -82,13 +83,18 @@ def main(argv: list[str] | None = None) -> int:
         ctx.queue_sec = float(queued) if queued else None
         log_path = event_log_path(args.results, args.run_id)
         ctx.events = EventLog(log_path if env.is_main else None)
+        ctx.telemetry = telemetry_path(args.results, args.run_id)
         metrics = train(spec, backend, device, env.rank, env.world_size, ctx)
         if metrics.status == "preempted":
             return EXIT_PREEMPTED  # checkpointed; the record comes when the run completes
         if env.is_main:
             info = provenance.collect(spec.to_dict(), env, backend.versions())
             event_log = str(log_path.relative_to(args.results.parent))
-            record = build_record(spec, args.run_id, args.experiment, info, metrics, device=str(device), event_log=event_log)
+            side = ctx.telemetry if ctx.telemetry.exists() else None
+            record = build_record(
+                spec, args.run_id, args.experiment, info, metrics, device=str(device), event_log=event_log,
+                telemetry=str(side.relative_to(args.results.parent)) if side else None,
+            )  # fmt: skip
             append_record(args.results, record)
         return 0
     except ConfigError as exc:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -78,6 +78,10 @@ class LARS(Optimizer):
             lars_exclude=lars_exclude,
         )
         super().__init__(params, defaults)
+        # The latest step's per-tensor statistics, one entry per LARS group (see ``LayerStats``):
+        # references to tensors the step computes anyway, so keeping them costs no work and no
+        # host read. Telemetry reads them every k steps.
+        self.last_stats: list[LayerStats] = []
 
     @torch.no_grad()
     def step(self, closure=None):  # type: ignore[override]
@@ -85,6 +89,7 @@ class LARS(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        stats = []
         for group in self.param_groups:
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
@@ -99,7 +104,9 @@ class LARS(Optimizer):
                 scale = lr  # no trust ratio, no weight decay
             else:
                 # s = lr·λ per tensor as one-element device tensors: no host read of a norm
-                trust = _trust_ratios(params, grads, beta, group["trust_coefficient"], group["eps"])
+                w_norm, g_norm = _norms(params), _norms(grads)
+                trust = _trust_ratios(w_norm, g_norm, beta, group["trust_coefficient"], group["eps"])
+                stats.append(LayerStats(params, w_norm, g_norm, trust, lr))
                 ratio = (trust * lr)[:, None]
                 scale = list(ratio.unbind(0))
                 if beta:
@@ -111,6 +118,7 @@ class LARS(Optimizer):
                     _plain_update(*block)
                 else:
                     _momentum_update(*block, momentum)
+        self.last_stats = stats
         return loss
 
     def _momentum_buffers(self, params: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -134,11 +142,19 @@ class LARS(Optimizer):
 CPU_BLOCK_BYTES = 1 << 20
 
 
-def _trust_ratios(
-    params: list[torch.Tensor], grads: list[torch.Tensor], beta: float, eta: float, eps: float
-) -> torch.Tensor:
+class LayerStats(NamedTuple):
+    """One LARS group's step: its tensors, ‖w‖ and ‖g‖ before the update (1-D device tensors,
+    in ``params`` order), the trust ratios λ and the global LR; the effective LR is lr·λ."""
+
+    params: list[torch.Tensor]
+    w_norm: torch.Tensor
+    g_norm: torch.Tensor
+    trust: torch.Tensor
+    lr: float
+
+
+def _trust_ratios(w_norm: torch.Tensor, g_norm: torch.Tensor, beta: float, eta: float, eps: float) -> torch.Tensor:
     """λ for every tensor, as one 1-D device tensor."""
-    w_norm, g_norm = _norms(params), _norms(grads)
     # torch.where instead of a Python branch: no host read of the norms.
     return torch.where(
         (w_norm > 0) & (g_norm > 0), eta * w_norm / (g_norm + beta * w_norm + eps), torch.ones_like(w_norm)

@@ -1,0 +1,117 @@
+"""LARS telemetry: per layer, every k optimizer steps, ‖w‖, ‖g‖, the trust ratio λ and the
+effective LR (lr·λ), appended by rank 0 to a JSON-lines side file the record points to.
+
+The values are the ones the optimizer itself used in that step (``LARS.last_stats``), read
+after the step: whatever the backend did to the gradients before (all-reduce, accumulation
+over micro-batches, loss-scale removal) is already in them. One row per (step, layer):
+
+    {"step": 120, "layer": "layer1.0.conv1.weight", "layer_index": 3, "w_norm": ...,
+     "g_norm": ..., "trust_ratio": ..., "lr": ..., "effective_lr": ...}
+
+``pandas.read_json(path, lines=True)`` loads it. A run restarted from a periodic checkpoint
+after a crash may log a step twice; readers keep the last row.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from workloads.lars import LARS
+
+# When a run does not say how often: about this many logged steps per run, so a 500K-step
+# ImageNet run and a 50-step test both get a readable heatmap and a file of a few MB at most.
+DEFAULT_LOGGED_STEPS = 200
+
+
+def telemetry_path(results: Path, run_id: str) -> Path:
+    return results.parent / "telemetry" / f"{run_id}.jsonl"
+
+
+def find_lars(optimizer: object) -> LARS | None:
+    """The LARS instance behind a backend's optimizer wrapper (DeepSpeed and Horovod wrap or
+    subclass it), or None for other optimizers."""
+    seen = 0
+    while optimizer is not None and seen < 8:
+        if isinstance(optimizer, LARS):
+            return optimizer
+        optimizer = getattr(optimizer, "optimizer", None)
+        seen += 1
+    return None
+
+
+def interval(every_steps: int | None, total_steps: int) -> int:
+    """Steps between records; 0 means off. ``None`` picks about ``DEFAULT_LOGGED_STEPS``."""
+    if every_steps is None:
+        return max(1, total_steps // DEFAULT_LOGGED_STEPS)
+    return every_steps
+
+
+class LarsTelemetry:
+    """Collects ``LARS.last_stats`` every ``every`` steps (and at step 1) on the rank that writes."""
+
+    def __init__(self, optimizer: object, model: nn.Module, path: Path | None, every: int):
+        self.lars = find_lars(optimizer)
+        self.path = path if self.lars is not None and every > 0 else None
+        self.every = every
+        self.names = {id(p): name for name, p in model.named_parameters()}
+
+    @property
+    def enabled(self) -> bool:
+        return self.path is not None
+
+    def due(self, step: int) -> bool:
+        return self.enabled and (step == 1 or step % self.every == 0)
+
+    def collect(self, step: int) -> None:
+        """Append this step's rows. One host read of a few hundred numbers: cheap every k steps."""
+        assert self.lars is not None and self.path is not None
+        rows = []
+        index = 0
+        for stats in self.lars.last_stats:
+            values = torch.stack([stats.w_norm, stats.g_norm, stats.trust]).double().cpu().tolist()
+            for param, w_norm, g_norm, trust in zip(stats.params, *map(_finite, values)):
+                rows.append({
+                    "step": step,
+                    "layer": self.names.get(id(param), f"param{index}"),
+                    "layer_index": index,
+                    "w_norm": w_norm,
+                    "g_norm": g_norm,
+                    "trust_ratio": trust,
+                    "lr": stats.lr,
+                    "effective_lr": None if trust is None else stats.lr * trust,
+                })  # fmt: skip
+                index += 1
+        if rows:
+            _append_lines(self.path, [json.dumps(row) for row in rows])
+
+
+def _finite(values: list[float]) -> list[float | None]:
+    """JSON has no NaN or infinity: a diverging step's values become null."""
+    return [v if math.isfinite(v) else None for v in values]
+
+
+def _append_lines(path: Path, lines: list[str]) -> None:
+    """One write with O_APPEND: a step's rows land together or, on a crash, as a torn tail
+    that a restart's next write follows on a new line."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = ("\n" + "\n".join(lines) + "\n") if _ends_torn(path) else ("\n".join(lines) + "\n")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, data.encode())
+    finally:
+        os.close(fd)
+
+
+def _ends_torn(path: Path) -> bool:
+    try:
+        with path.open("rb") as f:
+            f.seek(-1, os.SEEK_END)
+            return f.read(1) != b"\n"
+    except OSError:  # missing or empty
+        return False
