@@ -61,14 +61,14 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_report(args: argparse.Namespace, console: Console) -> int:
-    from reports.load import load_records
+    from reports.load import load_records_with_folders
     from reports.report import build_report
 
     if args.baseline_world_size is not None and args.baseline_world_size < 1:
         raise ConfigError("--baseline-world-size", "must be a positive number of workers")
-    records = load_records(args.results)
+    records, folders = load_records_with_folders(args.results)
     try:
-        files = build_report(records, args.output, [str(p) for p in args.results], args.baseline_world_size)
+        files = build_report(records, args.output, [str(p) for p in args.results], args.baseline_world_size, folders)
     except OSError as exc:
         raise ConfigError("--output", f"cannot write the report to {args.output} ({exc.strerror or exc})") from None
     console.print(f"report of {len(records)} run(s): {files.markdown}, {files.html} and {len(files.images)} plot(s) in {args.output}")

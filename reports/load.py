@@ -1,8 +1,8 @@
 """Result records → a pandas DataFrame, and runs with identical settings → repeat groups.
 
 Two runs are *repeats* when every setting matches except the seed and the run id (and the
-bookkeeping fields that cannot change a measurement: data folder, log interval, collective
-timeout). A setting is whatever the record's ``provenance.config`` holds, overlaid with the
+bookkeeping fields that cannot change a measurement: data folder, log and telemetry intervals,
+collective timeout). A setting is whatever the record's ``provenance.config`` holds, overlaid with the
 record's own top-level settings and its hardware signature, so runs on different machines or
 of different workloads never pool.
 """
@@ -26,7 +26,7 @@ SETTING_FIELDS = (
     "base_lr", "warmup_epochs", "target_top1",
 )  # fmt: skip
 # Config entries that never change a measurement, or differ between repeats by definition.
-NOT_SETTINGS = frozenset({"seed", "data_dir", "log_every_steps", "collective_timeout_sec", "lr"})
+NOT_SETTINGS = frozenset({"seed", "data_dir", "log_every_steps", "collective_timeout_sec", "lr", "telemetry_every_steps"})
 # The workload: records that differ here never share a table, plot or scaling group.
 WORKLOAD_FIELDS = ("model", "dataset", "image_size", "num_classes", "device", "hardware")
 
@@ -39,7 +39,16 @@ METRICS = (
 
 def load_records(paths: Iterable[str | Path], option: str = "RESULTS") -> list[dict[str, Any]]:
     """Records from files or folders; a missing, unreadable or empty input is a ``ConfigError``."""
+    return load_records_with_folders(paths, option)[0]
+
+
+def load_records_with_folders(
+    paths: Iterable[str | Path], option: str = "RESULTS"
+) -> tuple[list[dict[str, Any]], dict[str, Path]]:
+    """``load_records``, plus run id → the folder of the results file its kept record came
+    from: a record's side files (``telemetry``) are paths relative to that folder."""
     records: list[dict[str, Any]] = []
+    folder_of: dict[int, Path] = {}
     for path in map(Path, paths):
         target = path / "results.jsonl" if path.is_dir() else path
         if not target.is_file():
@@ -51,9 +60,11 @@ def load_records(paths: Iterable[str | Path], option: str = "RESULTS") -> list[d
         if not found:
             raise ConfigError(option, f"{target}: holds no result records")
         records.extend(found)
+        folder_of.update((id(r), target.parent) for r in found)
     if not records:
         raise ConfigError(option, "no result files given")
-    return latest_per_run(records)
+    kept = latest_per_run(records)
+    return kept, {str(r.get("run_id")): folder_of[id(r)] for r in kept}
 
 
 def run_device(record: dict[str, Any]) -> str | None:
@@ -108,15 +119,39 @@ def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
         row.update({k: r.get(k) for k in METRICS})
         row["per_worker_batch"] = _product(r.get("micro_batch_size"), r.get("accumulation_steps"))
         row["optimizer_label"] = optimizer_label(r.get("optimizer"), r.get("scaling_rule"))
+        row["recipe"] = recipe(r)
+        row["peak_lr"] = r.get("lr")
+        row["steps_per_epoch"] = r.get("steps_per_epoch")
+        row["best_top1"] = best_top1(r.get("eval_history"))
+        row["telemetry"] = r.get("telemetry")
         row["timestamp_utc"] = prov.get("timestamp_utc")
         row["settings_key"] = key_of(s)
         row["workload_key"] = key_of({k: s.get(k) for k in WORKLOAD_FIELDS})
         row["workload"] = workload_label(s)
         rows.append(row)
     frame = pd.DataFrame(rows)
-    for column in METRICS:
+    for column in (*METRICS, "best_top1", "peak_lr", "steps_per_epoch"):
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
     return frame
+
+
+def recipe(record: dict[str, Any]) -> str:
+    """The large-batch recipe: ``lars``, ``lars+warmup``, ``sgd-linear``, ``sgd-sqrt+warmup``...
+    (optimizer, LR scaling rule, warm-up or not): the axis a large-batch study compares."""
+    name = str(record.get("optimizer") or "?")
+    rule = record.get("scaling_rule")
+    if rule not in (None, "none"):
+        name += f"-{rule}"
+    if (record.get("warmup_epochs") or 0) > 0:
+        name += "+warmup"
+    return name
+
+
+def best_top1(history: Any) -> float | None:
+    """The highest top-1 of any evaluation in the run (None when it logged none)."""
+    values = [e.get("top1") for e in history or [] if isinstance(e, dict)]
+    values = [v for v in values if isinstance(v, (int, float))]
+    return max(values) if values else None
 
 
 def workload_label(s: dict[str, Any]) -> str:
@@ -145,11 +180,16 @@ def summarize_repeats(frame: pd.DataFrame) -> pd.DataFrame:
         tput = ok["throughput_images_per_sec"].dropna()
         reached = ok["time_to_accuracy_sec"].dropna()
         row = {k: first[k] for k in (*SETTING_FIELDS, "hardware", "num_nodes", "per_worker_batch",
-                                      "optimizer_label", "settings_key", "workload_key", "workload")}  # fmt: skip
+                                      "optimizer_label", "recipe", "settings_key", "workload_key", "workload")}  # fmt: skip
+        # Peak LR and epoch length follow from the settings: any run that recorded them will do.
+        for column in ("peak_lr", "steps_per_epoch"):
+            known = group[column].dropna()
+            row[column] = known.iloc[0] if len(known) else float("nan")
         row.update(
             runs=len(group),
             ok_runs=len(ok),
             status=_status_text(group["status"]),
+            statuses=list(group["status"].astype(str)),
             errors="; ".join(sorted({str(e) for e in group["error"] if isinstance(e, str) and e})),
             diverged_at=", ".join(str(int(s)) for s in group["diverged_at_step"].dropna()),
             seeds=sorted(int(s) for s in group["seed"].dropna()),
@@ -161,9 +201,10 @@ def summarize_repeats(frame: pd.DataFrame) -> pd.DataFrame:
             throughput_max=tput.max() if len(tput) else float("nan"),
             tta_reached=len(reached),
         )
-        for metric in ("final_top1", "time_to_accuracy_sec", "epochs_to_accuracy", "data_wait_fraction",
+        for metric in ("final_top1", "best_top1", "time_to_accuracy_sec", "epochs_to_accuracy", "data_wait_fraction",
                        "compute_fraction", "comm_fraction", "step_time_p50_sec"):  # fmt: skip
             values = ok[metric].dropna()
+            row[metric + "_n"] = len(values)
             row[metric] = values.mean() if len(values) else float("nan")
             row[metric + "_min"] = values.min() if len(values) else float("nan")
             row[metric + "_max"] = values.max() if len(values) else float("nan")

@@ -15,6 +15,7 @@ from reports import plots
 from reports.load import records_frame, summarize_repeats
 from reports.render import Block, Bullets, Heading, Image, Table, Text, to_html, to_markdown
 from reports.scaling import KINDS, Series, efficiency_index, scaling_series
+from reports.study_report import study_blocks, telemetry_blocks
 
 MAIN_HEADERS = [
     "backend", "optimizer", "N", "global batch (N×micro×acc)", "runs ok/all", "images/s mean ± std",
@@ -126,7 +127,8 @@ def non_ok_table(frame: pd.DataFrame) -> Table | None:
         return None
     rows = [
         [str(r["run_id"]), str(r["label"]), str(r["status"]),
-         "—" if pd.isna(r["diverged_at_step"]) else str(int(r["diverged_at_step"])), str(r["error"] or "—")]
+         "—" if pd.isna(r["diverged_at_step"]) else str(int(r["diverged_at_step"])),
+         r["error"] if isinstance(r["error"], str) and r["error"] else "—"]
         for _, r in bad.iterrows()
     ]  # fmt: skip
     return Table(["run id", "label", "status", "diverged at step", "error"], rows)
@@ -160,8 +162,14 @@ def _overview(records: list[dict[str, Any]], frame: pd.DataFrame, sources: list[
 
 
 def build_report(
-    records: list[dict[str, Any]], out_dir: Path, sources: list[str], baseline_world_size: int | None = None
+    records: list[dict[str, Any]],
+    out_dir: Path,
+    sources: list[str],
+    baseline_world_size: int | None = None,
+    folders: dict[str, Path] | None = None,
 ) -> ReportFiles:
+    """``folders``: run id → folder of its results file, against which a record's relative
+    ``telemetry`` path resolves (see ``load_records_with_folders``); else the working directory."""
     out_dir.mkdir(parents=True, exist_ok=True)
     frame = records_frame(records)
     summary = summarize_repeats(frame)
@@ -175,7 +183,11 @@ def build_report(
         strong = scaling_series(part, "strong", baseline_world_size)
         blocks += [Heading(f"Workload {number}: {workload}"), main_table(part, weak, strong)]
         blocks += [Heading("Scaling efficiency", 3), *efficiency_blocks(weak + strong)]
-        blocks += _plot_blocks(part, weak + strong, workload, prefix, images)
+        study: list[Block] = study_blocks(part, workload, prefix, images)
+        blocks += _plot_blocks(part, weak + strong, workload, prefix, images, in_study=bool(study))
+        blocks += study
+        runs = frame[frame["workload_key"] == part.iloc[0]["workload_key"]]
+        blocks += telemetry_blocks(runs, folders or {}, workload, prefix, images)
     bad = non_ok_table(frame)
     blocks += [Heading("Runs that did not finish ok")]
     blocks += [bad] if bad is not None else [Text("None: every run finished with status `ok`.")]
@@ -186,9 +198,14 @@ def build_report(
     return ReportFiles(md, html, images)
 
 
-def _plot_blocks(summary: pd.DataFrame, series: list[Series], workload: str, prefix: Path, images: list[Path]) -> list[Block]:
+def _plot_blocks(
+    summary: pd.DataFrame, series: list[Series], workload: str, prefix: Path, images: list[Path], in_study: bool = False
+) -> list[Block]:
+    """The scaling plots; with a study section, its per-recipe accuracy and frontier plots stand
+    in for the accuracy and time-to-accuracy plots here (they would show the same runs twice)."""
     blocks: list[Block] = [Heading("Plots", 3)]
     missing = []
+    study_owned = {"top1", "tta"} if in_study else set()
     wanted = [
         ("throughput", "throughput vs workers", lambda p: plots.plot_throughput(series, workload, p),
          "no setting with a measured throughput ran at more than one world size"),
@@ -202,6 +219,8 @@ def _plot_blocks(summary: pd.DataFrame, series: list[Series], workload: str, pre
          "no run recorded its data-wait fraction"),
     ]  # fmt: skip
     for name, title, draw, why in wanted:
+        if name in study_owned:
+            continue
         path = draw(Path(f"{prefix}-{name}.png"))
         if path is None:
             missing.append(f"No {title} plot: {why}.")
@@ -216,6 +235,8 @@ def _plot_blocks(summary: pd.DataFrame, series: list[Series], workload: str, pre
                 else "Records hold only `data_wait_fraction` today: the bar splits data wait from the rest of "
                 "the step (compute and communication together, not separated)."
             ))  # fmt: skip
+    if in_study:
+        missing.append("Accuracy and time to accuracy vs global batch: per recipe, in the large-batch study below.")
     if missing:
         blocks.append(Bullets(missing))
     return blocks

@@ -1,0 +1,91 @@
+"""PNG plots of a large-batch study (matplotlib, Agg): final top-1 per recipe vs global batch,
+and the time-to-accuracy frontier. Each returns the written path, or ``None`` when there is
+nothing to plot (the report then says why)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+from matplotlib.lines import Line2D
+
+from reports.plots import COLORS, _figure, _legend_below, _log2_axis, _proxy, _save
+from reports.study import Frontier
+
+
+def plot_study_accuracy(series: list[tuple[str, pd.DataFrame]], workload: str, path: Path) -> Path | None:
+    """Final top-1 (mean, min–max over repeats) vs global batch, one line per recipe; a group
+    whose runs diverged is an ✕ at 0, so a recipe that breaks down is visible where it does."""
+    rows = pd.concat([part for _, part in series]) if series else pd.DataFrame()
+    if rows.empty or rows["final_top1"].notna().sum() + rows["statuses"].map(lambda s: "diverged" in s).sum() == 0:
+        return None
+    fig, (ax,) = _figure(1, workload)
+    extra = []
+    diverged_any = False
+    for i, (label, part) in enumerate(series):
+        color = COLORS[i % len(COLORS)]
+        good = part[part["final_top1"].notna()]
+        if len(good):
+            means = good.groupby("global_batch_size")["final_top1"].mean() * 100
+            means = means.reindex(sorted(part["global_batch_size"].unique()))  # a gap where a batch diverged
+            ax.plot(means.index, means.values, color=color, marker="o", label=label)
+            ax.vlines(good["global_batch_size"], good["final_top1_min"] * 100, good["final_top1_max"] * 100, color=color)
+        else:
+            extra.append(_proxy(color, "x", label))
+        diverged = part[part["statuses"].map(lambda s: "diverged" in s)]
+        if len(diverged):
+            diverged_any = True
+            ax.scatter(diverged["global_batch_size"], [0] * len(diverged), marker="x", s=70, color=color, zorder=3)
+    if diverged_any:
+        extra.append(_proxy("0.35", "x", "diverged (drawn at 0)"))
+    targets = rows["target_top1"].dropna().unique()
+    if len(targets) == 1:
+        ax.axhline(targets[0] * 100, color="0.5", linestyle=":", label=f"target {targets[0] * 100:g}%")
+    _log2_axis(ax, rows["global_batch_size"], "global batch size (images per optimizer step)")
+    ax.set_ylabel("final top-1 (%)")
+    ax.set_ylim(-3, 103)
+    ax.set_title("Final top-1 vs global batch, per recipe", fontsize=10)
+    ax.grid(alpha=0.3)
+    handles, labels = ax.get_legend_handles_labels()
+    _legend_below(ax, handles + extra, labels + [h.get_label() for h in extra])
+    return _save(fig, path)
+
+
+def plot_frontier(frontiers: list[Frontier], workload: str, path: Path) -> Path | None:
+    """Time to accuracy vs global batch: projected (lines: epochs to target × images per epoch
+    / throughput at B) and measured (hollow markers), with the batch where doubling stops
+    paying off marked per recipe."""
+    if not any(p.projected_sec or p.measured_sec for f in frontiers for p in f.points):
+        return None
+    fig, (ax,) = _figure(1, workload, height=4.6)
+    batches = []
+    for i, f in enumerate(frontiers):
+        color = COLORS[i % len(COLORS)]
+        proj = [p for p in f.points if p.projected_sec]
+        meas = [p for p in f.points if p.measured_sec]
+        batches += [p.global_batch for p in f.points]
+        if not proj and not meas:
+            continue
+        if proj:
+            ax.plot([p.global_batch for p in proj], [p.projected_sec for p in proj], color=color, marker=".", label=f.label)
+        else:
+            ax.plot([], [], color=color, label=f.label)
+        if meas:
+            ax.scatter([p.global_batch for p in meas], [p.measured_sec for p in meas], marker="s", s=36,
+                       facecolors="none", edgecolors=color, zorder=3)  # fmt: skip
+        stop = next((p for p in proj if p.global_batch == f.stop_batch), None)
+        if stop is not None:
+            ax.scatter([stop.global_batch], [stop.projected_sec], marker="*", s=180, color=color, zorder=4)
+            ax.annotate(f"stops paying off at B={stop.global_batch}", (stop.global_batch, stop.projected_sec),
+                        textcoords="offset points", xytext=(8, 10 + 12 * i), fontsize=7.5, color=color,
+                        arrowprops={"arrowstyle": "-", "color": color, "lw": 0.6})  # fmt: skip
+    _log2_axis(ax, batches, "global batch size (images per optimizer step)")
+    ax.set_yscale("log")
+    ax.set_ylabel("time to target top-1 (s, log scale)")
+    ax.set_title("Time-to-accuracy frontier: projected from measured epochs × measured throughput", fontsize=10)
+    ax.grid(alpha=0.3, which="both")
+    handles, labels = ax.get_legend_handles_labels()
+    handles += [Line2D([], [], color="0.35", marker="."), _proxy("0.35", "s", "", hollow=True), _proxy("0.35", "*", "")]
+    labels += ["projected TTA (line)", "measured TTA (this study's run)", "doubling the batch stops paying off"]
+    _legend_below(ax, handles, labels, ncol=2)
+    return _save(fig, path)
