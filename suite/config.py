@@ -5,6 +5,9 @@ An experiment file has ``defaults`` (settings shared by every run), an optional 
 cartesian product of values applied to every entry of ``runs``). Command-line flags override
 everything. Every resolved cell becomes one frozen ``RunSpec``.
 
+Top-level keys that start with ``_`` are ignored: they hold YAML anchors (``&lars``) that
+runs merge in with ``<<: *lars``.
+
 Errors name the place the bad value came from (``runs[1].image_size``, ``sweep.optimizer``,
 ``--micro-batch``) so the fix is obvious.
 """
@@ -46,7 +49,7 @@ class RunSpec:
         _doc("the backend library's own settings, JSON or a JSON file: a DeepSpeed config, "
              "DistributedDataParallel arguments"),
     ] = None
-    model: Annotated[Text, _doc("resnet50, alexnet, alexnet_bn or tiny_cnn")] = "resnet50"
+    model: Annotated[Text, _doc("resnet50, alexnet, alexnet_bn, alexnet_bn_mini (CPU studies) or tiny_cnn")] = "resnet50"
     dataset: Annotated[
         Literal["synthetic", "imagefolder", "generated"],
         _doc("synthetic tensors, an ImageFolder tree (data_dir), or a generated ImageFolder set"),
@@ -58,7 +61,9 @@ class RunSpec:
     micro_batch_size: Annotated[PositiveInt, _doc("images per rank per forward pass")] = 32
     accumulation_steps: Annotated[PositiveInt, _doc("micro-batches per optimizer step")] = 1
     global_batch_size: Annotated[
-        PositiveInt | None, _doc("optional check: must equal world × micro × accumulation")
+        PositiveInt | None,
+        _doc("optional; without accumulation_steps it sets it: global = world × micro × accumulation, "
+             "micro_batch_size being the largest per-rank micro-batch; with it, a check"),
     ] = None
     optimizer: Annotated[Literal["lars", "sgd"], _doc("LARS or momentum SGD")] = "lars"
     lr: Annotated[
@@ -112,9 +117,10 @@ class RunSpec:
     @property
     def label(self) -> str:
         rule = "" if self.scaling_rule == "none" else f"-{self.scaling_rule}"
+        warmup = "-warmup" if self.warmup_epochs else ""
         return (
             f"{self.backend}-{self.model}-{self.dataset}-w{self.world_size}"
-            f"-gb{self.global_batch_size}-{self.optimizer}{rule}"
+            f"-gb{self.global_batch_size}-{self.optimizer}{rule}{warmup}"
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -135,7 +141,7 @@ DEFAULT_LR = {"lars": 2.0, "sgd": 0.1}
 
 # Smallest input each model accepts: AlexNet's stride-4 stem and three max-pools leave no
 # feature map below 63 px.
-MODEL_MIN_IMAGE_SIZE = {"resnet50": 32, "alexnet": 63, "alexnet_bn": 63, "tiny_cnn": 8}
+MODEL_MIN_IMAGE_SIZE = {"resnet50": 32, "alexnet": 63, "alexnet_bn": 63, "alexnet_bn_mini": 16, "tiny_cnn": 8}
 
 _RUN_ADAPTER = TypeAdapter(RunSpec)
 
@@ -249,6 +255,8 @@ def check_spec(spec: RunSpec, origin: dict[str, str] | None = None) -> RunSpec:
     def where(field: str) -> str:
         return origin.get(field, field)
 
+    if spec.global_batch_size is not None and "accumulation_steps" not in origin:
+        spec = _resolve_accumulation(spec, where("global_batch_size"))
     product = spec.world_size * spec.micro_batch_size * spec.accumulation_steps
     if spec.global_batch_size is not None and spec.global_batch_size != product:
         raise ConfigError(
@@ -310,6 +318,25 @@ def check_spec(spec: RunSpec, origin: dict[str, str] | None = None) -> RunSpec:
     )
 
 
+def _resolve_accumulation(spec: RunSpec, key: str) -> RunSpec:
+    """Micro-batch and accumulation for a requested global batch: each rank's share in
+    micro-batches of at most ``micro_batch_size``, so one setting sweeps 16 to 32K."""
+    batch, world, micro = spec.global_batch_size, spec.world_size, spec.micro_batch_size
+    assert batch is not None
+    if batch % world:
+        raise ConfigError(key, f"{batch} does not split evenly over world_size {world}; choose a multiple of {world}")
+    share = batch // world
+    if share <= micro:
+        return dataclasses.replace(spec, micro_batch_size=share, accumulation_steps=1)
+    if share % micro:
+        raise ConfigError(
+            key,
+            f"each rank's share ({batch} / {world} = {share}) is not a multiple of micro_batch_size {micro};"
+            " choose a micro_batch_size that divides it, or set accumulation_steps",
+        )
+    return dataclasses.replace(spec, accumulation_steps=share // micro)
+
+
 def _check_imagefolder(spec: RunSpec, key: str) -> None:
     if spec.data_dir is None:
         raise ConfigError(key, "dataset 'imagefolder' needs data_dir (a folder with train/ and val/)")
@@ -325,7 +352,7 @@ def _check_imagefolder(spec: RunSpec, key: str) -> None:
 
 def _check_keys(mapping: dict[str, Any], valid: tuple[str, ...], where: str) -> None:
     for key in mapping:
-        if key not in valid:
+        if key not in valid and not str(key).startswith("_"):
             raise ConfigError(where, _unknown(str(key), valid))
 
 

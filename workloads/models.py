@@ -1,4 +1,5 @@
-"""Models by name: torchvision's ResNet-50 and AlexNet, AlexNet-BN, and a tiny test CNN."""
+"""Models by name: torchvision's ResNet-50 and AlexNet, AlexNet-BN, a small AlexNet-BN for CPU
+studies, and a tiny test CNN."""
 
 from __future__ import annotations
 
@@ -57,10 +58,33 @@ def _tiny_cnn(num_classes: int) -> nn.Module:
     )
 
 
+def _alexnet_bn_mini(num_classes: int) -> nn.Module:
+    """AlexNet-BN's pattern (five convolutions, three max-pools, two hidden fully-connected
+    layers, BatchNorm after each) at about 1/8 of its width and for 32-px inputs: 0.5M
+    parameters instead of 61M, so a batch-size study of many runs fits on a laptop CPU while
+    LARS still sees eight weight layers of very different shapes."""
+
+    def conv(c_in: int, c_out: int, k: int) -> list[nn.Module]:
+        return [nn.Conv2d(c_in, c_out, k, padding=k // 2, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+
+    def linear(n_in: int, n_out: int) -> list[nn.Module]:
+        return [nn.Linear(n_in, n_out, bias=False), nn.BatchNorm1d(n_out), nn.ReLU(inplace=True)]
+
+    return nn.Sequential(
+        *conv(3, 24, 5), nn.MaxPool2d(2),
+        *conv(24, 64, 5), nn.MaxPool2d(2),
+        *conv(64, 96, 3), *conv(96, 64, 3), *conv(64, 64, 3),
+        nn.AdaptiveMaxPool2d(4), nn.Flatten(),
+        *linear(64 * 4 * 4, 256), *linear(256, 256),
+        nn.Linear(256, num_classes),
+    )  # fmt: skip
+
+
 MODELS: dict[str, Callable[[int], nn.Module]] = {
     "resnet50": _resnet50,
     "alexnet": _alexnet,
     "alexnet_bn": _alexnet_bn,
+    "alexnet_bn_mini": _alexnet_bn_mini,
     "tiny_cnn": _tiny_cnn,
 }
 

@@ -69,7 +69,13 @@ def test_bundled_default_is_valid():
         (
             "defaults: {world_size: 2, micro_batch_size: 4, global_batch_size: 10}\n",
             "defaults.global_batch_size",
-            "2 × 4 × 1 = 8",
+            "share (10 / 2 = 5) is not a multiple of micro_batch_size 4",
+        ),
+        ("defaults: {world_size: 2, global_batch_size: 33}\n", "defaults.global_batch_size", "over world_size 2"),
+        (
+            "defaults: {world_size: 2, micro_batch_size: 4, accumulation_steps: 2, global_batch_size: 32}\n",
+            "defaults.global_batch_size",
+            "2 × 4 × 2 = 16",
         ),
         ("defaults: {dataset: imagefolder}\n", "data_dir", "needs data_dir"),
         ("defaults: {dataset: imagefolder, data_dir: /nonexistent}\n", "defaults.data_dir", "not a directory"),
@@ -101,3 +107,13 @@ def test_flag_errors_name_the_flag():
 def test_missing_file():
     with pytest.raises(ConfigError, match="no such experiment file"):
         load_experiment("/nonexistent/exp.yaml")
+
+
+@pytest.mark.parametrize(
+    "batch, micro, accumulation",
+    [(16, 8, 1), (128, 64, 1), (512, 64, 4), (32768, 64, 256)],
+)
+def test_a_global_batch_resolves_to_micro_batches_and_accumulation(batch, micro, accumulation):
+    spec = build_spec([("defaults", {"world_size": 2, "micro_batch_size": 64, "global_batch_size": batch, "synthetic_samples": 32768})])
+    assert (spec.micro_batch_size, spec.accumulation_steps, spec.global_batch_size) == (micro, accumulation, batch)
+    assert spec.world_size * spec.micro_batch_size * spec.accumulation_steps == batch

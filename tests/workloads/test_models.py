@@ -33,11 +33,13 @@ def test_alexnet_has_torchvisions_published_parameter_count():
     assert _param_count(build_model("alexnet", 1000)) == 61_100_840
 
 
-@pytest.mark.parametrize(("name", "num_classes"), [("resnet50", 10), ("alexnet", 5), ("tiny_cnn", 3)])
+@pytest.mark.parametrize(
+    ("name", "num_classes"), [("resnet50", 10), ("alexnet", 5), ("alexnet_bn_mini", 10), ("tiny_cnn", 3)]
+)
 def test_logits_shape_at_the_minimum_image_size(name, num_classes):
     torch.manual_seed(0)
     size = MODEL_MIN_IMAGE_SIZE[name]
-    assert size == {"resnet50": 32, "alexnet": 63, "tiny_cnn": 8}[name]
+    assert size == {"resnet50": 32, "alexnet": 63, "alexnet_bn_mini": 16, "tiny_cnn": 8}[name]
     model = build_model(name, num_classes)
     with torch.no_grad():
         out = model(torch.randn(2, 3, size, size))  # training mode (batch statistics), as in a step
@@ -58,6 +60,16 @@ def test_alexnet_below_63_px_has_no_feature_map_left(name, alexnet_bn_7):
     model = alexnet_bn_7 if name == "alexnet_bn" else build_model(name, 7)
     with torch.no_grad(), pytest.raises(RuntimeError):
         model.eval()(torch.randn(1, 3, 62, 62))
+
+
+def test_alexnet_bn_mini_keeps_alexnet_bns_layer_pattern_at_a_fraction_of_its_size():
+    model = build_model("alexnet_bn_mini", 10)
+    kinds = [type(m).__name__ for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.BatchNorm1d))]
+    assert kinds.count("Conv2d") == 5 and kinds.count("Linear") == 3
+    assert kinds.count("BatchNorm2d") == 5 and kinds.count("BatchNorm1d") == 2  # none after the last layer
+    assert 400_000 < _param_count(model) < 600_000
+    with torch.no_grad():
+        assert model.eval()(torch.randn(2, 3, 32, 32)).shape == (2, 10)
 
 
 def test_tiny_cnn_builds_with_num_classes_and_has_no_batchnorm():
