@@ -8,6 +8,11 @@ loss of one micro-batch, and after ``accumulation_steps`` calls the optimizer mu
 gradient over the whole global batch (all ranks, all micro-batches), reduced exactly once.
 Each adapter does whatever its library needs to meet that (divide the loss, skip the
 all-reduce on non-stepping micro-batches, tell an engine where the boundary is).
+
+Mixed precision (``suite.precision.Precision``, handed to ``wrap``): ``backward`` multiplies
+the loss by the fp16 loss scale, and ``step`` unscales the reduced gradients before the
+optimizer runs, so LARS's trust ratios see the true gradient. A library with its own mixed
+precision (DeepSpeed) keeps ``precision.engine_managed()`` instead and lets its engine do both.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import torch.distributed as dist
 
 from suite.environment import ClusterEnvironment
 from suite.errors import ConfigError
+from suite.precision import DTYPES, Precision, autocast_supported, unsupported_message
 
 
 class Backend(ABC):
@@ -37,6 +43,7 @@ class Backend(ABC):
         self.env: ClusterEnvironment | None = None
         self.device: torch.device = torch.device("cpu")
         self.accumulation_steps = 1
+        self.precision = Precision()  # fp32; wrap() sets the run's
 
     # -- launching -------------------------------------------------------------------------
     @classmethod
@@ -67,6 +74,14 @@ class Backend(ABC):
             raise ConfigError("backend_config", f"the {cls.name} backend takes no backend_config; remove it")
 
     @classmethod
+    def check_precision(cls, precision: str, channels_last: bool, device: str, options: dict[str, Any]) -> None:
+        """Refuse (one-line ConfigError naming the setting) a precision or memory layout this
+        backend cannot run on ``device`` (``cpu``, ``cuda`` or ``auto``), before any rank starts.
+        By default the loop's torch autocast does mixed precision: it must support the dtype."""
+        if precision in DTYPES and device == "cpu" and not autocast_supported("cpu", DTYPES[precision]):
+            raise ConfigError("precision", unsupported_message(precision, "cpu"))
+
+    @classmethod
     def versions(cls) -> dict[str, str]:
         """Versions of the libraries this backend runs on, for provenance."""
         return {"torch": torch.__version__}
@@ -89,22 +104,27 @@ class Backend(ABC):
         *,
         micro_batch_size: int,
         accumulation_steps: int,
+        precision: Precision | None = None,
     ) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
-        """Make model and optimizer distributed; identical initial weights on every rank."""
+        """Make model and optimizer distributed; identical initial weights on every rank.
+        Keeps ``precision`` (default fp32) for ``backward`` and ``step``."""
 
     def unwrap(self, model: torch.nn.Module) -> torch.nn.Module:
-        """The plain module inside a wrapper (for evaluation without collectives)."""
-        return getattr(model, "module", model)
+        """The plain module inside a wrapper (for evaluation without collectives), also
+        inside ``torch.compile``'s wrapper: its state_dict has the plain module's keys."""
+        model = getattr(model, "module", model)
+        return getattr(model, "_orig_mod", model)
 
     def accumulate(self, model: torch.nn.Module, sync: bool) -> contextlib.AbstractContextManager:
         """Context for one micro-batch's forward+backward; ``sync=False`` may skip reduction."""
         return contextlib.nullcontext()
 
     def backward(self, loss: torch.Tensor) -> None:
-        (loss / self.accumulation_steps).backward()
+        self.precision.scale(loss / self.accumulation_steps).backward()
 
     def step(self, optimizer: torch.optim.Optimizer) -> None:
-        optimizer.step()
+        # The gradients are reduced by now (DDP all-reduces during the last backward).
+        self.precision.optimizer_step(optimizer)
         optimizer.zero_grad(set_to_none=True)
 
     # -- collectives for metrics -------------------------------------------------------------

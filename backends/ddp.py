@@ -37,8 +37,10 @@ class DDPBackend(Backend):
             if key not in accepted:
                 raise ConfigError(f"backend_config.{key}", f"not a DistributedDataParallel argument; valid: {', '.join(sorted(accepted))}")
 
-    def wrap(self, model, optimizer, *, micro_batch_size, accumulation_steps):
-        self.accumulation_steps = accumulation_steps
+    def wrap(self, model, optimizer, *, micro_batch_size, accumulation_steps, precision=None):
+        # fp16: the base class scales the loss, and unscales the all-reduced gradients
+        # before the optimizer step (GradScaler's unscale_/step/update).
+        self.accumulation_steps, self.precision = accumulation_steps, precision or self.precision
         device_ids = [self.device.index] if self.device.type == "cuda" else None
         # DDP broadcasts rank 0's parameters and buffers at construction: identical start.
         return DistributedDataParallel(model, device_ids=device_ids, **self.options), optimizer

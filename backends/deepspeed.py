@@ -5,6 +5,17 @@ Accumulation follows DeepSpeed's documented manual-boundary pattern: before each
 the engine is told whether it is the accumulation boundary; ``engine.backward`` divides the
 loss by ``gradient_accumulation_steps`` itself (so the loop's mean micro-batch loss is passed
 unscaled) and all-reduces only at the boundary; ``engine.step`` runs once per optimizer step.
+
+Mixed precision is DeepSpeed's own, in its ``torch_autocast`` mode: ``precision: bf16`` /
+``fp16`` becomes ``{"torch_autocast": {"enabled": true, "dtype": "bfloat16" / "float16"}}``;
+the engine runs forward under ``torch.autocast`` and, for fp16 at ZeRO stage 0, scales the loss
+in ``engine.backward`` and steps through its own ``torch.amp.GradScaler`` (whose ``step``
+unscales the reduced gradients before the client optimizer runs: LARS sees true gradients).
+larsbench adds no scaler of its own. DeepSpeed's ``bf16``/``fp16`` sections are not used: at
+stage 0 with a client optimizer they wrap it in ``FP16_UnfusedOptimizer``, which (DeepSpeed
+0.19.8) takes a real optimizer step with zero gradients at construction (LARS's weight decay
+moves every weight before training starts) and, under fp16, divides gradients by a loss scale
+``engine.backward`` never applied (deepspeedai/DeepSpeed PR #8393): updates ~65536× too small.
 """
 
 from __future__ import annotations
@@ -19,6 +30,7 @@ import torch
 from backends.base import Backend, free_port
 from suite.environment import ClusterEnvironment
 from suite.errors import ConfigError
+from suite.precision import DTYPES
 
 # Settings larsbench derives from the run; a user's deepspeed_config may not override them.
 RUN_OWNED_KEYS = (
@@ -31,7 +43,15 @@ def zero_stage(user_config: dict[str, Any] | None) -> int:
     return int(((user_config or {}).get("zero_optimization") or {}).get("stage", 0))
 
 
-def engine_config(micro_batch: int, accumulation: int, world_size: int, user_config: dict[str, Any] | None) -> dict[str, Any]:
+# What larsbench's precision becomes in the engine config (the engine's own autocast + scaler).
+AUTOCAST_DTYPES = {"bf16": "bfloat16", "fp16": "float16"}
+# A user's DeepSpeed config may not switch mixed precision on itself: the run's precision does.
+PRECISION_KEYS = ("torch_autocast", "bf16", "fp16", "bfloat16", "amp")
+
+
+def engine_config(
+    micro_batch: int, accumulation: int, world_size: int, user_config: dict[str, Any] | None, precision: str = "fp32"
+) -> dict[str, Any]:
     config: dict[str, Any] = {
         "zero_optimization": {"stage": 0},
         # DeepSpeed clips gradients to global norm 1.0 unless told otherwise: that would make it
@@ -47,6 +67,8 @@ def engine_config(micro_batch: int, accumulation: int, world_size: int, user_con
         gradient_accumulation_steps=accumulation,
         train_batch_size=micro_batch * accumulation * world_size,
     )
+    if precision in AUTOCAST_DTYPES:
+        config["torch_autocast"] = {"enabled": True, "dtype": AUTOCAST_DTYPES[precision]}
     return config
 
 
@@ -70,6 +92,21 @@ class DeepSpeedBackend(Backend):
                 f"LARS needs per-layer norms, but ZeRO stage {stage} hands the optimizer flattened, "
                 "partitioned parameters (one norm per partition, not per layer); use stage 0 with LARS",
             )
+
+    @classmethod
+    def check_precision(cls, precision, channels_last, device, options):
+        for key in PRECISION_KEYS:
+            if key in options:
+                raise ConfigError(
+                    f"backend_config.{key}",
+                    "larsbench sets DeepSpeed's mixed precision from the run's precision (fp32, bf16, fp16); remove it",
+                )
+        super().check_precision(precision, channels_last, device, options)  # torch autocast, as the engine's
+        if precision in DTYPES and device == "cpu":
+            from deepspeed.accelerator.cpu_accelerator import CPU_Accelerator
+
+            if DTYPES[precision] not in CPU_Accelerator().supported_dtypes():
+                raise ConfigError("precision", f"DeepSpeed's CPU accelerator cannot run {precision} on this machine; use fp32 or bf16 with deepspeed on the CPU")
 
     @classmethod
     def local_launch_command(cls, nprocs: int, worker: list[str]) -> list[str]:
@@ -100,11 +137,12 @@ class DeepSpeedBackend(Backend):
             world_size=env.world_size,
         )
 
-    def wrap(self, model, optimizer, *, micro_batch_size, accumulation_steps):
+    def wrap(self, model, optimizer, *, micro_batch_size, accumulation_steps, precision=None):
         import deepspeed
 
         self.accumulation_steps = accumulation_steps
-        config = engine_config(micro_batch_size, accumulation_steps, self.world_size, self.options)
+        self.precision = (precision or self.precision).engine_managed()  # the engine autocasts and scales
+        config = engine_config(micro_batch_size, accumulation_steps, self.world_size, self.options, self.precision.name)
         self.engine, ds_optimizer, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=config)
         return self.engine, ds_optimizer
 

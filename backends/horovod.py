@@ -6,6 +6,11 @@ Accumulation: ``backward_passes_per_step`` = accumulation steps, so Horovod all-
 gradient once, on the last micro-batch; the loss is divided by the accumulation count (the
 base class's ``backward``) and Horovod averages over ranks, giving the mean gradient of the
 global batch, as DDP does.
+
+Mixed precision (fp16): Horovod all-reduces gradients asynchronously and ``step`` normally
+waits for them itself, so the scaler needs the documented pattern
+(``DistributedOptimizer.skip_synchronize``): ``synchronize()`` first, then unscale the reduced
+gradients, then ``scaler.step`` inside ``skip_synchronize()`` so the step does not wait twice.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import torch
 
 from backends.base import Backend
 from suite.environment import ClusterEnvironment
+from suite.errors import ConfigError
 
 INSTALL_HINT = "bash .ci/install_horovod.sh .venv/bin/python (Horovod 0.28.1 builds from source; see README)"
 
@@ -32,6 +38,16 @@ class HorovodBackend(Backend):
     def local_launch_command(cls, nprocs: int, worker: list[str]) -> list[str]:
         horovodrun = str(Path(worker[0]).with_name("horovodrun"))
         return [horovodrun, "-np", str(nprocs), "-H", f"localhost:{nprocs}", "--gloo", *worker]
+
+    @classmethod
+    def check_precision(cls, precision, channels_last, device, options):
+        super().check_precision(precision, channels_last, device, options)
+        if channels_last:
+            raise ConfigError(
+                "channels_last",
+                "Horovod all-reduces and broadcasts only contiguous tensors, and channels_last weights and "
+                "gradients are not; drop channels_last with horovod (ddp and deepspeed take it)",
+            )
 
     @classmethod
     def versions(cls) -> dict[str, str]:
@@ -54,9 +70,9 @@ class HorovodBackend(Backend):
         if (hvd.rank(), hvd.size()) != (env.rank, env.world_size):
             raise RuntimeError(f"Horovod sees rank {hvd.rank()}/{hvd.size()}, the environment {env.rank}/{env.world_size}")
 
-    def wrap(self, model, optimizer, *, micro_batch_size, accumulation_steps):
+    def wrap(self, model, optimizer, *, micro_batch_size, accumulation_steps, precision=None):
         hvd = self.hvd
-        self.accumulation_steps = accumulation_steps
+        self.accumulation_steps, self.precision = accumulation_steps, precision or self.precision
         hvd.broadcast_parameters(model.state_dict(), root_rank=0)
         # Horovod rebuilds the optimizer from its param_groups: LARS keeps every
         # hyperparameter there for this reason.
@@ -74,7 +90,15 @@ class HorovodBackend(Backend):
         return model, distributed
 
     def step(self, optimizer) -> None:
-        optimizer.step()
+        scaler = self.precision.scaler
+        if scaler is None:
+            optimizer.step()
+        else:
+            optimizer.synchronize()  # wait for the all-reduce: the gradients are final now
+            scaler.unscale_(optimizer)  # true gradients for LARS's norms
+            with optimizer.skip_synchronize():
+                scaler.step(optimizer)  # skipped when the gradients hold inf/NaN
+            scaler.update()
         optimizer.zero_grad()  # Horovod's override takes no set_to_none (None is torch's default)
 
     def all_reduce(self, tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:

@@ -31,6 +31,8 @@ def _flag_type(schema: dict[str, Any]) -> dict[str, Any]:
         return {"type": _json_or_file, "metavar": "JSON"}
     if "enum" in kind:
         return {"choices": kind["enum"]}
+    if kind.get("type") == "boolean":
+        return {"action": argparse.BooleanOptionalAction}  # --channels-last / --no-channels-last
     if kind.get("type") == "integer":
         return {"type": int, "metavar": "N"}
     if kind.get("type") == "number":

@@ -20,6 +20,7 @@ from suite.config import RunSpec
 from suite.errors import ConfigError
 from suite.eventlog import EventLog
 from suite.meter import StepClock, ThroughputWindow, quantile
+from suite.precision import Precision
 from suite.preemption import PreemptionNotice
 from suite.progress import RankProgress
 from workloads.data import build_rank_data
@@ -116,7 +117,10 @@ def train(
             "warmup_epochs", f"warm-up ({warmup_steps} steps) must be shorter than the run ({total_steps} steps)"
         )
 
-    model = build_model(spec.model, spec.num_classes).to(device)
+    precision = Precision(spec.precision, device.type, channels_last=spec.channels_last)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = spec.cudnn_benchmark
+    model = precision.convert_model(build_model(spec.model, spec.num_classes).to(device))
     optimizer, metrics.peak_lr = build_optimizer(
         spec.optimizer,
         model,
@@ -134,13 +138,21 @@ def train(
     if resumed is not None:
         _check_same_run(resumed["main"].get("spec", {}), spec.to_dict())
         model.load_state_dict(resumed["main"]["model"])
+    if spec.compile:  # after loading: checkpoints hold the plain module's keys (backend.unwrap)
+        model = torch.compile(model)
     model, optimizer = backend.wrap(
-        model, optimizer, micro_batch_size=spec.micro_batch_size, accumulation_steps=spec.accumulation_steps
+        model,
+        optimizer,
+        micro_batch_size=spec.micro_batch_size,
+        accumulation_steps=spec.accumulation_steps,
+        precision=precision,
     )
     step = 0
     if resumed is not None:
         # After wrap: Horovod rebuilds the optimizer, which would drop a state loaded before.
         optimizer.load_state_dict(resumed["main"]["optimizer"])
+        if backend.precision.scaler is not None and resumed["main"].get("grad_scaler"):
+            backend.precision.scaler.load_state_dict(resumed["main"]["grad_scaler"])  # fp16: resume at the same loss scale
         metrics = RunMetrics(**resumed["main"]["metrics"])
         metrics.status = "ok"  # it was saved as "preempted"
         metrics.restarts += 1
@@ -277,6 +289,7 @@ def _save(spec: RunSpec, ctx: RunContext, step: int, rank: int, world_size: int,
             "step": step,
             "model": backend.unwrap(model).state_dict(),
             "optimizer": optimizer.state_dict(),
+            "grad_scaler": backend.precision.scaler.state_dict() if backend.precision.scaler is not None else None,
             "metrics": dataclasses.asdict(metrics),
         }
     checkpoint.save(ctx.checkpoints, step, rank, world_size, state, backend.barrier)
@@ -315,19 +328,21 @@ def train_step(
 ) -> torch.Tensor:
     """One optimizer step over ``accumulation_steps`` micro-batches; returns the mean loss
     (a device tensor: reading it here would stall a GPU every step)."""
+    precision = backend.precision  # autocast dtype, loss scaler, memory layout (suite.precision)
     total = torch.zeros((), device=device)
     for micro in range(accumulation_steps):
         waited = time.perf_counter()
         images, labels = next(batches)
         if clock is not None:
             clock.add_data_wait(time.perf_counter() - waited)
-        images = images.to(device, non_blocking=True)
+        images = precision.convert_input(images.to(device, non_blocking=True))
         labels = labels.to(device, non_blocking=True)
         with backend.accumulate(model, sync=micro == accumulation_steps - 1):
-            loss = criterion(model(images), labels)
-            backend.backward(loss)
+            with precision.autocast():
+                loss = criterion(model(images).float(), labels)  # the loss in fp32 whatever the logits'
+            backend.backward(loss)  # scales the loss under fp16
         total += loss.detach()
-    backend.step(optimizer)
+    backend.step(optimizer)  # unscales the reduced gradients before the optimizer under fp16
     return total / accumulation_steps
 
 
