@@ -24,6 +24,7 @@ def summary_table(records: list[dict[str, Any]], title: str) -> Table:
     for r in records:
         rule = r.get("scaling_rule")
         optimizer = r["optimizer"] + (f" ({rule})" if rule and rule != "none" else "")
+        optimizer += " +warmup" if r.get("warmup_epochs") else ""
         target = r.get("target_top1")
         tta = _fmt(r["time_to_accuracy_sec"], ".1f") if target is not None else "no target"
         if target is not None and r["time_to_accuracy_sec"] is None and r["status"] == "ok":
