@@ -68,8 +68,15 @@ class LarsTelemetry:
     def due(self, step: int) -> bool:
         return self.enabled and (step == 1 or step % self.every == 0)
 
+    def arm(self) -> None:
+        """Forget the previous step's statistics before a step that will be logged: under fp16
+        a step with inf/NaN gradients is skipped, and its row must not repeat an older step's."""
+        assert self.lars is not None
+        self.lars.last_stats = []
+
     def collect(self, step: int) -> None:
-        """Append this step's rows. One host read of a few hundred numbers: cheap every k steps."""
+        """Append this step's rows (none when the optimizer skipped the step). One host read of
+        a few hundred numbers: cheap every k steps."""
         assert self.lars is not None and self.path is not None
         rows = []
         index = 0

@@ -193,6 +193,8 @@ def train(
             if step >= window_first_step and not window.running:
                 window.start()  # also restarts it after a periodic checkpoint
             schedule.apply(optimizer, step)
+            if lars_telemetry.due(step + 1):
+                lars_telemetry.arm()
             timed = window.running
             if timed:
                 clock.start()

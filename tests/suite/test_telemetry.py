@@ -75,3 +75,11 @@ def test_a_torn_tail_is_followed_on_a_new_line(tmp_path):
     LarsTelemetry(optimizer, model, path, every=1).collect(2)
     lines = path.read_text().splitlines()
     assert lines[0].startswith('{"step": 1') and all(json.loads(line)["step"] == 2 for line in lines[1:])
+
+
+def test_a_skipped_step_logs_nothing_rather_than_the_previous_steps_values(tmp_path):
+    model, optimizer, _ = stepped()
+    telemetry = LarsTelemetry(optimizer, model, tmp_path / "t.jsonl", every=1)
+    telemetry.arm()  # what the loop does before a logged step; fp16's scaler then skips step()
+    telemetry.collect(2)
+    assert not (tmp_path / "t.jsonl").exists()
