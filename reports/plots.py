@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib
@@ -152,29 +153,51 @@ def plot_accuracy(summary: pd.DataFrame, workload: str, path: Path) -> Path | No
     """Final top-1 vs global batch per optimizer (and LR rule); failed/diverged runs as ✕ at 0."""
     if summary["final_top1"].notna().sum() == 0:
         return None
+    return plot_top1_vs_batch(
+        _accuracy_series(summary), workload, path,
+        failed=lambda part: part["ok_runs"] < part["runs"], failed_label="diverged / failed run (at 0)",
+        title="Final top-1 vs global batch, per optimizer and LR scaling rule",
+    )  # fmt: skip
+
+
+def plot_top1_vs_batch(
+    series: list[tuple[str, pd.DataFrame]],
+    workload: str,
+    path: Path,
+    *,
+    failed: Callable[[pd.DataFrame], pd.Series],
+    failed_label: str,
+    title: str,
+    gaps: bool = False,
+) -> Path:
+    """One line per series of final top-1 (mean, min–max bar over repeats) vs global batch; the
+    groups ``failed`` selects drawn as ✕ at 0. ``gaps``: no line across a batch without a top-1."""
     fig, (ax,) = _figure(1, workload)
     extra = []
-    for i, (label, part) in enumerate(_accuracy_series(summary)):
+    for i, (label, part) in enumerate(series):
         color = COLORS[i % len(COLORS)]
         good = part[part["final_top1"].notna()]
         if len(good):
             means = good.groupby("global_batch_size")["final_top1"].mean() * 100
+            if gaps:
+                means = means.reindex(sorted(part["global_batch_size"].unique()))
             ax.plot(means.index, means.values, color=color, marker="o", label=label)
             ax.vlines(good["global_batch_size"], good["final_top1_min"] * 100, good["final_top1_max"] * 100, color=color)
         else:
             extra.append(_proxy(color, "x", label))
-        bad = part[part["ok_runs"] < part["runs"]]
+        bad = part[failed(part)]
         if len(bad):
             ax.scatter(bad["global_batch_size"], [0] * len(bad), marker="x", s=60, color=color, zorder=3)
-    if (summary["ok_runs"] < summary["runs"]).any():
-        extra.append(_proxy("0.35", "x", "diverged / failed run (at 0)"))
-    targets = summary["target_top1"].dropna().unique()
+    if any(failed(part).any() for _, part in series):
+        extra.append(_proxy("0.35", "x", failed_label))
+    rows = pd.concat([part for _, part in series])
+    targets = rows["target_top1"].dropna().unique()
     if len(targets) == 1:
         ax.axhline(targets[0] * 100, color="0.5", linestyle=":", label=f"target {targets[0] * 100:g}%")
-    _log2_axis(ax, summary["global_batch_size"], "global batch size (images per optimizer step)")
+    _log2_axis(ax, rows["global_batch_size"], "global batch size (images per optimizer step)")
     ax.set_ylabel("final top-1 (%)")
     ax.set_ylim(-3, 103)
-    ax.set_title("Final top-1 vs global batch, per optimizer and LR scaling rule", fontsize=10)
+    ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     handles, labels = ax.get_legend_handles_labels()
     _legend_below(ax, handles + extra, labels + [h.get_label() for h in extra])

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.lines import Line2D
 
-from reports.plots import COLORS, _figure, _legend_below, _log2_axis, _proxy, _save
+from reports.plots import COLORS, _figure, _legend_below, _log2_axis, _proxy, _save, plot_top1_vs_batch
 from reports.study import Frontier
 
 
@@ -19,36 +19,11 @@ def plot_study_accuracy(series: list[tuple[str, pd.DataFrame]], workload: str, p
     rows = pd.concat([part for _, part in series]) if series else pd.DataFrame()
     if rows.empty or rows["final_top1"].notna().sum() + rows["statuses"].map(lambda s: "diverged" in s).sum() == 0:
         return None
-    fig, (ax,) = _figure(1, workload)
-    extra = []
-    diverged_any = False
-    for i, (label, part) in enumerate(series):
-        color = COLORS[i % len(COLORS)]
-        good = part[part["final_top1"].notna()]
-        if len(good):
-            means = good.groupby("global_batch_size")["final_top1"].mean() * 100
-            means = means.reindex(sorted(part["global_batch_size"].unique()))  # a gap where a batch diverged
-            ax.plot(means.index, means.values, color=color, marker="o", label=label)
-            ax.vlines(good["global_batch_size"], good["final_top1_min"] * 100, good["final_top1_max"] * 100, color=color)
-        else:
-            extra.append(_proxy(color, "x", label))
-        diverged = part[part["statuses"].map(lambda s: "diverged" in s)]
-        if len(diverged):
-            diverged_any = True
-            ax.scatter(diverged["global_batch_size"], [0] * len(diverged), marker="x", s=70, color=color, zorder=3)
-    if diverged_any:
-        extra.append(_proxy("0.35", "x", "diverged (drawn at 0)"))
-    targets = rows["target_top1"].dropna().unique()
-    if len(targets) == 1:
-        ax.axhline(targets[0] * 100, color="0.5", linestyle=":", label=f"target {targets[0] * 100:g}%")
-    _log2_axis(ax, rows["global_batch_size"], "global batch size (images per optimizer step)")
-    ax.set_ylabel("final top-1 (%)")
-    ax.set_ylim(-3, 103)
-    ax.set_title("Final top-1 vs global batch, per recipe", fontsize=10)
-    ax.grid(alpha=0.3)
-    handles, labels = ax.get_legend_handles_labels()
-    _legend_below(ax, handles + extra, labels + [h.get_label() for h in extra])
-    return _save(fig, path)
+    return plot_top1_vs_batch(
+        series, workload, path,
+        failed=lambda part: part["statuses"].map(lambda s: "diverged" in s), failed_label="diverged (drawn at 0)",
+        title="Final top-1 vs global batch, per recipe", gaps=True,  # a gap where a batch diverged
+    )  # fmt: skip
 
 
 def plot_frontier(frontiers: list[Frontier], workload: str, path: Path) -> Path | None:

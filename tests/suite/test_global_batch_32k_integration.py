@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from suite.config import build_spec
+from suite.config import build_spec, flag_for
 from tests.conftest import run_cli
 from workloads.data import SyntheticBatches
 from workloads.models import build_model
@@ -38,11 +38,7 @@ SETTINGS = {
 
 
 def _flags() -> list[str]:
-    flags = []
-    for key, value in SETTINGS.items():
-        flag = {"micro_batch_size": "--micro-batch", "accumulation_steps": "--accumulation"}.get(key, "--" + key.replace("_", "-"))
-        flags += [flag, str(value)]
-    return flags
+    return [arg for key, value in SETTINGS.items() for arg in (flag_for(key), str(value))]
 
 
 def _gradient_norms(spec, images: torch.Tensor, labels: torch.Tensor) -> dict[str, tuple[float, float]]:

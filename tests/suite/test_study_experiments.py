@@ -6,12 +6,8 @@ from __future__ import annotations
 
 import pytest
 
+from reports.load import recipe
 from suite.config import bundled_experiment, load_experiment
-
-
-def recipe(spec) -> str:
-    rule = "" if spec.scaling_rule == "none" else f"-{spec.scaling_rule}"
-    return f"{spec.optimizer}{rule}{'+warmup' if spec.warmup_epochs else ''}"
 
 
 @pytest.fixture
@@ -36,7 +32,7 @@ def test_a_study_crosses_four_recipes_with_a_geometric_batch_series(name, batche
     by_recipe: dict[str, list[int]] = {}
     for r in runs:
         assert r.world_size * r.micro_batch_size * r.accumulation_steps == r.global_batch_size
-        by_recipe.setdefault(recipe(r), []).append(r.global_batch_size)
+        by_recipe.setdefault(recipe(r.to_dict()), []).append(r.global_batch_size)
     assert len(by_recipe) == 4
     assert {k.split("+")[0].split("-")[0] for k in by_recipe} == {"lars", "sgd"}
     assert {"sgd-linear", "sgd-sqrt", "sgd-linear+warmup"} <= set(by_recipe)
