@@ -79,14 +79,34 @@ def flat(t):
     return [float(x) for x in t.detach().reshape(-1)]
 
 
+# The two implementations of the update: None runs torch's fused kernel on CPU, False the
+# foreach kernels GPUs run. Every reference comparison below runs both.
+PATHS = pytest.mark.parametrize("fused", [None, False], ids=["fused-kernel", "foreach"])
+
+
+@pytest.fixture
+def fused_calls(monkeypatch):
+    """Tensors per call of torch._fused_sgd_ while the test runs (the real kernel still runs)."""
+    calls: list[int] = []
+    real = torch._fused_sgd_
+
+    def counting(params, *args, **kwargs):
+        calls.append(len(params))
+        return real(params, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "_fused_sgd_", counting)
+    return calls
+
+
 # --------------------------------------------------------------------------- hand values
 
 
-def test_first_step_matches_hand_computed_trust_ratio_and_update():
+@PATHS
+def test_first_step_matches_hand_computed_trust_ratio_and_update(fused):
     # ‖w‖ = 5, ‖g‖ = 1, β = 0.1, η = 0.01  →  λ = 0.01·5 / (1 + 0.1·5) = 1/30
     # g + βw = [0.9, 1.2];  v = lr·λ·(g + βw) = 0.5/30·[0.9, 1.2] = [0.015, 0.02]
     w = vec_param([3.0, 4.0])
-    opt = LARS([w], lr=0.5, momentum=0.9, weight_decay=0.1, trust_coefficient=0.01)
+    opt = LARS([w], lr=0.5, momentum=0.9, weight_decay=0.1, trust_coefficient=0.01, fused=fused)
     set_grad(w, [0.6, 0.8])
     opt.step()
     assert_close(w.detach(), torch.tensor([2.985, 3.98], dtype=torch.float64))
@@ -146,12 +166,13 @@ def test_zero_grad_norm_falls_back_to_trust_ratio_one():
     assert_close(flat(w), [2.97, 3.96])
 
 
-def test_excluded_group_is_plain_momentum_sgd_without_weight_decay():
+@PATHS
+def test_excluded_group_is_plain_momentum_sgd_without_weight_decay(fused):
     # v1 = 0.5·[0.6, 0.8] = [0.3, 0.4];  w = [2.7, 3.6]
     # v2 = 0.9·[0.3, 0.4] + [0.3, 0.4] = [0.57, 0.76];  w = [2.13, 2.84]
     w = vec_param([3.0, 4.0])
     group = {"params": [w], "lars_exclude": True, "weight_decay": 0.1}  # decay must be ignored
-    opt = LARS([group], lr=0.5, momentum=0.9, trust_coefficient=0.01)
+    opt = LARS([group], lr=0.5, momentum=0.9, trust_coefficient=0.01, fused=fused)
     set_grad(w, [0.6, 0.8])
     opt.step()
     assert_close(flat(w), [2.7, 3.6])
@@ -159,9 +180,10 @@ def test_excluded_group_is_plain_momentum_sgd_without_weight_decay():
     assert_close(flat(w), [2.13, 2.84])
 
 
-def test_momentum_zero_is_a_plain_scaled_step():
+@PATHS
+def test_momentum_zero_is_a_plain_scaled_step(fused):
     w = vec_param([3.0, 4.0])
-    opt = LARS([w], lr=0.5, momentum=0.0, weight_decay=0.1, trust_coefficient=0.01)
+    opt = LARS([w], lr=0.5, momentum=0.0, weight_decay=0.1, trust_coefficient=0.01, fused=fused)
     set_grad(w, [0.6, 0.8])
     opt.step()
     opt.step()
@@ -197,7 +219,8 @@ def _random_grads(model, generator, step):
     return weights[1]
 
 
-def test_matches_per_parameter_reference_on_a_real_model_over_several_steps():
+@PATHS
+def test_matches_per_parameter_reference_on_a_real_model_over_several_steps(fused, fused_calls):
     # MobileNetV3-small: BatchNorm, biases, depthwise and 1×1 convs, linear layers; small enough
     # for 2 CPU cores
     from torchvision.models import mobilenet_v3_small
@@ -208,7 +231,7 @@ def test_matches_per_parameter_reference_on_a_real_model_over_several_steps():
         model.classifier[-1].weight.zero_()  # an all-zero weight: ‖w‖ = 0 → λ = 1
     ref_model = copy.deepcopy(model)
     beta, eta, eps, m = 1e-3, 0.02, 0.05, 0.9
-    opt = LARS(lars_param_groups(model, beta), lr=1.0, momentum=m, trust_coefficient=eta, eps=eps)
+    opt = LARS(lars_param_groups(model, beta), lr=1.0, momentum=m, trust_coefficient=eta, eps=eps, fused=fused)
     ref = ReferenceLARS(lars_param_groups(ref_model, beta))
     gen_a, gen_b = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
     start = [p.detach().clone() for p in model.parameters()]
@@ -232,12 +255,18 @@ def test_matches_per_parameter_reference_on_a_real_model_over_several_steps():
     moved = [not torch.equal(p.detach(), s) for p, s in zip(params, start)]
     assert moved[skipped] is False and sum(moved) == len(params) - 1
     assert len(params) > 50 and len(opt.state) == len(params) - 1
+    # the path under test ran: per step, one kernel call per LARS tensor and one for the
+    # excluded group; none at all on the foreach path
+    weights = sum(1 for p in params if p.ndim > 1) - 1  # one weight never has a gradient
+    expected_calls = ([1] * weights + [len(params) - weights - 1]) * 5 if fused is None else []
+    assert fused_calls == expected_calls
 
 
-def test_grad_is_left_bitwise_unmodified():
+@PATHS
+def test_grad_is_left_bitwise_unmodified(fused):
     torch.manual_seed(0)
     model = build_model("tiny_cnn", 5)
-    opt = LARS(lars_param_groups(model, 1e-2), lr=0.7, momentum=0.9, trust_coefficient=0.01)
+    opt = LARS(lars_param_groups(model, 1e-2), lr=0.7, momentum=0.9, trust_coefficient=0.01, fused=fused)
     generator = torch.Generator().manual_seed(0)
     for _ in range(3):  # the second and third steps update the momentum buffers in place
         for p in model.parameters():
@@ -246,6 +275,42 @@ def test_grad_is_left_bitwise_unmodified():
         opt.step()
         for p, g in zip(model.parameters(), before):
             assert torch.equal(p.grad, g)
+
+
+def test_a_group_the_fused_kernel_cannot_take_runs_the_foreach_kernels(fused_calls):
+    # a gradient laid out differently from its weight (a transposed view): the fused kernel,
+    # walking both in memory order, would pair the wrong elements
+    w_auto, w_foreach = vec_param([[1.0, 2.0, 0.5], [3.0, 4.0, 1.5]]), vec_param([[1.0, 2.0, 0.5], [3.0, 4.0, 1.5]])
+    grad = torch.tensor([[0.3, -0.2], [0.1, 0.6], [0.4, 0.0]], dtype=torch.float64).t()
+    assert not grad.is_contiguous()
+    hyper = dict(lr=0.5, momentum=0.9, weight_decay=0.1, trust_coefficient=0.01)
+    auto, foreach = LARS([w_auto], **hyper), LARS([w_foreach], **hyper, fused=False)
+    for _ in range(2):
+        w_auto.grad, w_foreach.grad = grad.clone(), grad.clone()
+        auto.step()
+        foreach.step()
+    assert fused_calls == []
+    assert torch.equal(w_auto, w_foreach)
+    forced = LARS([w_auto], **hyper, fused=True)
+    with pytest.raises(RuntimeError, match=r"LARS\(fused=True\) needs CPU tensors"):
+        forced.step()
+
+
+def test_an_optimizer_state_saved_without_the_fused_option_loads_and_steps():
+    w = vec_param([3.0, 4.0])
+    opt = LARS([w], lr=0.5, momentum=0.9, weight_decay=0.1, trust_coefficient=0.01)
+    set_grad(w, [0.6, 0.8])
+    opt.step()
+    saved = opt.state_dict()
+    for group in saved["param_groups"]:
+        del group["fused"]  # as written before the option existed
+    restored = LARS([w], lr=0.5)
+    restored.load_state_dict(saved)
+    assert restored.param_groups[0]["fused"] is None
+    restored.step()
+    expected, v = py_lars_step([3.0, 4.0], [0.6, 0.8], [0.0, 0.0], lr=0.5, m=0.9, beta=0.1, eta=0.01)
+    expected, _ = py_lars_step(expected, [0.6, 0.8], v, lr=0.5, m=0.9, beta=0.1, eta=0.01)
+    assert_close(flat(w), expected)
 
 
 def _train(model, opt, generator, steps):
@@ -431,16 +496,16 @@ def lars_cases(draw):
         eps=draw(st.sampled_from([0.0, 1e-8, 1e-3, 0.5])),
         exclude=draw(st.booleans()),
     )
-    return w, g1, g2, hyper
+    return w, g1, g2, hyper, draw(st.sampled_from([None, False]))
 
 
 @settings(max_examples=60, deadline=None)
 @given(lars_cases())
 def test_property_steps_match_the_plain_python_reference(case):
-    w0, g1, g2, h = case
+    w0, g1, g2, h, fused = case
     w = vec_param(w0)
     group = {"params": [w], "weight_decay": h["beta"], "lars_exclude": h["exclude"]}
-    opt = LARS([group], lr=h["lr"], momentum=h["m"], trust_coefficient=h["eta"], eps=h["eps"])
+    opt = LARS([group], lr=h["lr"], momentum=h["m"], trust_coefficient=h["eta"], eps=h["eps"], fused=fused)
     hyper = dict(lr=h["lr"], m=h["m"], beta=h["beta"], eta=h["eta"], eps=h["eps"], exclude=h["exclude"])
     expected, v = list(w0), [0.0] * len(w0)
     for g in (g1, g2):

@@ -1,6 +1,8 @@
-"""LARS.step() never reads a tensor value on the host (no GPU synchronisation).
+"""LARS.step() never reads a tensor value on the host off the CPU (no GPU synchronisation).
 
-On CPU, every host read (item, bool, tolist) is made to raise during step(); on a CUDA machine
+On CPU the default step reads each tensor's lr·λ on the host for the fused kernel, which costs
+nothing there; GPUs run the foreach kernels. That path is checked on CPU (``fused=False``) by
+making every host read (item, bool, tolist) raise during step(); on a CUDA machine
 torch.cuda.set_sync_debug_mode("error") checks the real thing (skipped elsewhere, with a reason).
 """
 
@@ -29,7 +31,7 @@ def _model_with_grads(device: torch.device) -> torch.nn.Module:
 @pytest.mark.parametrize("momentum", [0.9, 0.0])
 def test_step_reads_no_tensor_value_on_the_host(monkeypatch, momentum):
     model = _model_with_grads(torch.device("cpu"))
-    opt = LARS(lars_param_groups(model, 5e-4), lr=0.1, momentum=momentum, eps=1e-8)
+    opt = LARS(lars_param_groups(model, 5e-4), lr=0.1, momentum=momentum, eps=1e-8, fused=False)
 
     def refuse(*args, **kwargs):
         raise AssertionError("LARS.step() read a tensor value on the host")
