@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.lars_step import steppers
+from benchmarks.lars_step import KINDS, steppers
 
 
 @pytest.fixture(scope="module")
@@ -12,7 +12,8 @@ def steps():
     return steppers()
 
 
-@pytest.mark.parametrize("name", ["sgd_foreach", "lars", "lars_loop", "lars_loop_in_place"])
+@pytest.mark.parametrize("name", list(KINDS))
 def test_optimizer_step_resnet50(benchmark, steps, name):
     benchmark.group = "optimizer step, ResNet-50 parameters"
-    benchmark.pedantic(steps[name], rounds=20, warmup_rounds=2)
+    (step,) = steps[name]
+    benchmark.pedantic(step, rounds=20, warmup_rounds=2)
