@@ -1,6 +1,8 @@
 """The point of a multi-backend suite: the same seed, model, data order, global batch and
 accumulation train identically through DDP, DeepSpeed and Horovod (2 real CPU ranks each)."""
 
+from pathlib import Path
+
 import pytest
 
 from suite.results import read_records
@@ -14,13 +16,24 @@ RUN = ["--world-size", "2", "--model", "resnet50", "--dataset", "synthetic", "--
        "--synthetic-samples", "256", "--log-every-steps", "5", "--device", "cpu"]  # fmt: skip
 
 
+def deepspeed_shm_files() -> set[str]:
+    return {path.name for path in Path("/dev/shm").glob("deepspeed_allreduce_buffer_*")}
+
+
 @pytest.fixture(scope="module")
-def records(tmp_path_factory):
+def runs(tmp_path_factory):
+    """The three runs' records, and the DeepSpeed shared-memory files they left behind."""
     out = tmp_path_factory.mktemp("equivalence")
+    shm_before = deepspeed_shm_files()
     for backend in BACKENDS:
         result = run_cli("run", "--backend", backend, "--output", str(out), *RUN, timeout=600)
         assert result.returncode == 0, f"{backend}: {result.stderr[-3000:]}"
-    return {r["backend"]: r for r in read_records(out)}
+    return {r["backend"]: r for r in read_records(out)}, deepspeed_shm_files() - shm_before
+
+
+@pytest.fixture(scope="module")
+def records(runs):
+    return runs[0]
 
 
 @pytest.mark.parametrize("backend", ["deepspeed", "horovod"])
@@ -39,3 +52,11 @@ def test_training_moved_the_weights(records):
     # Equal checksums would be meaningless if nothing trained: the loss must have changed.
     losses = [loss for _, loss in records["ddp"]["loss_curve"]]
     assert max(losses) - min(losses) > 0.05
+
+
+@pytest.mark.skipif(not Path("/dev/shm").is_dir(), reason="needs /dev/shm, where DeepSpeed's CPU all-reduce puts its buffers")
+def test_deepspeed_leaves_no_shared_memory_behind(runs):
+    # DeepSpeed's CPU all-reduce creates one /dev/shm file per rank and never removes it; the
+    # adapter unlinks them once every rank has mapped them
+    _, left_behind = runs
+    assert left_behind == set()
