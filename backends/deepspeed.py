@@ -148,10 +148,12 @@ class DeepSpeedBackend(Backend):
         # per rank and never removes it: every run left 2 × 66 MiB in /dev/shm here (194 files,
         # 12 GiB, after a day of test runs), and a full /dev/shm kills later runs with SIGBUS.
         # Once every rank has mapped every peer's file the names can go; the memory itself lives
-        # until the last process exits, even one that is killed.
-        torch.distributed.barrier()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(shm_buffer_path(env.rank))
+        # until the last process exits, even one that is killed. Only DeepSpeed's CPU
+        # accelerator has this all-reduce.
+        if device.type == "cpu":
+            torch.distributed.barrier()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(shm_buffer_path(env.rank))
 
     def wrap(self, model, optimizer, *, micro_batch_size, accumulation_steps, precision=None):
         import deepspeed

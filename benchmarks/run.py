@@ -11,7 +11,7 @@ torchrun launch for 3). Each ratio is the median of per-round ratios; the spread
 it is their interquartile range. Interleaving spreads light load from other processes over
 both sides, but on a busy machine OpenMP's threads stall unevenly: each measurement also
 prints how many cores other processes used meanwhile, with a warning above 0.2.
-Exit status 1 when a target is missed. About 80 s on an idle 2-core machine.
+Exit status 1 when a target is missed. About 100 s on an idle 2-core machine.
 """
 
 from __future__ import annotations
