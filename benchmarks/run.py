@@ -157,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-harness", action="store_true", help="only the optimizer-step ratios")
     parser.add_argument("--harness-timeout", type=float, default=900.0)
     args = parser.parse_args(argv)
+    if args.copies < 1 or args.lars_rounds < 4:
+        parser.error("--copies must be at least 1 and --lars-rounds at least 4 (quartiles need four rounds)")
     start = time.perf_counter()
     ok = lars_ratios(args.lars_rounds, args.copies)
     if not args.skip_harness:
