@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import html
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +40,26 @@ class Image:
 
 
 Block = Heading | Text | Bullets | Table | Image
+
+# A plot a report wants: file-name suffix, title, draw(path) -> the written path or None when
+# there is nothing to show, and the reason given then.
+PlotSpec = tuple[str, str, Callable[[Path], Path | None], str]
+
+
+def draw_plots(prefix: Path, specs: list[PlotSpec], images: list[Path]) -> tuple[dict[str, Image], list[str]]:
+    """Draws each plot to ``<prefix>-<name>.png``. Returns the drawn ones as Image blocks by
+    name, in order (their paths also appended to ``images``), and one sentence for each plot
+    that had nothing to show, so a report says why a plot is missing instead of omitting it."""
+    drawn: dict[str, Image] = {}
+    missing = []
+    for name, title, draw, why in specs:
+        path = draw(Path(f"{prefix}-{name}.png"))
+        if path is None:
+            missing.append(f"No {title} plot: {why}.")
+            continue
+        images.append(path)
+        drawn[name] = Image(path, title)
+    return drawn, missing
 
 
 def _md_cell(text: str) -> str:

@@ -13,7 +13,7 @@ import pandas as pd
 
 from reports import plots
 from reports.load import records_frame, summarize_repeats
-from reports.render import Block, Bullets, Heading, Image, Table, Text, to_html, to_markdown
+from reports.render import Block, Bullets, Heading, PlotSpec, Table, Text, draw_plots, to_html, to_markdown
 from reports.scaling import KINDS, Series, efficiency_index, scaling_series
 from reports.study_report import study_blocks, telemetry_blocks
 
@@ -204,9 +204,8 @@ def _plot_blocks(
     """The scaling plots; with a study section, its per-recipe accuracy and frontier plots stand
     in for the accuracy and time-to-accuracy plots here (they would show the same runs twice)."""
     blocks: list[Block] = [Heading("Plots", 3)]
-    missing = []
     study_owned = {"top1", "tta"} if in_study else set()
-    wanted = [
+    wanted: list[PlotSpec] = [
         ("throughput", "throughput vs workers", lambda p: plots.plot_throughput(series, workload, p),
          "no setting with a measured throughput ran at more than one world size"),
         ("efficiency", "scaling efficiency vs workers", lambda p: plots.plot_efficiency(series, workload, p),
@@ -218,15 +217,9 @@ def _plot_blocks(
         ("step-split", "step-time split", lambda p: plots.plot_step_split(summary, workload, p),
          "no run recorded its data-wait fraction"),
     ]  # fmt: skip
-    for name, title, draw, why in wanted:
-        if name in study_owned:
-            continue
-        path = draw(Path(f"{prefix}-{name}.png"))
-        if path is None:
-            missing.append(f"No {title} plot: {why}.")
-            continue
-        images.append(path)
-        blocks.append(Image(path, title))
+    drawn, missing = draw_plots(prefix, [spec for spec in wanted if spec[0] not in study_owned], images)
+    for name, image in drawn.items():
+        blocks.append(image)
         if name == "step-split":
             separated = summary["compute_fraction"].notna().any() or summary["comm_fraction"].notna().any()
             blocks.append(Text(

@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 
 from reports import study_plots, telemetry_plots
-from reports.render import Block, Bullets, Heading, Image, Table, Text
+from reports.render import Block, Bullets, Heading, Image, Table, Text, draw_plots
 from reports.study import STOP_GAIN, Frontier, frontiers, is_study, study_rows, study_series
 from reports.telemetry import collect, select, step_summary
 
@@ -138,19 +138,13 @@ def study_blocks(summary: pd.DataFrame, workload: str, prefix: Path, images: lis
         frontier_table(fronts),
         Bullets(frontier_notes(fronts)),
     ]
-    missing = []
-    for name, title, draw, why in [
+    drawn, missing = draw_plots(prefix, [
         ("study-top1", "final top-1 vs global batch, per recipe", lambda p: study_plots.plot_study_accuracy(series, workload, p),
          "no run recorded a final top-1"),
         ("frontier", "time-to-accuracy frontier", lambda p: study_plots.plot_frontier(fronts, workload, p),
          "no run reached its target top-1"),
-    ]:  # fmt: skip
-        path = draw(Path(f"{prefix}-{name}.png"))
-        if path is None:
-            missing.append(f"No {title} plot: {why}.")
-            continue
-        images.append(path)
-        blocks.append(Image(path, title))
+    ], images)  # fmt: skip
+    blocks += drawn.values()
     if missing:
         blocks.append(Bullets(missing))
     return blocks
