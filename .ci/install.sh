@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 python=${PYTHON:-python3}
-"$python" -c 'import sys; assert sys.version_info >= (3, 10), "larsbench needs Python >= 3.10"'
+"$python" -c 'import sys; assert sys.version_info >= (3, 11), "larsbench needs Python >= 3.11"'
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 # torch and torchvision are pinned as a pair (constraints): torchvision's compiled ops only load

@@ -9,7 +9,7 @@ gradient over the whole global batch (all ranks, all micro-batches), reduced exa
 Each adapter does whatever its library needs to meet that (divide the loss, skip the
 all-reduce on non-stepping micro-batches, tell an engine where the boundary is).
 
-Mixed precision (``suite.precision.Precision``, handed to ``wrap``): ``backward`` multiplies
+Mixed precision (``larsbench.core.precision.Precision``, handed to ``wrap``): ``backward`` multiplies
 the loss by the fp16 loss scale, and ``step`` unscales the reduced gradients before the
 optimizer runs, so LARS's trust ratios see the true gradient. A library with its own mixed
 precision (DeepSpeed) keeps ``precision.engine_managed()`` instead and lets its engine do both.
@@ -28,9 +28,9 @@ from typing import Any, ClassVar
 import torch
 import torch.distributed as dist
 
-from suite.environment import ClusterEnvironment
-from suite.errors import ConfigError
-from suite.precision import DTYPES, Precision, autocast_supported, unsupported_message
+from larsbench.core.environment import ClusterEnvironment
+from larsbench.core.errors import ConfigError
+from larsbench.core.precision import DTYPES, Precision, autocast_supported, unsupported_message
 
 
 class Backend(ABC):

@@ -8,9 +8,9 @@ import inspect
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from backends.base import Backend
-from suite.environment import ClusterEnvironment
-from suite.errors import ConfigError
+from larsbench.backends.base import Backend
+from larsbench.core.environment import ClusterEnvironment
+from larsbench.core.errors import ConfigError
 
 
 class DDPBackend(Backend):

@@ -28,10 +28,10 @@ from typing import Any
 
 import torch
 
-from backends.base import Backend, free_port
-from suite.environment import ClusterEnvironment
-from suite.errors import ConfigError
-from suite.precision import DTYPES
+from larsbench.backends.base import Backend, free_port
+from larsbench.core.environment import ClusterEnvironment
+from larsbench.core.errors import ConfigError
+from larsbench.core.precision import DTYPES
 
 # Settings larsbench derives from the run; a user's deepspeed_config may not override them.
 RUN_OWNED_KEYS = (

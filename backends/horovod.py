@@ -23,9 +23,9 @@ from pathlib import Path
 
 import torch
 
-from backends.base import Backend
-from suite.environment import ClusterEnvironment
-from suite.errors import ConfigError
+from larsbench.backends.base import Backend
+from larsbench.core.environment import ClusterEnvironment
+from larsbench.core.errors import ConfigError
 
 INSTALL_HINT = "bash .ci/install_horovod.sh .venv/bin/python (Horovod 0.28.1 builds from source; see README)"
 

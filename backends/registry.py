@@ -14,25 +14,15 @@ from __future__ import annotations
 import importlib
 from importlib.metadata import entry_points
 
-from backends.base import Backend
-from suite.errors import ConfigError
+from larsbench.backends.base import Backend
+from larsbench.core.errors import ConfigError
 
 ENTRY_POINT_GROUP = "larsbench.backends"
 
-# Also declared as entry points in pyproject.toml; listed here so a source checkout that was
-# never pip-installed still finds them.
-BUILTIN = {
-    "ddp": "backends.ddp:DDPBackend",
-    "deepspeed": "backends.deepspeed:DeepSpeedBackend",
-    "horovod": "backends.horovod:HorovodBackend",
-}
-
 
 def _targets() -> dict[str, str]:
-    targets = dict(BUILTIN)
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        targets.setdefault(ep.name, ep.value)
-    return targets
+    # larsbench's own three are declared the same way, in its pyproject.toml: one list.
+    return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
 
 
 def backend_names() -> list[str]:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from backends.base import free_port
-from suite.environment import ClusterEnvironment
+from larsbench.backends.base import free_port
+from larsbench.core.environment import ClusterEnvironment
 
 
 @pytest.fixture(autouse=True)

@@ -31,9 +31,9 @@ if __package__ in (None, ""):  # run as a file: make the repository importable
 import torch
 from torch import nn
 
-from suite.precision import PRECISIONS, Precision
-from workloads.lars import LARS, lars_param_groups
-from workloads.models import build_model
+from larsbench.core.precision import PRECISIONS, Precision
+from larsbench.workloads.lars import LARS, lars_param_groups
+from larsbench.workloads.models import build_model
 
 LR, MOMENTUM, WEIGHT_DECAY, TRUST = 0.1, 0.9, 5e-5, 0.001
 NUM_CLASSES = 1000

@@ -3,7 +3,7 @@
 Run by ``benchmarks.run`` as
 ``python -m torch.distributed.run --standalone --nproc-per-node=2 --module benchmarks.harness_ddp``.
 Both sides train ResNet-50 (32 px, synthetic data, LARS, same micro-batch) in DDP over gloo,
-each on its own model built from the same seed. They alternate in blocks of 5 steps, in the
+each on its own model built from the same seed; the suite's side is the real ``Trainer``. They alternate in blocks of 5 steps, in the
 order A B B A (the suite's side pays its loss reduction every 10 steps, its default
 ``log_every_steps``, as in a real run), so that drift and load from other processes hit both
 sides alike. Rank 0 prints
@@ -21,69 +21,33 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from backends.ddp import DDPBackend
-from suite import environment
-from suite.config import build_spec
-from suite.meter import StepClock
-from suite.progress import RankProgress
-from suite.train import LossLog, train_step
-from workloads.data import build_rank_data
-from workloads.lars import LARS, lars_param_groups
-from workloads.models import build_model
-from workloads.optimizers import build_optimizer
-from workloads.schedules import WarmupPolySchedule
+from larsbench.backends.ddp import DDPBackend
+from larsbench.core import environment
+from larsbench.loop.trainer import RunContext, Trainer
+from larsbench.suite.config import build_spec
+from larsbench.workloads.lars import LARS, lars_param_groups
+from larsbench.workloads.models import build_model
 
 
 class SuiteSide:
-    """What ``suite.train.train`` does per step inside its throughput window, with the suite's
-    own objects: schedule write, step clock, ``train_step`` through the backend's verbs, loss
-    kept on the device, and a LossLog reduction (plus progress update) every N steps."""
+    """The suite's own loop: a ``Trainer`` (the object ``larsbench run`` trains with), stepped
+    with ``Trainer.advance``, the very code a run executes per optimizer step: schedule write,
+    step clock, the backend's verbs, loss kept on the device and reduced every
+    ``log_every_steps``, telemetry and preemption checks."""
 
-    def __init__(self, spec, backend, device, rank, world_size, total_steps):
-        self.spec, self.backend, self.device = spec, backend, device
-        torch.manual_seed(spec.seed)
-        self.data = build_rank_data(spec, rank, world_size, device)
-        model = build_model(spec.model, spec.num_classes).to(device)
-        optimizer, peak_lr = build_optimizer(
-            spec.optimizer, model, base_lr=spec.lr, scaling_rule=spec.scaling_rule,
-            global_batch=spec.global_batch_size, reference_batch=spec.reference_batch_size,
-            momentum=spec.momentum, weight_decay=spec.weight_decay,
-            trust_coefficient=spec.trust_coefficient, lars_eps=spec.lars_eps,
-        )  # fmt: skip
-        self.schedule = WarmupPolySchedule(peak_lr, total_steps, 0, spec.end_lr, spec.poly_power)
-        self.model, self.optimizer = backend.wrap(
-            model, optimizer, micro_batch_size=spec.micro_batch_size, accumulation_steps=spec.accumulation_steps
-        )
-        self.criterion = nn.CrossEntropyLoss()
-        self.losses = LossLog(backend)
-        self.clock = StepClock(device)
-        self.progress = RankProgress(spec.label, total_steps, enabled=rank == 0)
-        self.step, self.epoch = 0, 0
-        self.batches = self._epoch_batches()
-
-    def _epoch_batches(self):
-        self.data.train.set_epoch(self.epoch)
-        self.epoch += 1
-        return iter(self.data.train)
+    def __init__(self, spec, backend, device, rank, world_size):
+        self.trainer = Trainer(spec, backend, device, rank, world_size, RunContext())
+        self.trainer.window_first_step = 0  # the benchmark times from the first block on
 
     def run(self, steps: int) -> None:
-        spec = self.spec
+        trainer = self.trainer
         for _ in range(steps):
-            if self.step and self.step % self.data.steps_per_epoch(spec.accumulation_steps) == 0:
-                self.batches = self._epoch_batches()
-            self.schedule.apply(self.optimizer, self.step)
-            self.clock.start()
-            loss = train_step(
-                self.model, self.optimizer, self.batches, self.backend, self.criterion,
-                spec.accumulation_steps, self.device, self.clock,
-            )  # fmt: skip
-            self.clock.stop()
-            self.step += 1
-            self.losses.add(self.step, loss)
-            if self.step % spec.log_every_steps == 0:
-                if self.losses.flush():
-                    raise RuntimeError(f"the suite's side diverged at step {self.losses.diverged_at}")
-                self.progress.update(self.step, self.losses.last)
+            if trainer.step % trainer.steps_per_epoch == 0:
+                trainer.start_epoch()
+                trainer.epoch += 1
+            trainer.advance()
+            if trainer.metrics.status != "ok":
+                raise RuntimeError(f"the suite's side stopped: {trainer.metrics.status} at step {trainer.step}")
 
 
 class BareSide:
@@ -157,8 +121,9 @@ def main(argv: list[str] | None = None) -> None:
     backend = DDPBackend(spec.backend_config)
     backend.setup(env, device, spec.collective_timeout_sec)
     try:
-        suite = SuiteSide(spec, backend, device, env.rank, env.world_size, total_steps)
-        bare = BareSide(spec, suite.data.train.images, suite.data.train.labels)
+        suite = SuiteSide(spec, backend, device, env.rank, env.world_size)
+        train = suite.trainer.data.train
+        bare = BareSide(spec, train.images, train.labels)
         sides = {"suite": suite, "bare": bare}
         for side in sides.values():  # warm-up: allocator, momentum buffers, gloo buffers
             timed(side, block)
@@ -166,12 +131,13 @@ def main(argv: list[str] | None = None) -> None:
         for _ in range(args.rounds):
             for name in ("suite", "bare", "bare", "suite"):
                 seconds[name].append(timed(sides[name], block))
-        suite.progress.close()
+        suite.trainer.progress.close()
+        clock = suite.trainer.clock
         if env.rank == 0:
             result = {
                 "steps_per_block": block, "world_size": env.world_size,
                 "global_batch": spec.global_batch_size, "seconds": seconds,
-                "data_wait_sec": suite.clock.data_wait, "suite_step_sec": sum(suite.clock.durations),
+                "data_wait_sec": clock.data_wait, "suite_step_sec": sum(clock.finish()),
             }  # fmt: skip
             print("HARNESS " + json.dumps(result), flush=True)
     finally:

@@ -9,8 +9,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from workloads.lars import LARS, lars_param_groups
-from workloads.models import build_model
+from larsbench.workloads.lars import LARS, lars_param_groups
+from larsbench.workloads.models import build_model
 
 LR, MOMENTUM, WEIGHT_DECAY, TRUST, EPS = 0.1, 0.9, 5e-4, 0.001, 0.0
 NUM_CLASSES = 1000  # ImageNet head: fc is one of the largest tensors

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from suite.config import build_spec
-from workloads.data import CROP_RATIO, build_rank_data
-from workloads.generated import generate_imagefolder
+from larsbench.suite.config import build_spec
+from larsbench.workloads.data import CROP_RATIO, build_rank_data
+from larsbench.workloads.generated import generate_imagefolder
 
 CLASSES, TRAIN_PER_CLASS, VAL_PER_CLASS, IMAGE_SIZE, MICRO_BATCH = 10, 32, 2, 32, 16
 

@@ -1,4 +1,4 @@
-"""pytest-benchmark: one training step of the suite's loop (``suite.train.train_step``) per
+"""pytest-benchmark: one training step of the suite's loop (``larsbench.loop.trainer.train_step``) per
 backend, in this process with world size 1 (gloo on CPU): ResNet-50 at 32 px, synthetic data,
 micro-batch 16, LARS. Multi-rank throughput is what ``python -m benchmarks.run`` measures."""
 
@@ -10,13 +10,13 @@ import pytest
 import torch
 from torch import nn
 
-from backends.registry import get_backend
-from suite.config import build_spec
-from suite.errors import ConfigError
-from suite.train import train_step
-from workloads.data import build_rank_data
-from workloads.models import build_model
-from workloads.optimizers import build_optimizer
+from larsbench.backends.registry import get_backend
+from larsbench.suite.config import build_spec
+from larsbench.core.errors import ConfigError
+from larsbench.loop.trainer import train_step
+from larsbench.workloads.data import build_rank_data
+from larsbench.workloads.models import build_model
+from larsbench.workloads.optimizers import build_optimizer
 
 MICRO_BATCH = 16
 

@@ -1,7 +1,7 @@
 """The ``report``, ``compare`` and ``baseline`` sub-commands of ``larsbench``.
 
 ``add_commands(subparsers)`` adds them to the main parser; each sets ``handler(args, console)``
-returning the exit code. Bad input raises ``suite.errors.ConfigError`` (exit 2 in ``main``).
+returning the exit code. Bad input raises ``larsbench.core.errors.ConfigError`` (exit 2 in ``main``).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from suite.errors import ConfigError
+from larsbench.core.errors import ConfigError
 
 COMPARE_EPILOG = """\
 metrics, direction and default tolerance:
@@ -24,9 +24,9 @@ metrics, direction and default tolerance:
   final_top1          higher is better   1pp  (absolute percentage points)
 AMOUNT is relative (5% or 5) or, for final_top1, absolute points (1pp).
 Where both sides have repeats (n >= 2) and their min-max ranges overlap, a change is noise,
-not a regression. Runs match on workload, backend, world size, micro x accumulation, global
-batch, optimizer + LR rule, base LR, target, training length and hardware (GPU or CPU model,
-device, nodes); the rest is listed as unmatched.
+not a regression. Runs match when every setting that defines a measurement agrees (workload,
+backend, batch decomposition, recipe, precision, channels_last, compile, ...) on the same
+hardware (GPU or CPU model, device, nodes); the rest is listed as unmatched.
 exit status: 0 no regression, 1 regression, 2 bad input (missing/unreadable file, no records,
 bad --tolerance, nothing matched)."""
 
@@ -61,8 +61,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_report(args: argparse.Namespace, console: Console) -> int:
-    from reports.load import load_records_with_folders
-    from reports.report import build_report
+    from larsbench.reports.load import load_records_with_folders
+    from larsbench.reports.report import build_report
 
     if args.baseline_world_size is not None and args.baseline_world_size < 1:
         raise ConfigError("--baseline-world-size", "must be a positive number of workers")
@@ -79,8 +79,8 @@ VERDICT_STYLE = {"regression": "bold red", "improved": "green", "noise": "yellow
 
 
 def cmd_compare(args: argparse.Namespace, console: Console) -> int:
-    from reports.compare import compare, parse_tolerances
-    from reports.load import load_records
+    from larsbench.reports.compare import compare, parse_tolerances
+    from larsbench.reports.load import load_records
 
     tolerances = parse_tolerances(args.tolerance)
     baseline = load_records([args.baseline], "BASELINE")
@@ -122,8 +122,8 @@ def _sample_text(metric: str, sample) -> str:
 
 
 def cmd_baseline_save(args: argparse.Namespace, console: Console) -> int:
-    from reports.baseline import save_baseline, select
-    from reports.load import load_records
+    from larsbench.reports.baseline import save_baseline, select
+    from larsbench.reports.load import load_records
 
     records = load_records(args.results)
     chosen = select(records, args.experiment, args.label)

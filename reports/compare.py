@@ -1,8 +1,10 @@
 """Regression check: compare a run set against a baseline, like for like, direction-aware.
 
-Runs match when workload, backend, world size, batch decomposition, optimizer (and LR
-rule), base LR, target, training length and hardware signature (GPU or CPU model, device,
-node count) all agree; the rest is listed as unmatched, never compared.
+Runs match when their settings agree: every field the run spec declares a ``measure`` setting
+(workload, backend, world size, batch decomposition, recipe, precision, memory layout,
+compile, training length, target, data workers, ...) and the hardware signature (GPU or CPU
+model, device, node count). The rest is listed as unmatched, never compared: an fp32 baseline
+is never the yardstick of a bf16 run.
 
 Each metric has a direction and a default tolerance (override with ``--tolerance``):
 
@@ -33,8 +35,8 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
-from reports.load import hardware_signature, run_device
-from suite.errors import ConfigError
+from larsbench.reports.load import setting_label, settings
+from larsbench.core.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -156,32 +158,10 @@ def change_text(metric: Metric, baseline: float, current: float, points: bool | 
 
 # --- matching ---------------------------------------------------------------------------------
 
-MATCH_FIELDS = (
-    "model", "dataset", "image_size", "num_classes", "backend", "world_size", "global_batch_size",
-    "micro_batch_size", "accumulation_steps", "optimizer", "scaling_rule", "base_lr", "target_top1",
-)  # fmt: skip
-CONFIG_MATCH_FIELDS = ("epochs", "steps")  # training length, from the recorded config when present
-
-
 def match_key(record: dict[str, Any]) -> dict[str, Any]:
-    prov = record.get("provenance") or {}
-    config = prov.get("config") or {}
-    key = {f: record.get(f) for f in MATCH_FIELDS}
-    key.update({f: config.get(f) for f in CONFIG_MATCH_FIELDS if f in config})
-    key["device"] = run_device(record)
-    key["hardware"] = hardware_signature(record)
-    key["num_nodes"] = prov.get("num_nodes") or 1
-    return key
-
-
-def setting_label(key: dict[str, Any]) -> str:
-    rule = key.get("scaling_rule")
-    opt = str(key.get("optimizer")).upper() + (f"/{rule}" if rule not in (None, "none") else "")
-    return (
-        f"{key.get('backend')} {key.get('model')}/{key.get('dataset')}/{key.get('image_size')}px "
-        f"N={key.get('world_size')} B={key.get('global_batch_size')}={key.get('world_size')}×"
-        f"{key.get('micro_batch_size')}×{key.get('accumulation_steps')} {opt}"
-    )
+    """Runs match when their settings do (``reports.load.settings``: every ``measure`` field of
+    the run spec, device, hardware signature and node count), and only then."""
+    return settings(record)
 
 
 def _group(records: list[dict[str, Any]]) -> dict[tuple, tuple[dict[str, Any], list[dict[str, Any]]]]:

@@ -1,10 +1,11 @@
 """Result records → a pandas DataFrame, and runs with identical settings → repeat groups.
 
-Two runs are *repeats* when every setting matches except the seed and the run id (and the
-bookkeeping fields that cannot change a measurement: data folder, log and telemetry intervals,
-collective timeout). A setting is whatever the record's ``provenance.config`` holds, overlaid with the
-record's own top-level settings and its hardware signature, so runs on different machines or
-of different workloads never pool.
+A run's *setting* is the run spec's ``measure`` fields (``larsbench.core.spec``: the one
+declaration of which settings define a measurement), taken from the record's
+``provenance.config`` and top-level keys, plus where it ran: device type, hardware signature
+(GPU or CPU model) and node count. Runs with equal settings are *repeats* (they differ only in
+seed, run id and bookkeeping), and ``larsbench compare`` matches runs on the same setting, so
+runs on different machines, precisions or workloads never pool or match.
 """
 
 from __future__ import annotations
@@ -16,17 +17,16 @@ from typing import Any
 
 import pandas as pd
 
-from suite.errors import ConfigError
-from suite.results import latest_per_run, read_records
+from larsbench.core.errors import ConfigError
+from larsbench.core.results import latest_per_run, read_records
+from larsbench.core.spec import RUN_FIELDS, measured_settings, recipe_label, run_label
 
-# Top-level record fields that define what was run (the config holds more when present).
+# The settings a table shows as columns (every other measure field is in the label).
 SETTING_FIELDS = (
     "backend", "model", "dataset", "image_size", "num_classes", "device", "world_size",
     "micro_batch_size", "accumulation_steps", "global_batch_size", "optimizer", "scaling_rule",
-    "base_lr", "warmup_epochs", "target_top1",
+    "base_lr", "warmup_epochs", "target_top1", "precision",
 )  # fmt: skip
-# Config entries that never change a measurement, or differ between repeats by definition.
-NOT_SETTINGS = frozenset({"seed", "data_dir", "log_every_steps", "collective_timeout_sec", "lr", "telemetry_every_steps"})
 # The workload: records that differ here never share a table, plot or scaling group.
 WORKLOAD_FIELDS = ("model", "dataset", "image_size", "num_classes", "device", "hardware")
 
@@ -68,10 +68,11 @@ def load_records_with_folders(
 
 
 def run_device(record: dict[str, Any]) -> str | None:
-    """The device the run used. A run that failed before choosing one records none: then its
-    configured device, with ``auto`` resolved as the suite does (cuda when the host has a GPU)."""
+    """The device type the run used (``cpu``, ``cuda``). A run that failed before choosing one
+    records none: then its configured device, with ``auto`` resolved as the suite does (cuda
+    when the host has a GPU)."""
     if record.get("device"):
-        return record["device"]
+        return str(record["device"]).split(":")[0]
     prov = record.get("provenance") or {}
     configured = (prov.get("config") or {}).get("device")
     if configured == "auto":
@@ -87,25 +88,30 @@ def hardware_signature(record: dict[str, Any]) -> str:
 
 
 def settings(record: dict[str, Any]) -> dict[str, Any]:
-    """Everything that defines the run except seed and bookkeeping (see module docstring)."""
+    """The run's setting: its ``measure`` fields and where it ran (see module docstring)."""
     prov = record.get("provenance") or {}
-    merged = {k: v for k, v in (prov.get("config") or {}).items() if k not in NOT_SETTINGS}
-    merged.update({k: record.get(k) for k in SETTING_FIELDS})
+    config = dict(prov.get("config") or {})
+    # A record's own keys win; its "lr" is the peak LR, the spec's is the base LR ("base_lr").
+    config.update({k: record[k] for k in RUN_FIELDS if k in record and k != "lr"})
+    if "base_lr" in record:
+        config["lr"] = record["base_lr"]
+    merged = measured_settings(config)
     merged["device"] = run_device(record)
     merged["hardware"] = hardware_signature(record)
     merged["num_nodes"] = prov.get("num_nodes") or 1
     return merged
 
 
+def setting_label(s: dict[str, Any]) -> str:
+    """A setting in words: its run label, the hardware and node count."""
+    nodes = s.get("num_nodes") or 1
+    return f"{run_label(s)} on {s.get('hardware')}" + (f" × {nodes} nodes" if nodes != 1 else "")
+
+
 def key_of(values: dict[str, Any], exclude: Iterable[str] = ()) -> str:
     """A hashable, order-independent key for a settings dict (JSON, sorted)."""
     skip = set(exclude)
     return json.dumps({k: v for k, v in values.items() if k not in skip}, sort_keys=True, default=str)
-
-
-def optimizer_label(optimizer: Any, rule: Any) -> str:
-    name = str(optimizer).upper() if optimizer else "?"
-    return name if rule in (None, "none") else f"{name} ({rule} LR)"
 
 
 def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
@@ -115,11 +121,12 @@ def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
         s = settings(r)
         prov = r.get("provenance") or {}
         row = {k: r.get(k) for k in ("run_id", "experiment", "label", "status", "error", "seed", "diverged_at_step")}
-        row.update({k: s.get(k) for k in (*SETTING_FIELDS, "hardware", "num_nodes")})
+        row.update({k: s.get(k) for k in SETTING_FIELDS if k != "base_lr"})
+        row.update(base_lr=s.get("lr"), hardware=s["hardware"], num_nodes=s["num_nodes"])
         row.update({k: r.get(k) for k in METRICS})
         row["per_worker_batch"] = _product(r.get("micro_batch_size"), r.get("accumulation_steps"))
-        row["optimizer_label"] = optimizer_label(r.get("optimizer"), r.get("scaling_rule"))
-        row["recipe"] = recipe(r)
+        row["recipe"] = recipe_label(s["optimizer"], s["scaling_rule"], s["warmup_epochs"])
+        row["setting"] = setting_label(s)
         row["peak_lr"] = r.get("lr")
         row["steps_per_epoch"] = r.get("steps_per_epoch")
         row["best_top1"] = best_top1(r.get("eval_history"))
@@ -133,18 +140,6 @@ def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     for column in (*METRICS, "best_top1", "peak_lr", "steps_per_epoch"):
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
     return frame
-
-
-def recipe(record: dict[str, Any]) -> str:
-    """The large-batch recipe: ``lars``, ``lars+warmup``, ``sgd-linear``, ``sgd-sqrt+warmup``...
-    (optimizer, LR scaling rule, warm-up or not): the axis a large-batch study compares."""
-    name = str(record.get("optimizer") or "?")
-    rule = record.get("scaling_rule")
-    if rule not in (None, "none"):
-        name += f"-{rule}"
-    if (record.get("warmup_epochs") or 0) > 0:
-        name += "+warmup"
-    return name
 
 
 def best_top1(history: Any) -> float | None:
@@ -180,7 +175,7 @@ def summarize_repeats(frame: pd.DataFrame) -> pd.DataFrame:
         tput = ok["throughput_images_per_sec"].dropna()
         reached = ok["time_to_accuracy_sec"].dropna()
         row = {k: first[k] for k in (*SETTING_FIELDS, "hardware", "num_nodes", "per_worker_batch",
-                                      "optimizer_label", "recipe", "settings_key", "workload_key", "workload")}  # fmt: skip
+                                      "recipe", "setting", "settings_key", "workload_key", "workload")}  # fmt: skip
         # Peak LR and epoch length follow from the settings: any run that recorded them will do.
         for column in ("peak_lr", "steps_per_epoch"):
             known = group[column].dropna()
@@ -213,5 +208,5 @@ def summarize_repeats(frame: pd.DataFrame) -> pd.DataFrame:
     if summary.empty:
         return summary
     return summary.sort_values(
-        ["workload", "backend", "optimizer_label", "global_batch_size", "world_size"], kind="stable", na_position="last"
+        ["workload", "backend", "recipe", "global_batch_size", "world_size"], kind="stable", na_position="last"
     ).reset_index(drop=True)

@@ -15,23 +15,23 @@ import pandas as pd  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FixedLocator, NullLocator  # noqa: E402
 
-from reports.scaling import KINDS, Series  # noqa: E402
+from larsbench.reports.scaling import KINDS, Series  # noqa: E402
 
 COLORS = plt.get_cmap("tab10").colors
 DPI = 110
 
 
-def _figure(panels: int, workload: str, height: float = 4.2):
+def figure(panels: int, workload: str, height: float = 4.2):
     fig, axes = plt.subplots(1, panels, figsize=(6.2 * panels, height), squeeze=False)
     fig.suptitle(workload, fontsize=9, color="0.35", y=0.995)
     return fig, list(axes[0])
 
 
-def _save(fig, path: Path) -> Path:
+def save(fig, path: Path) -> Path:
     fig.tight_layout()
     fig.canvas.draw()  # lay out tick labels, then hang each legend just below its x-axis label
     for ax in fig.axes:
-        pending = getattr(ax, "_legend_below", None)
+        pending = getattr(ax, "larsbench_legend", None)
         if pending:
             label_box = ax.xaxis.label.get_window_extent().transformed(ax.transAxes.inverted())
             handles, labels, ncol = pending
@@ -42,7 +42,7 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def _log2_axis(ax, values, label: str) -> None:
+def log2_axis(ax, values, label: str) -> None:
     values = sorted({int(v) for v in values if v is not None and not math.isnan(v)})
     ax.set_xscale("log", base=2)
     ax.xaxis.set_major_locator(FixedLocator(values))
@@ -53,14 +53,14 @@ def _log2_axis(ax, values, label: str) -> None:
     ax.set_xlabel(label)
 
 
-def _legend_below(ax, handles=None, labels=None, ncol: int = 1) -> None:
+def legend_below(ax, handles=None, labels=None, ncol: int = 1) -> None:
     """Legends go under the plot: series labels are long and must never hide a point."""
     if handles is None:
         handles, labels = ax.get_legend_handles_labels()
-    ax._legend_below = (handles, labels, ncol)  # placed by _save, once the axis label has its size
+    ax.larsbench_legend = (handles, labels, ncol)  # placed by save, once the axis label has its size
 
 
-def _proxy(color, marker: str, label: str, hollow: bool = False) -> Line2D:
+def proxy(color, marker: str, label: str, hollow: bool = False) -> Line2D:
     face = "none" if hollow else color
     return Line2D([], [], color=color, marker=marker, markerfacecolor=face, linestyle="none", label=label)
 
@@ -83,7 +83,7 @@ def plot_throughput(series: list[Series], workload: str, path: Path) -> Path | N
     kinds = [k for k in KINDS if any(s.kind == k and measured(s) for s in series)]
     if not kinds:
         return None
-    fig, axes = _figure(len(kinds), workload)
+    fig, axes = figure(len(kinds), workload)
     for ax, kind in zip(axes, kinds):
         shown = [s for s in series if s.kind == kind and measured(s)]
         for i, s in enumerate(shown):
@@ -95,7 +95,7 @@ def plot_throughput(series: list[Series], workload: str, path: Path) -> Path | N
             ideal = [p for p in s.points if p.ideal is not None]
             if ideal:
                 ax.plot([p.world_size for p in ideal], [p.ideal for p in ideal], color=color, linestyle="--", alpha=0.7)
-        _log2_axis(ax, [p.world_size for s in shown for p in s.points], "workers (world size)")
+        log2_axis(ax, [p.world_size for s in shown for p in s.points], "workers (world size)")
         ax.set_ylabel("throughput (images/s)")
         ax.set_ylim(bottom=0)
         ax.set_title(f"Throughput, {KINDS[kind].title}", fontsize=10)
@@ -103,8 +103,8 @@ def plot_throughput(series: list[Series], workload: str, path: Path) -> Path | N
         handles, labels = ax.get_legend_handles_labels()
         handles.append(Line2D([], [], color="0.4", linestyle="--"))
         labels.append("ideal: N/N₀ × throughput(N₀)")
-        _legend_below(ax, handles, labels)
-    return _save(fig, path)
+        legend_below(ax, handles, labels)
+    return save(fig, path)
 
 
 def plot_efficiency(series: list[Series], workload: str, path: Path) -> Path | None:
@@ -112,7 +112,7 @@ def plot_efficiency(series: list[Series], workload: str, path: Path) -> Path | N
     kinds = [k for k in KINDS if any(s.kind == k and s.scales and s.note is None for s in series)]
     if not kinds:
         return None
-    fig, axes = _figure(len(kinds), workload)
+    fig, axes = figure(len(kinds), workload)
     for ax, kind in zip(axes, kinds):
         shown = [s for s in series if s.kind == kind and s.scales and s.note is None]
         top = 1.0
@@ -130,21 +130,21 @@ def plot_efficiency(series: list[Series], workload: str, path: Path) -> Path | N
                 ax.annotate(f"{p.efficiency:.2f}", (p.world_size, p.efficiency), textcoords="offset points",
                             xytext=(7, 0), ha="left", va="center", fontsize=7.5, color=COLORS[i % len(COLORS)])  # fmt: skip
         ax.axhline(1.0, color="0.4", linestyle="--", label="ideal (1.0)")
-        _log2_axis(ax, [p.world_size for s in shown for p in s.points], "workers (world size)")
+        log2_axis(ax, [p.world_size for s in shown for p in s.points], "workers (world size)")
         ax.set_ylim(0, top * 1.15)
         ax.set_ylabel("efficiency = T(N) / (N/N₀ · T(N₀))")
         ax.set_title(f"Efficiency, {KINDS[kind].title}", fontsize=10)
         ax.grid(alpha=0.3)
-        _legend_below(ax)
-    return _save(fig, path)
+        legend_below(ax)
+    return save(fig, path)
 
 
 def _accuracy_series(summary: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     multi_backend = summary["backend"].nunique() > 1
     out = []
-    for _, part in summary.groupby(["backend", "optimizer_label", "base_lr"], sort=True, dropna=False):
+    for _, part in summary.groupby(["backend", "recipe", "base_lr"], sort=True, dropna=False):
         first = part.iloc[0]
-        label = f"{first['optimizer_label']}, base lr {first['base_lr']:g}"
+        label = f"{first['recipe']}, base lr {first['base_lr']:g}"
         out.append((f"{first['backend']} · {label}" if multi_backend else label, part))
     return out
 
@@ -172,7 +172,7 @@ def plot_top1_vs_batch(
 ) -> Path:
     """One line per series of final top-1 (mean, min–max bar over repeats) vs global batch; the
     groups ``failed`` selects drawn as ✕ at 0. ``gaps``: no line across a batch without a top-1."""
-    fig, (ax,) = _figure(1, workload)
+    fig, (ax,) = figure(1, workload)
     extra = []
     for i, (label, part) in enumerate(series):
         color = COLORS[i % len(COLORS)]
@@ -184,31 +184,31 @@ def plot_top1_vs_batch(
             ax.plot(means.index, means.values, color=color, marker="o", label=label)
             ax.vlines(good["global_batch_size"], good["final_top1_min"] * 100, good["final_top1_max"] * 100, color=color)
         else:
-            extra.append(_proxy(color, "x", label))
+            extra.append(proxy(color, "x", label))
         bad = part[failed(part)]
         if len(bad):
             ax.scatter(bad["global_batch_size"], [0] * len(bad), marker="x", s=60, color=color, zorder=3)
     if any(failed(part).any() for _, part in series):
-        extra.append(_proxy("0.35", "x", failed_label))
+        extra.append(proxy("0.35", "x", failed_label))
     rows = pd.concat([part for _, part in series])
     targets = rows["target_top1"].dropna().unique()
     if len(targets) == 1:
         ax.axhline(targets[0] * 100, color="0.5", linestyle=":", label=f"target {targets[0] * 100:g}%")
-    _log2_axis(ax, rows["global_batch_size"], "global batch size (images per optimizer step)")
+    log2_axis(ax, rows["global_batch_size"], "global batch size (images per optimizer step)")
     ax.set_ylabel("final top-1 (%)")
     ax.set_ylim(-3, 103)
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     handles, labels = ax.get_legend_handles_labels()
-    _legend_below(ax, handles + extra, labels + [h.get_label() for h in extra])
-    return _save(fig, path)
+    legend_below(ax, handles + extra, labels + [h.get_label() for h in extra])
+    return save(fig, path)
 
 
 def plot_time_to_accuracy(summary: pd.DataFrame, workload: str, path: Path) -> Path | None:
     """Time to the target top-1 vs global batch; ok runs that missed it marked ▲ at the top."""
     if summary["time_to_accuracy_sec"].notna().sum() == 0:
         return None
-    fig, (ax,) = _figure(1, workload)
+    fig, (ax,) = figure(1, workload)
     series = _accuracy_series(summary)
     extra = []
     for i, (label, part) in enumerate(series):
@@ -223,10 +223,10 @@ def plot_time_to_accuracy(summary: pd.DataFrame, workload: str, path: Path) -> P
         if len(missed):
             ax.scatter(missed["global_batch_size"], [top] * len(missed), marker="^", s=50, facecolors="none", edgecolors=color)
             if part["time_to_accuracy_sec"].isna().all():
-                extra.append(_proxy(color, "^", label, hollow=True))
+                extra.append(proxy(color, "^", label, hollow=True))
     if any(part["ok_runs"].gt(part["tta_reached"]).any() for _, part in series):
-        extra.append(_proxy("0.35", "^", "target not reached (at the top edge)", hollow=True))
-    _log2_axis(ax, summary["global_batch_size"], "global batch size (images per optimizer step)")
+        extra.append(proxy("0.35", "^", "target not reached (at the top edge)", hollow=True))
+    log2_axis(ax, summary["global_batch_size"], "global batch size (images per optimizer step)")
     ax.set_ylim(0, top * 1.08)
     ax.set_ylabel("time to target top-1 (s)")
     targets = summary["target_top1"].dropna().unique()
@@ -234,8 +234,8 @@ def plot_time_to_accuracy(summary: pd.DataFrame, workload: str, path: Path) -> P
     ax.set_title(f"Time to target top-1{target} vs global batch", fontsize=10)
     ax.grid(alpha=0.3)
     handles, labels = ax.get_legend_handles_labels()
-    _legend_below(ax, handles + extra, labels + [h.get_label() for h in extra])
-    return _save(fig, path)
+    legend_below(ax, handles + extra, labels + [h.get_label() for h in extra])
+    return save(fig, path)
 
 
 SPLIT_PARTS = (
@@ -253,8 +253,8 @@ def plot_step_split(summary: pd.DataFrame, workload: str, path: Path) -> Path | 
         return None
     separated = rows["compute_fraction"].notna().any() or rows["comm_fraction"].notna().any()
     rest_label = "other" if separated else "compute + communication (not separated)"
-    fig, (ax,) = _figure(1, workload, height=1.6 + 0.38 * len(rows))
-    labels = [f"{r.backend} · N={r.world_size} · B={r.global_batch_size} · {r.optimizer_label}" for r in rows.itertuples()]
+    fig, (ax,) = figure(1, workload, height=1.6 + 0.38 * len(rows))
+    labels = [f"{r.backend} · N={r.world_size} · B={r.global_batch_size} · {r.recipe}" for r in rows.itertuples()]
     left = [0.0] * len(rows)
     for column, name, color in SPLIT_PARTS:
         if column != "data_wait_fraction" and not separated:
@@ -270,5 +270,5 @@ def plot_step_split(summary: pd.DataFrame, workload: str, path: Path) -> Path | 
     ax.set_xlim(0, 100)
     ax.set_xlabel("share of step time (%)")
     ax.set_title("Step-time split per setting (mean over repeats)", fontsize=10)
-    _legend_below(ax, ncol=4)
-    return _save(fig, path)
+    legend_below(ax, ncol=4)
+    return save(fig, path)

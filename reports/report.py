@@ -3,6 +3,7 @@ a self-contained report.html and PNG files in one folder."""
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from dataclasses import dataclass
@@ -11,14 +12,14 @@ from typing import Any
 
 import pandas as pd
 
-from reports import plots
-from reports.load import records_frame, summarize_repeats
-from reports.render import Block, Bullets, Heading, PlotSpec, Table, Text, draw_plots, to_html, to_markdown
-from reports.scaling import KINDS, Series, efficiency_index, scaling_series
-from reports.study_report import study_blocks, telemetry_blocks
+from larsbench.reports import plots
+from larsbench.reports.load import records_frame, summarize_repeats
+from larsbench.reports.render import Block, Bullets, Heading, PlotSpec, Table, Text, draw_plots, to_html, to_markdown
+from larsbench.reports.scaling import KINDS, Series, efficiency_index, scaling_series
+from larsbench.reports.study_report import study_blocks, telemetry_blocks
 
 MAIN_HEADERS = [
-    "backend", "optimizer", "N", "global batch (N×micro×acc)", "runs ok/all", "images/s mean ± std",
+    "backend", "recipe", "N", "global batch (N×micro×acc)", "runs ok/all", "images/s mean ± std",
     "images/s min–max", "weak eff.", "strong eff.", "final top-1", "time to target (s)",
     "epochs to target", "status",
 ]  # fmt: skip
@@ -78,6 +79,7 @@ def _status_cell(row: pd.Series) -> str:
 def main_table(summary: pd.DataFrame, weak: list[Series], strong: list[Series]) -> Table:
     """Backend × world size × global batch: throughput over repeats, efficiency, accuracy, status."""
     weak_index, strong_index = efficiency_index(weak), efficiency_index(strong)
+    others = distinguishing_settings(summary)
     rows = []
     for _, r in summary.iterrows():
         n = int(r["throughput_n"])
@@ -86,7 +88,7 @@ def main_table(summary: pd.DataFrame, weak: list[Series], strong: list[Series]) 
             mean += f" ± {_num(r['throughput_std'])}"
         spread = f"{_num(r['throughput_min'])}–{_num(r['throughput_max'])}" if n > 1 else "—"
         rows.append([
-            str(r["backend"]), str(r["optimizer_label"]), str(r["world_size"]),
+            str(r["backend"]), str(r["recipe"]) + others.get(r["settings_key"], ""), str(r["world_size"]),
             f"{r['global_batch_size']} = {r['world_size']}×{r['micro_batch_size']}×{r['accumulation_steps']}",
             f"{r['ok_runs']}/{r['runs']}", mean, spread,
             _eff_cell(weak_index, r["settings_key"], r["world_size"]),
@@ -95,6 +97,28 @@ def main_table(summary: pd.DataFrame, weak: list[Series], strong: list[Series]) 
             _tta_cell(r), _num(r["epochs_to_accuracy"], ".2g"), _status_cell(r),
         ])  # fmt: skip
     return Table(MAIN_HEADERS, rows, MAIN_RIGHT)
+
+
+# Settings the main table shows in columns of their own.
+_SHOWN = ("backend", "optimizer", "scaling_rule", "warmup_epochs", "world_size", "micro_batch_size",
+          "accumulation_steps", "global_batch_size")  # fmt: skip
+
+
+def distinguishing_settings(summary: pd.DataFrame) -> dict[str, str]:
+    """settings key → ``" (precision=bf16)"``: for rows whose columns would read alike, the
+    settings without a column of their own that tell them apart (never two identical rows)."""
+    out: dict[str, str] = {}
+    settings = {key: json.loads(key) for key in summary["settings_key"]}
+    alike: dict[str, list[str]] = {}
+    for key, s in settings.items():
+        alike.setdefault(json.dumps([s.get(n) for n in _SHOWN] + [s.get("hardware")], default=str), []).append(key)
+    for keys in alike.values():
+        names = sorted({n for k in keys for n in settings[k]} - set(_SHOWN))
+        varying = [n for n in names if len({json.dumps(settings[k].get(n), sort_keys=True) for k in keys}) > 1]
+        for key in keys:
+            shown = ", ".join(f"{n}={settings[key].get(n)}" for n in varying)
+            out[key] = f" ({shown})" if shown else ""
+    return out
 
 
 def efficiency_blocks(series: list[Series]) -> list[Block]:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from reports.load import key_of
+from larsbench.reports.load import key_of
 
 AXIS = ("world_size", "micro_batch_size", "accumulation_steps", "global_batch_size", "num_nodes")
 
@@ -65,7 +65,7 @@ class Series:
     kind: str
     workload: str
     backend: str
-    optimizer_label: str
+    recipe: str
     fixed_batch: int | None
     baseline_world_size: int
     split: str = ""  # "acc 2, 1 node" when a group was split to keep one point per world size
@@ -80,7 +80,7 @@ class Series:
     def label(self) -> str:
         fixed = KINDS[self.kind].fixed_label
         split = f", {self.split}" if self.split else ""
-        return f"{self.backend} · {self.optimizer_label} · {fixed} {self.fixed_batch}{split}"
+        return f"{self.backend} · {self.recipe} · {fixed} {self.fixed_batch}{split}"
 
 
 def scaling_series(summary: pd.DataFrame, kind: str, baseline_world_size: int | None = None) -> list[Series]:
@@ -120,7 +120,7 @@ def _build(spec: ScalingKind, rows: list[pd.Series], split: str, baseline_world_
         kind=spec.name,
         workload=first["workload"],
         backend=first["backend"],
-        optimizer_label=first["optimizer_label"],
+        recipe=first["recipe"],
         fixed_batch=None if pd.isna(first[spec.fixed]) else int(first[spec.fixed]),
         baseline_world_size=n0,
         split=split,

@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.lines import Line2D
 
-from reports.plots import COLORS, _figure, _legend_below, _log2_axis, _proxy, _save, plot_top1_vs_batch
-from reports.study import Frontier
+from larsbench.reports.plots import COLORS, figure, legend_below, log2_axis, proxy, save, plot_top1_vs_batch
+from larsbench.reports.study import Frontier
 
 
 def plot_study_accuracy(series: list[tuple[str, pd.DataFrame]], workload: str, path: Path) -> Path | None:
@@ -32,7 +32,7 @@ def plot_frontier(frontiers: list[Frontier], workload: str, path: Path) -> Path 
     paying off marked per recipe."""
     if not any(p.projected_sec or p.measured_sec for f in frontiers for p in f.points):
         return None
-    fig, (ax,) = _figure(1, workload, height=4.6)
+    fig, (ax,) = figure(1, workload, height=4.6)
     batches = []
     for i, f in enumerate(frontiers):
         color = COLORS[i % len(COLORS)]
@@ -54,13 +54,13 @@ def plot_frontier(frontiers: list[Frontier], workload: str, path: Path) -> Path 
             ax.annotate(f"stops paying off at B={stop.global_batch}", (stop.global_batch, stop.projected_sec),
                         textcoords="offset points", xytext=(8, 10 + 12 * i), fontsize=7.5, color=color,
                         arrowprops={"arrowstyle": "-", "color": color, "lw": 0.6})  # fmt: skip
-    _log2_axis(ax, batches, "global batch size (images per optimizer step)")
+    log2_axis(ax, batches, "global batch size (images per optimizer step)")
     ax.set_yscale("log")
     ax.set_ylabel("time to target top-1 (s, log scale)")
     ax.set_title("Time-to-accuracy frontier: projected from measured epochs × measured throughput", fontsize=10)
     ax.grid(alpha=0.3, which="both")
     handles, labels = ax.get_legend_handles_labels()
-    handles += [Line2D([], [], color="0.35", marker="."), _proxy("0.35", "s", "", hollow=True), _proxy("0.35", "*", "")]
+    handles += [Line2D([], [], color="0.35", marker="."), proxy("0.35", "s", "", hollow=True), proxy("0.35", "*", "")]
     labels += ["projected TTA (line)", "measured TTA (this study's run)", "doubling the batch stops paying off"]
-    _legend_below(ax, handles, labels, ncol=2)
-    return _save(fig, path)
+    legend_below(ax, handles, labels, ncol=2)
+    return save(fig, path)

@@ -9,10 +9,10 @@ from typing import Any
 
 import pandas as pd
 
-from reports import study_plots, telemetry_plots
-from reports.render import Block, Bullets, Heading, Image, Table, Text, draw_plots
-from reports.study import STOP_GAIN, Frontier, frontiers, is_study, study_rows, study_series
-from reports.telemetry import collect, select, step_summary
+from larsbench.reports import study_plots, telemetry_plots
+from larsbench.reports.render import Block, Bullets, Heading, Image, Table, Text, draw_plots
+from larsbench.reports.study import STOP_GAIN, Frontier, frontiers, is_study, study_rows, study_series
+from larsbench.reports.telemetry import collect, select, step_summary
 
 STUDY_HEADERS = [
     "recipe", "global batch (B = N×micro×acc)", "peak LR", "final top-1", "best top-1", "epochs to target",
@@ -122,7 +122,7 @@ def study_blocks(summary: pd.DataFrame, workload: str, prefix: Path, images: lis
     blocks: list[Block] = [
         Heading("Large-batch study", 3),
         Text(
-            "Recipes (optimizer, `-` LR scaling rule, `+warmup` when warm-up epochs > 0) by global batch, for the "
+            "Recipes (optimizer, `-` LR scaling rule, `+warmupE` for E warm-up epochs) by global batch, for the "
             "runs that measured accuracy. Over repeats: the mean, with min–max and n where there are several; "
             "best top-1 is the highest evaluation of a run. Images/s are this study's own runs."
         ),

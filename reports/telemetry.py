@@ -2,7 +2,7 @@
 report plots.
 
 A record's ``telemetry`` is a path relative to the folder of its results file (or null: the
-run logged none). The file holds one JSON object per (step, layer); see ``suite.telemetry``.
+run logged none). The file holds one JSON object per (step, layer); see ``larsbench.loop.telemetry``.
 A run restarted after a crash may log a (step, layer) pair twice: the last row wins, as it
 describes the step that the run's final state went through.
 """

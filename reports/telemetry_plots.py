@@ -13,8 +13,8 @@ from matplotlib.colors import LogNorm
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from reports.plots import COLORS, _figure, _legend_below, _save, plt
-from reports.telemetry import RunTelemetry, spread_over_layers
+from larsbench.reports.plots import COLORS, figure, legend_below, save, plt
+from larsbench.reports.telemetry import RunTelemetry, spread_over_layers
 
 PANELS = (("trust_ratio", "trust ratio λ = η‖w‖ / (‖g‖ + β‖w‖)"), ("effective_lr", "effective LR = lr × λ"))
 MAX_LAYER_LABELS = 24  # ResNet-50 has ~54 adapted tensors: label every k-th so names stay legible
@@ -34,7 +34,7 @@ def plot_heatmaps(run: RunTelemetry, workload: str, path: Path) -> Path:
     zero, negative or missing values (a diverged step) are grey."""
     layers, steps = run.layers, run.steps
     height = min(11.0, max(3.6, 1.6 + 0.13 * len(layers)))
-    fig, axes = _figure(2, workload, height=height)
+    fig, axes = figure(2, workload, height=height)
     cmap = colormaps["viridis"].with_extremes(bad="0.82")
     for k, (ax, (column, title)) in enumerate(zip(axes, PANELS)):
         grid = run.rows.pivot_table(index="layer_index", columns="step", values=column, aggfunc="last")
@@ -59,7 +59,7 @@ def plot_heatmaps(run: RunTelemetry, workload: str, path: Path) -> Path:
     axes[0].set_ylabel("layer" + (f" (1 in {stride} labelled)" if stride > 1 else ""))
     axes[1].set_ylabel("layer index")
     fig.text(0.5, 1.03, f"{run.recipe} · B={run.global_batch} · run {run.run_id}", ha="center", fontsize=10)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def plot_spread(runs: list[RunTelemetry], recipe: str, workload: str, path: Path) -> Path | None:
@@ -96,5 +96,5 @@ def plot_spread(runs: list[RunTelemetry], recipe: str, workload: str, path: Path
     for ax in grid[-1]:
         ax.set_xlabel("epoch" if by_epoch else "optimizer step")
     handles = [Line2D([], [], color="0.3", linewidth=1.4), Patch(color="0.3", alpha=0.35), Patch(color="0.3", alpha=0.15)]
-    _legend_below(grid[-1][0], handles, ["median over layers", "10–90% of layers", "min–max over layers"], ncol=3)
-    return _save(fig, path)
+    legend_below(grid[-1][0], handles, ["median over layers", "10–90% of layers", "min–max over layers"], ncol=3)
+    return save(fig, path)

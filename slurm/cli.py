@@ -1,20 +1,18 @@
 """The ``slurm`` sub-command of ``larsbench``: sbatch scripts for an experiment.
 
-``add_commands(subparsers)`` adds it to the main parser (``suite.cli.build_parser``); its
-handler ``cmd_slurm(args, console)`` returns the exit code. Bad input raises
-``suite.errors.ConfigError`` (exit 2 in ``main``). ``python -m slurm.cli ARGS`` is the same
-command on its own.
+``add_commands(subparsers)`` adds it to the main parser (``larsbench.cli``); its handler
+``cmd_slurm(args, console)`` returns the exit code. Bad input raises
+``larsbench.core.errors.ConfigError`` (exit 2 in ``larsbench.cli.main``).
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from rich.console import Console
 
-from slurm.options import add_option_flags, flag_options, merge
+from larsbench.slurm.options import add_option_flags, flag_options, merge
 
 EPILOG = """\
 Slurm options may also come from the experiment file's 'slurm:' section (same names with
@@ -28,7 +26,7 @@ complete, 2 bad input."""
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
-    from suite.cli import add_run_flags
+    from larsbench.suite.cli import add_run_flags
 
     slurm = subparsers.add_parser(
         "slurm", help="write sbatch scripts for an experiment (job arrays); --submit, --wait",
@@ -47,9 +45,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_slurm(args: argparse.Namespace, console: Console) -> int:
-    from slurm import submit, sweep
-    from suite.config import RUN_FIELDS
-    from suite.results import check_writable
+    from larsbench.slurm import submit, sweep
+    from larsbench.core.spec import RUN_FIELDS
+    from larsbench.core.results import check_writable
 
     def say(text: str) -> None:
         console.print(text, markup=False, highlight=False, soft_wrap=True)
@@ -84,21 +82,3 @@ def cmd_slurm(args: argparse.Namespace, console: Console) -> int:
     status = submit.exit_status(tasks)
     say(f"{'all jobs completed' if status == 0 else 'not every job completed'}; records in {output / 'results.jsonl'}")
     return status
-
-
-def main(argv: list[str] | None = None) -> int:
-    from suite.errors import ConfigError
-
-    parser = argparse.ArgumentParser(prog="larsbench")
-    add_commands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["slurm", *(sys.argv[1:] if argv is None else argv)])
-    console = Console(highlight=False)
-    try:
-        return args.handler(args, console)
-    except ConfigError as exc:
-        print(f"larsbench: error: {exc}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,4 @@
-"""Helpers the generated sbatch script calls inside the job (``python -m slurm.job ...``).
+"""Helpers the generated sbatch script calls inside the job (``python -m larsbench.slurm.job ...``).
 
 ``spec``      print the ``--spec-json`` value of one line of a runs file (the array index's run)
 ``queue-time`` print how long this start of the job waited in the queue
@@ -40,18 +40,18 @@ def finalize(
     runs: Path, index: int, run_id: str, results: Path, experiment: str, exit_code: int, status: str = "failed"
 ) -> dict[str, Any] | None:
     """Append a record for a run whose ranks exited without one; None when one exists."""
-    from backends.registry import get_backend
-    from suite import provenance
-    from suite.config import build_spec
-    from suite.environment import ClusterEnvironment, first_host, port_for_job
-    from suite.launch import _rank_errors
-    from suite.record import build_record
-    from suite.results import append_record, read_records
+    from larsbench.backends.registry import get_backend
+    from larsbench.core.environment import ClusterEnvironment, first_host, port_for_job
+    from larsbench.core.layout import RunFiles
+    from larsbench.core.results import read_records
+    from larsbench.loop.record import append_failure, rank_errors_text
+    from larsbench.suite.config import build_spec
 
     if results.exists() and any(r.get("run_id") == run_id for r in read_records(results)):
         return None
+    files = RunFiles.of(results, run_id)
     spec = build_spec([("spec", run_entry(runs, index)["spec"])])
-    reason = _rank_errors(results, run_id) or f"srun exited with status {exit_code}"
+    reason = rank_errors_text(files) or f"srun exited with status {exit_code}"
     if status == "preempted":
         restarts = os.environ.get("SLURM_RESTART_COUNT", "0")
         reason = f"preempted after {restarts} requeue(s) (srun status {exit_code}); {reason}"
@@ -70,13 +70,7 @@ def finalize(
         versions = get_backend(spec.backend).versions()
     except Exception:  # the backend's library may be what failed to import
         versions = {}
-    info = provenance.collect(spec.to_dict(), cluster, versions)
-    info.setdefault("slurm_restart_count", int(env.get("SLURM_RESTART_COUNT") or 0))
-    if "LARSBENCH_ALLOCATION" in env and "allocation" not in info:
-        info["allocation"] = json.loads(env["LARSBENCH_ALLOCATION"])
-    record = build_record(spec, run_id, experiment, info, status=status, error=reason)
-    append_record(results, record)
-    return record
+    return append_failure(spec, files, experiment, reason, status=status, env=cluster, versions=versions)
 
 
 def queue_seconds(job_fields: str) -> float | None:
@@ -94,7 +88,7 @@ def queue_seconds(job_fields: str) -> float | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m slurm.job", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m larsbench.slurm.job", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     actions = parser.add_subparsers(dest="action", required=True)
     spec = actions.add_parser("spec", help="print the spec JSON of one run of a runs file")
     spec.add_argument("--runs", required=True, type=Path)

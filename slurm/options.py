@@ -21,8 +21,8 @@ from typing import Any, get_type_hints
 
 from pydantic import TypeAdapter, ValidationError
 
-from slurm.script import INTERNAL, check_line, extra_option, render_script
-from suite.errors import ConfigError
+from larsbench.slurm.script import INTERNAL, check_line, extra_option, render_script
+from larsbench.core.errors import ConfigError
 
 SECTION = "slurm"
 # Options that take several values: on the command line the flag is repeated.

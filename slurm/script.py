@@ -12,9 +12,9 @@ Every value that reaches the script is quoted; values also may not contain a lin
 ``#SBATCH`` line is a comment to bash, so quoting alone cannot stop a newline from starting a
 command there). The one exception is ``setup``: those lines are shell, run as written.
 
-What the script does (the contract with ``suite.worker``, see ``slurm/__init__.py``):
+What the script does (the contract with ``larsbench.suite.worker``, see ``slurm/__init__.py``):
 picks its run from the runs file (``SLURM_ARRAY_TASK_ID``, 0 outside an array), derives a run
-id that survives a requeue, starts the ranks with ``srun python -m suite.worker`` in the
+id that survives a requeue, starts the ranks with ``srun python -m larsbench.suite.worker`` in the
 background, forwards the pre-time-limit ``USR1`` to them, requeues the job when they exit
 with the preempted status, and writes a ``failed`` record when they fail without one.
 """
@@ -29,7 +29,7 @@ from typing import Annotated, Any
 
 from pydantic import Field, Strict
 
-from suite.preemption import EXIT_PREEMPTED
+from larsbench.core.preemption import EXIT_PREEMPTED
 
 PositiveInt = Annotated[int, Strict(), Field(gt=0)]
 NonNegativeInt = Annotated[int, Strict(), Field(ge=0)]
@@ -74,7 +74,7 @@ def extra_option(line: str) -> str:
     dropped); its value is quoted like every other."""
     option = line.strip().removeprefix("#SBATCH").strip()
     if not EXTRA_OPTION.fullmatch(option):
-        from suite.errors import ConfigError
+        from larsbench.core.errors import ConfigError
 
         raise ConfigError("extra_sbatch", f"{line!r} is not a long sbatch option; write it as --name or --name=value, e.g. '--exclusive'")
     return option
@@ -83,7 +83,7 @@ def extra_option(line: str) -> str:
 def check_line(key: str, value: str) -> None:
     """A value that ends up on a script line may not break that line."""
     if re.search(r"[\r\n\x00]", value):
-        from suite.errors import ConfigError
+        from larsbench.core.errors import ConfigError
 
         raise ConfigError(key, "may not contain a line break or NUL character")
 
@@ -171,11 +171,11 @@ def render_script(
         # Since Slurm 22.05 srun no longer inherits the job's --cpus-per-task.
         srun.append(f"--cpus-per-task={cpus_per_task}")
     srun += [
-        ShellVar("python"), "-m", "suite.worker", "--spec-json", ShellVar("spec"), "--run-id", ShellVar("run_id"),
+        ShellVar("python"), "-m", "larsbench.suite.worker", "--spec-json", ShellVar("spec"), "--run-id", ShellVar("run_id"),
         "--results", ShellVar("results"), "--experiment", ShellVar("experiment"),
     ]  # fmt: skip
     finalize = [
-        ShellVar("python"), "-m", "slurm.job", "finalize", "--runs", ShellVar("runs"), "--index", ShellVar("index"),
+        ShellVar("python"), "-m", "larsbench.slurm.job", "finalize", "--runs", ShellVar("runs"), "--index", ShellVar("index"),
         "--run-id", ShellVar("run_id"), "--results", ShellVar("results"), "--experiment", ShellVar("experiment"),
         "--exit-code", ShellVar("status"),
     ]  # fmt: skip
@@ -204,14 +204,16 @@ def render_script(
         f"results={shlex.quote(results)}",
         f"experiment={shlex.quote(experiment)}",
         "index=${SLURM_ARRAY_TASK_ID:-0}",
-        "# This job's run: line $index of the runs file, as a suite.worker --spec-json value.",
-        f'spec=$("$python" -m slurm.job spec --runs "$runs" --index "$index")',
+        "# This job's run: line $index of the runs file, as a larsbench.suite.worker --spec-json value.",
+        f'spec=$("$python" -m larsbench.slurm.job spec --runs "$runs" --index "$index")',
         "# Same job id after a requeue, so the same run id: a requeued run resumes its checkpoint.",
         "run_id=${SLURM_CLUSTER_NAME:-slurm}-${SLURM_ARRAY_JOB_ID:-$SLURM_JOB_ID}${SLURM_ARRAY_TASK_ID:+_$SLURM_ARRAY_TASK_ID}",
         f"export LARSBENCH_ALLOCATION={shlex.quote(json.dumps(allocation or {}, sort_keys=True, separators=(',', ':')))}",
         "export OMP_NUM_THREADS=${OMP_NUM_THREADS:-${SLURM_CPUS_PER_TASK:-1}}",
+        "# no working directory on the ranks' sys.path: nothing in it can shadow a module",
+        "export PYTHONSAFEPATH=1",
         '# queue time of this start (Slurm\'s StartTime - SubmitTime), kept apart from training time',
-        'export LARSBENCH_QUEUE_SEC=$("$python" -m slurm.job queue-time || true)',
+        'export LARSBENCH_QUEUE_SEC=$("$python" -m larsbench.slurm.job queue-time || true)',
         'echo "larsbench: run $run_id (index $index, restart ${SLURM_RESTART_COUNT:-0}) on $SLURM_JOB_NODELIST"',
         "",
         f"# Slurm sends USR1 to this script {signal_seconds} s before the time limit (--signal={signal}).",

@@ -19,11 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from slurm.options import SECTION, Shape, default_python, resolve_path, shape_for
-from slurm.script import render_script
-from suite.config import Experiment, RunSpec, _read_yaml, bundled_experiment, resolve_experiment
-from suite.errors import ConfigError
-from suite.results import RESULTS_FILE
+from larsbench.slurm.options import SECTION, Shape, default_python, resolve_path, shape_for
+from larsbench.slurm.script import render_script
+from larsbench.core.spec import RunSpec
+from larsbench.suite.config import Experiment, bundled_experiment, read_experiment_file, resolve_experiment
+from larsbench.core.errors import ConfigError
+from larsbench.core.files import atomic_write
+from larsbench.core.layout import RESULTS_FILE
 
 # Recorded with every run (LARSBENCH_ALLOCATION) next to the shape itself.
 ALLOCATION_KEYS = ("partition", "account", "qos", "time", "gpus_per_node", "cpus_per_task", "mem", "constraint")
@@ -56,7 +58,7 @@ def load(path: str | Path | None, overrides: dict[str, Any]) -> tuple[Experiment
         source = "command line"
     else:
         source = str(path)
-        doc = dict(_read_yaml(Path(path)))
+        doc = dict(read_experiment_file(Path(path)))
     section = doc.pop(SECTION, None)
     return resolve_experiment(doc, overrides, source), section
 
@@ -114,24 +116,17 @@ def prepare_data(experiment: Experiment) -> Experiment:
     does): the runs file then names the folder every rank reads."""
     if not any(spec.dataset == "generated" for spec in experiment.runs):
         return experiment
-    from workloads.data import prepare
+    from larsbench.workloads.data import prepare
 
     return dataclasses.replace(experiment, runs=tuple(prepare(spec) for spec in experiment.runs))
 
 
 def write(scripts: list[JobScript]) -> None:
     for job in scripts:
-        job.script.parent.mkdir(parents=True, exist_ok=True)
-        (job.script.parent / "logs").mkdir(exist_ok=True)
-        _write_atomic(job.runs_file, job.runs_text)
-        _write_atomic(job.script, job.text)
-        job.script.chmod(0o755)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise ConfigError("--output", f"cannot write {path} ({exc.strerror or exc}); choose a writable folder") from None
+        try:
+            job.script.parent.mkdir(parents=True, exist_ok=True)
+            (job.script.parent / "logs").mkdir(exist_ok=True)
+            atomic_write(job.runs_file, job.runs_text)
+            atomic_write(job.script, job.text, mode=0o755)
+        except OSError as exc:
+            raise ConfigError("--output", f"cannot write {job.script} ({exc.strerror or exc}); choose a writable folder") from None

@@ -1,3 +1,3 @@
-"""larsbench: benchmark large-batch distributed training (LARS vs SGD) across backends."""
-
-__version__ = "0.1.0"
+"""Experiments and how they run on this machine: experiment files → validated run specs
+(``config``), the local launcher (``launch``), one rank's entry point (``worker``), the ``run``
+and ``data`` commands (``cli``) and the end-of-run table (``summary``)."""

@@ -1,18 +1,18 @@
-"""The ``larsbench`` command."""
+"""The ``run`` and ``data`` sub-commands of ``larsbench`` (``larsbench.cli`` holds the rest)."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
-from suite.config import RUN_FIELDS, bundled_experiment, field_help, flag_for, load_experiment
-from suite.errors import ConfigError
+from larsbench.core.spec import RUN_FIELDS, field_help, flag_for
+from larsbench.suite.config import bundled_experiment, load_experiment
+from larsbench.core.errors import ConfigError
 
 
 def _json_or_file(text: str) -> Any:
@@ -50,15 +50,14 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
         )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="larsbench", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    """The ``run`` and ``data`` sub-commands."""
     run = commands.add_parser("run", help="run an experiment (default: the bundled CPU demo)")
     run.add_argument("experiment", nargs="?", type=Path, help="experiment YAML; omit for the bundled default or a single run from flags")
     run.add_argument("--output", type=Path, help="results folder (default: the experiment's 'output', else ./results)")
     run.add_argument("--run-id", help="name a single run; running it again with the same id resumes it from its checkpoint")
     add_run_flags(run)
+    run.set_defaults(handler=cmd_run)
 
     data = commands.add_parser("data", help="data sets")
     data_commands = data.add_subparsers(dest="data_command", required=True)
@@ -69,37 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--val-per-class", type=int, default=16)
     generate.add_argument("--image-size", type=int, default=72)
     generate.add_argument("--seed", type=int, default=0)
-
-    from reports.cli import add_commands as add_report_commands  # report, compare, baseline
-    from slurm.cli import add_commands as add_slurm_commands  # slurm
-
-    add_report_commands(commands)
-    add_slurm_commands(commands)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    # Logs and CI are not terminals; rich would wrap the summary table at 80 columns there.
-    console = Console(highlight=False)
-    if not console.is_terminal:
-        console = Console(highlight=False, width=160)
-    try:
-        if args.command == "run":
-            return cmd_run(args, console)
-        if args.command == "data":
-            return cmd_data_generate(args, console)
-        if hasattr(args, "handler"):
-            return args.handler(args, console)
-    except ConfigError as exc:
-        print(f"larsbench: error: {exc}", file=sys.stderr)
-        return 2
-    return 2
+    generate.set_defaults(handler=cmd_data_generate)
 
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
-    from suite.launch import run_experiment
-    from suite.summary import summary_table
+    from larsbench.suite.launch import run_experiment
+    from larsbench.suite.summary import summary_table
 
     overrides = {name: getattr(args, name) for name in RUN_FIELDS if hasattr(args, name)}
     path = args.experiment
@@ -115,7 +89,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_data_generate(args: argparse.Namespace, console: Console) -> int:
-    from workloads.generated import generate_imagefolder
+    from larsbench.workloads.generated import generate_imagefolder
 
     for name in ("num_classes", "train_per_class", "val_per_class", "image_size"):
         if getattr(args, name) < (2 if name == "num_classes" else 1):
@@ -134,6 +108,3 @@ def cmd_data_generate(args: argparse.Namespace, console: Console) -> int:
     console.print(f"wrote {args.num_classes} classes × ({args.train_per_class} train + {args.val_per_class} val) images to {root}")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -19,146 +19,13 @@ import difflib
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import yaml
-from pydantic import ConfigDict, Field, Strict, TypeAdapter, ValidationError
+from pydantic import ValidationError
 
-from suite.errors import ConfigError
-
-PositiveInt = Annotated[int, Strict(), Field(gt=0)]
-NonNegativeInt = Annotated[int, Strict(), Field(ge=0)]
-PositiveFloat = Annotated[float, Strict(), Field(gt=0)]
-NonNegativeFloat = Annotated[float, Strict(), Field(ge=0)]
-Text = Annotated[str, Strict(), Field(min_length=1)]
-
-
-def _doc(text: str) -> Any:
-    return Field(description=text)
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    """Everything that defines one run. Plain data: it is recorded verbatim in provenance."""
-
-    __pydantic_config__ = ConfigDict(extra="forbid")
-
-    backend: Annotated[Text, _doc("distributed backend: ddp, deepspeed, horovod or a registered one")] = "ddp"
-    backend_config: Annotated[
-        dict[str, Any] | None,
-        _doc("the backend library's own settings, JSON or a JSON file: a DeepSpeed config, "
-             "DistributedDataParallel arguments"),
-    ] = None
-    model: Annotated[Text, _doc("resnet50, alexnet, alexnet_bn, alexnet_bn_mini (CPU studies) or tiny_cnn")] = "resnet50"
-    dataset: Annotated[
-        Literal["synthetic", "imagefolder", "generated"],
-        _doc("synthetic tensors, an ImageFolder tree (data_dir), or a generated ImageFolder set"),
-    ] = "synthetic"
-    data_dir: Annotated[Text | None, _doc("ImageFolder root holding train/ and val/")] = None
-    image_size: Annotated[PositiveInt, _doc("square input size in pixels")] = 32
-    num_classes: Annotated[int, Strict(), Field(ge=2), _doc("number of classes")] = 10
-    world_size: Annotated[PositiveInt, _doc("number of ranks (workers)")] = 1
-    micro_batch_size: Annotated[PositiveInt, _doc("images per rank per forward pass")] = 32
-    accumulation_steps: Annotated[PositiveInt, _doc("micro-batches per optimizer step")] = 1
-    global_batch_size: Annotated[
-        PositiveInt | None,
-        _doc("optional; without accumulation_steps it sets it: global = world × micro × accumulation, "
-             "micro_batch_size being the largest per-rank micro-batch; with it, a check"),
-    ] = None
-    optimizer: Annotated[Literal["lars", "sgd"], _doc("LARS or momentum SGD")] = "lars"
-    lr: Annotated[
-        PositiveFloat | None,
-        _doc("base learning rate before the scaling rule (default: lars 2.0, sgd 0.1)"),
-    ] = None
-    scaling_rule: Annotated[
-        Literal["none", "linear", "sqrt"],
-        _doc("peak LR = lr × (B/ref) for linear, × sqrt(B/ref) for sqrt"),
-    ] = "none"
-    reference_batch_size: Annotated[PositiveInt, _doc("ref in the scaling rule")] = 256
-    momentum: Annotated[float, Strict(), Field(ge=0, lt=1), _doc("momentum")] = 0.9
-    weight_decay: Annotated[NonNegativeFloat, _doc("weight decay β (not on BN/bias)")] = 5e-4
-    trust_coefficient: Annotated[PositiveFloat, _doc("LARS trust coefficient η")] = 0.001
-    lars_eps: Annotated[NonNegativeFloat, _doc("LARS denominator epsilon")] = 0.0
-    warmup_epochs: Annotated[NonNegativeFloat, _doc("linear LR warm-up length")] = 0.0
-    end_lr: Annotated[NonNegativeFloat, _doc("LR at the end of the polynomial decay")] = 0.0
-    poly_power: Annotated[PositiveFloat, _doc("power of the polynomial decay")] = 2.0
-    epochs: Annotated[PositiveFloat, _doc("training length in epochs (the LR schedule's)")] = 1.0
-    steps: Annotated[
-        PositiveInt | None, _doc("training length in optimizer steps (overrides epochs)")
-    ] = None
-    target_top1: Annotated[
-        float | None, Strict(), Field(gt=0, le=1), _doc("top-1 for time-to-accuracy (0..1]")
-    ] = None
-    eval_every_epochs: Annotated[PositiveInt, _doc("evaluate every N epochs (and at the end)")] = 1
-    seed: Annotated[NonNegativeInt, _doc("seed for weights, data order and synthetic data")] = 0
-    device: Annotated[Literal["auto", "cpu", "cuda"], _doc("auto picks cuda when present")] = "auto"
-    precision: Annotated[
-        Literal["fp32", "bf16", "fp16"],
-        _doc("fp32; bf16 autocast; fp16 autocast with loss scaling, gradients unscaled before "
-             "LARS's norms (deepspeed: its engine's own torch_autocast and scaler)"),
-    ] = "fp32"
-    channels_last: Annotated[bool, _doc("model weights and input batches in channels_last (NHWC)")] = False
-    cudnn_benchmark: Annotated[
-        bool, _doc("let cuDNN pick the fastest convolution algorithms (CUDA only)")
-    ] = True
-    compile: Annotated[
-        bool,
-        _doc("torch.compile the model before the backend wraps it: faster steps after a one-off "
-             "compile of seconds to minutes per rank, inside the timing warm-up steps"),
-    ] = False
-    data_workers: Annotated[NonNegativeInt, _doc("DataLoader worker processes per rank")] = 1
-    synthetic_samples: Annotated[PositiveInt, _doc("size of the synthetic train set")] = 1024
-    train_images_per_class: Annotated[PositiveInt, _doc("generated set: train images/class")] = 64
-    val_images_per_class: Annotated[PositiveInt, _doc("generated set: val images/class")] = 16
-    timing_warmup_steps: Annotated[
-        NonNegativeInt, _doc("optimizer steps left out of the throughput window")
-    ] = 2
-    log_every_steps: Annotated[
-        PositiveInt, _doc("steps between loss reductions (progress, divergence check)")
-    ] = 10
-    telemetry_every_steps: Annotated[
-        NonNegativeInt | None,
-        _doc("LARS telemetry (per-layer norms, trust ratio, effective LR) every N steps; "
-             "0 turns it off; default: about 200 records per run"),
-    ] = None
-    checkpoint_every_steps: Annotated[
-        PositiveInt | None, _doc("also checkpoint every N steps (always on the preemption signal)")
-    ] = None
-    collective_timeout_sec: Annotated[
-        PositiveFloat, _doc("a rank waiting longer than this on its peers fails the run")
-    ] = 600.0
-
-    @property
-    def label(self) -> str:
-        rule = "" if self.scaling_rule == "none" else f"-{self.scaling_rule}"
-        warmup = "-warmup" if self.warmup_epochs else ""
-        return (
-            f"{self.backend}-{self.model}-{self.dataset}-w{self.world_size}"
-            f"-gb{self.global_batch_size}-{self.optimizer}{rule}{warmup}"
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-RUN_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(RunSpec))
-
-# The flags named in the project's CLI contract; every other field gets --field-name.
-FLAG_ALIASES = {"micro_batch_size": "--micro-batch", "accumulation_steps": "--accumulation"}
-
-
-def flag_for(field_name: str) -> str:
-    return FLAG_ALIASES.get(field_name, "--" + field_name.replace("_", "-"))
-
-
-DEFAULT_LR = {"lars": 2.0, "sgd": 0.1}
-
-# Smallest input each model accepts: AlexNet's stride-4 stem and three max-pools leave no
-# feature map below 63 px.
-MODEL_MIN_IMAGE_SIZE = {"resnet50": 32, "alexnet": 63, "alexnet_bn": 63, "alexnet_bn_mini": 16, "tiny_cnn": 8}
-
-_RUN_ADAPTER = TypeAdapter(RunSpec)
-
+from larsbench.core.errors import ConfigError
+from larsbench.core.spec import DEFAULT_LR, RUN_ADAPTER, RUN_FIELDS, RunSpec, flag_for
 
 @dataclass(frozen=True)
 class Experiment:
@@ -186,11 +53,11 @@ def load_experiment(path: str | Path | None, overrides: dict[str, Any] | None = 
         source = "command line"
     else:
         source = str(path)
-        doc = _read_yaml(Path(path))
+        doc = read_experiment_file(Path(path))
     return resolve_experiment(doc, overrides, source)
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def read_experiment_file(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text()
     except FileNotFoundError:
@@ -252,7 +119,7 @@ def build_spec(layers: list[tuple[str, dict[str, Any]]]) -> RunSpec:
             merged[key] = value
             origin[key] = flag_for(key) if layer_name == "flags" else f"{layer_name}.{key}"
     try:
-        spec = _RUN_ADAPTER.validate_python(merged)
+        spec = RUN_ADAPTER.validate_python(merged)
     except ValidationError as exc:
         error = exc.errors()[0]
         field = str(error["loc"][0]) if error["loc"] else "?"
@@ -279,18 +146,20 @@ def check_spec(spec: RunSpec, origin: dict[str, str] | None = None) -> RunSpec:
             f"{spec.world_size} × {spec.micro_batch_size} × {spec.accumulation_steps} = {product};"
             " change one of them or drop global_batch_size",
         )
-    if spec.model not in MODEL_MIN_IMAGE_SIZE:
+    from larsbench.workloads.models import MIN_IMAGE_SIZE  # torch loads only when checking
+
+    if spec.model not in MIN_IMAGE_SIZE:
         raise ConfigError(
             where("model"),
-            f"unknown model {spec.model!r}; choose one of {', '.join(MODEL_MIN_IMAGE_SIZE)}",
+            f"unknown model {spec.model!r}; choose one of {', '.join(MIN_IMAGE_SIZE)}",
         )
-    min_size = MODEL_MIN_IMAGE_SIZE[spec.model]
+    min_size = MIN_IMAGE_SIZE[spec.model]
     if spec.image_size < min_size:
         raise ConfigError(
             where("image_size"),
             f"{spec.model} needs images of at least {min_size} px, got {spec.image_size}",
         )
-    from backends.registry import backend_names, get_backend  # keeps backends out of import time
+    from larsbench.backends.registry import backend_names, get_backend  # torch and the backends load only when checking
 
     names = backend_names()
     if spec.backend not in names:
@@ -331,7 +200,7 @@ def check_spec(spec: RunSpec, origin: dict[str, str] | None = None) -> RunSpec:
         field = "backend_config" if exc.key.startswith("backend_config") else exc.key
         raise ConfigError(where(field) + exc.key[len(field) :], exc.message) from None
     if spec.compile and spec.device != "auto":
-        from suite.precision import compile_toolchain_missing
+        from larsbench.core.precision import compile_toolchain_missing
 
         if (why := compile_toolchain_missing(spec.device)) is not None:
             raise ConfigError(where("compile"), why)
@@ -400,8 +269,3 @@ def _optional_text(doc: dict[str, Any], key: str, source: str) -> str | None:
     if value is not None and not isinstance(value, str):
         raise ConfigError(key, f"must be a string (in {source})")
     return value
-
-
-def field_help() -> dict[str, dict[str, Any]]:
-    """Per-field JSON schema (type, choices, description): drives CLI flags and the docs."""
-    return _RUN_ADAPTER.json_schema()["properties"]

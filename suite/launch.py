@@ -18,16 +18,16 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
-from backends.registry import get_backend
-from suite import provenance
-from suite.config import Experiment, RunSpec
-from suite.checkpoint import checkpoint_root, latest_valid
-from suite.errors import ConfigError
-from suite.preemption import PREEMPT_SIGNAL
-from suite.record import build_record
-from suite.results import append_record, check_writable, read_records
-from suite.worker import error_dir, pid_dir
-from workloads.data import prepare
+from larsbench.backends.registry import get_backend
+from larsbench.core.errors import ConfigError
+from larsbench.core.layout import RunFiles
+from larsbench.core.preemption import PREEMPT_SIGNAL
+from larsbench.core.results import check_writable, read_records
+from larsbench.core.spec import RunSpec
+from larsbench.loop.checkpoint import latest_valid
+from larsbench.loop.record import append_failure, rank_errors_text
+from larsbench.suite.config import Experiment
+from larsbench.workloads.data import prepare
 
 
 def run_experiment(
@@ -47,9 +47,10 @@ def run_experiment(
 
 def launch_run(spec: RunSpec, results: Path, experiment: str, console: Console, run_id: str | None = None) -> dict[str, Any]:
     run_id = run_id or f"{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}"
+    files = RunFiles.of(results, run_id)
     backend = get_backend(spec.backend)
     worker = [
-        sys.executable, "-m", "suite.worker",
+        sys.executable, "-m", "larsbench.suite.worker",
         "--spec-json", json.dumps(spec.to_dict()),
         "--run-id", run_id,
         "--results", str(results),
@@ -58,39 +59,37 @@ def launch_run(spec: RunSpec, results: Path, experiment: str, console: Console, 
     env = dict(os.environ)
     # Ranks on one machine share its cores; unset, every rank would spawn a thread per core.
     env.setdefault("OMP_NUM_THREADS", str(threads_per_rank(spec.world_size)))
-    # An earlier attempt at this run id (a resume) leaves pids and errors that are not ours.
-    for stale in [*pid_dir(results).glob(f"{run_id}.rank*"), *error_dir(results).glob(f"{run_id}.rank*")]:
-        stale.unlink(missing_ok=True)
+    # No working directory on the ranks' sys.path (Python >= 3.11): a folder named like a
+    # module larsbench or a library imports can never shadow it.
+    env["PYTHONSAFEPATH"] = "1"
+    files.clear_rank_files()  # an earlier attempt at this run id (a resume) left its own
     started = time.time()
-    with _forwarding_preemption(results, run_id) as preempted, _watching_ranks(results, run_id) as vanished:
+    with _forwarding_preemption(files) as preempted, _watching_ranks(files) as vanished:
         completed = subprocess.run(backend.local_launch_command(spec.world_size, worker), env=env)
 
     written = read_records(results) if results.exists() else []
     record = next((r for r in written if r.get("run_id") == run_id and r.get("timestamp_end", 0) >= started), None)
-    if record is None:
-        info = provenance.collect(spec.to_dict(), None, {})
-        saved = latest_valid(checkpoint_root(results, run_id), spec.world_size) if preempted else None
-        if saved is not None:
-            error = f"checkpointed at {saved.name}; resume with: larsbench run <same settings> --output {results.parent} --run-id {run_id}"
-            console.print(f"[yellow]run preempted:[/yellow] {escape(error)}")
-            record = build_record(spec, run_id, experiment, info, status="preempted", error=error)
-        else:
-            reasons = _rank_errors(results, run_id) or f"launcher exited with status {completed.returncode}"
-            silent = _silent_ranks(results, run_id, vanished)
-            if silent:
-                reasons = f"rank{silent[0]} stopped first without an error (killed?); {reasons}"
-            console.print(f"[red]run failed:[/red] {escape(reasons)}")
-            record = build_record(spec, run_id, experiment, info, status="failed", error=reasons)
-        append_record(results, record)
-    return record
+    if record is not None:
+        return record
+    saved = latest_valid(files.checkpoints, spec.world_size) if preempted else None
+    if saved is not None:
+        error = f"checkpointed at {saved.name}; resume with: larsbench run <same settings> --output {results.parent} --run-id {run_id}"
+        console.print(f"[yellow]run preempted:[/yellow] {escape(error)}")
+        return append_failure(spec, files, experiment, error, status="preempted")
+    reasons = rank_errors_text(files) or f"launcher exited with status {completed.returncode}"
+    silent = _silent_ranks(files, vanished)
+    if silent:
+        reasons = f"rank{silent[0]} stopped first without an error (killed?); {reasons}"
+    console.print(f"[red]run failed:[/red] {escape(reasons)}")
+    return append_failure(spec, files, experiment, reasons)
 
 
-def _silent_ranks(results: Path, run_id: str, vanished: list[int]) -> list[int]:
+def _silent_ranks(files: RunFiles, vanished: list[int]) -> list[int]:
     """Ranks that died without leaving an error: the watcher's first-vanished ones, or, when
     every rank went within one poll, those that said nothing while a peer reported an error
     (typically the peer's 'connection reset' from the killed rank)."""
-    started = {int(p.name.rsplit(".rank", 1)[1]) for p in pid_dir(results).glob(f"{run_id}.rank*")}
-    reported = {int(p.name.rsplit(".rank", 1)[1]) for p in error_dir(results).glob(f"{run_id}.rank*")}
+    started = set(files.rank_pids())
+    reported = set(files.rank_errors())
     first = [rank for rank in vanished if rank not in reported]
     if first:
         return first
@@ -98,7 +97,7 @@ def _silent_ranks(results: Path, run_id: str, vanished: list[int]) -> list[int]:
 
 
 @contextlib.contextmanager
-def _watching_ranks(results: Path, run_id: str, interval: float = 0.1) -> Iterator[list[int]]:
+def _watching_ranks(files: RunFiles, interval: float = 0.1) -> Iterator[list[int]]:
     """Notes which rank's process disappeared first while the others still ran: a rank killed
     outright (OOM killer, SIGKILL) leaves no error of its own, and its launcher then stops the
     rest, so afterwards every rank looks alike."""
@@ -107,12 +106,7 @@ def _watching_ranks(results: Path, run_id: str, interval: float = 0.1) -> Iterat
 
     def watch() -> None:
         while not done.wait(interval) and not vanished:
-            pids = {}
-            for pid_file in pid_dir(results).glob(f"{run_id}.rank*"):
-                try:
-                    pids[int(pid_file.name.rsplit(".rank", 1)[1])] = int(pid_file.read_text())
-                except (OSError, ValueError):
-                    continue
+            pids = files.rank_pids()
             alive = {rank: _alive(pid) for rank, pid in pids.items()}
             if len(alive) > 1 and any(alive.values()) and not all(alive.values()):
                 vanished.extend(sorted(rank for rank, up in alive.items() if not up))
@@ -142,7 +136,7 @@ def _alive(pid: int) -> bool:
 
 
 @contextlib.contextmanager
-def _forwarding_preemption(results: Path, run_id: str) -> Iterator[list[bool]]:
+def _forwarding_preemption(files: RunFiles) -> Iterator[list[bool]]:
     """While the ranks run, a preemption signal sent to this launcher goes to every rank
     (their launcher, e.g. torchrun, would not pass it on). Yields a flag that is truthy
     once a signal was forwarded."""
@@ -150,10 +144,10 @@ def _forwarding_preemption(results: Path, run_id: str) -> Iterator[list[bool]]:
 
     def forward(signum, frame) -> None:
         forwarded.append(True)
-        for pid_file in pid_dir(results).glob(f"{run_id}.rank*"):
+        for pid in files.rank_pids().values():
             try:
-                os.kill(int(pid_file.read_text()), signum)
-            except (ValueError, ProcessLookupError, PermissionError):
+                os.kill(pid, signum)
+            except (ProcessLookupError, PermissionError):
                 pass
 
     previous = signal.signal(PREEMPT_SIGNAL, forward)
@@ -169,11 +163,3 @@ def threads_per_rank(nprocs: int) -> int:
     except AttributeError:
         cores = os.cpu_count() or 1
     return max(1, cores // nprocs)
-
-
-def _rank_errors(results: Path, run_id: str) -> str | None:
-    folder = error_dir(results)
-    found = sorted(folder.glob(f"{run_id}.rank*")) if folder.is_dir() else []
-    if not found:
-        return None
-    return "; ".join(f"{p.name.rsplit('.', 1)[1]}: {p.read_text().strip()}" for p in found)

@@ -21,8 +21,8 @@ from typing import Protocol
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
-from suite.config import RunSpec
-from workloads.generated import generate_imagefolder
+from larsbench.core.spec import RunSpec
+from larsbench.workloads.generated import generate_imagefolder
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -49,15 +49,6 @@ class RankData:
 
     def steps_per_epoch(self, accumulation_steps: int) -> int:
         return len(self.train) // accumulation_steps
-
-
-def train_set_size(spec: RunSpec) -> int | None:
-    """Size of the train set where the config alone tells it (None for imagefolder)."""
-    if spec.dataset == "synthetic":
-        return spec.synthetic_samples
-    if spec.dataset == "generated":
-        return spec.train_images_per_class * spec.num_classes
-    return None
 
 
 def prepare(spec: RunSpec) -> RunSpec:

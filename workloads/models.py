@@ -89,6 +89,11 @@ MODELS: dict[str, Callable[[int], nn.Module]] = {
 }
 
 
+# Smallest input each model accepts: AlexNet's stride-4 stem and three max-pools leave no
+# feature map below 63 px.
+MIN_IMAGE_SIZE = {"resnet50": 32, "alexnet": 63, "alexnet_bn": 63, "alexnet_bn_mini": 16, "tiny_cnn": 8}
+
+
 def build_model(name: str, num_classes: int) -> nn.Module:
     try:
         factory = MODELS[name]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from workloads.lars import LARS, lars_param_groups
-from workloads.schedules import scaled_lr
+from larsbench.workloads.lars import LARS, lars_param_groups
+from larsbench.workloads.schedules import scaled_lr
 
 
 def build_optimizer(

@@ -1,11 +1,11 @@
 import pytest
 
-from backends.base import Backend
-from backends.deepspeed import DeepSpeedBackend, engine_config
-from backends.ddp import DDPBackend
-from backends.horovod import HorovodBackend
-from suite.config import build_spec
-from suite.errors import ConfigError
+from larsbench.backends.base import Backend
+from larsbench.backends.deepspeed import DeepSpeedBackend, engine_config
+from larsbench.backends.ddp import DDPBackend
+from larsbench.backends.horovod import HorovodBackend
+from larsbench.suite.config import build_spec
+from larsbench.core.errors import ConfigError
 
 
 def test_deepspeed_refuses_lars_with_zero_partitioning():
@@ -62,12 +62,12 @@ def test_missing_library_is_one_line_with_the_install_command():
 
 
 def test_launch_commands_start_the_requested_ranks():
-    worker = ["/venv/bin/python", "-m", "suite.worker", "--run-id", "x"]
+    worker = ["/venv/bin/python", "-m", "larsbench.suite.worker", "--run-id", "x"]
     ddp = DDPBackend.local_launch_command(4, worker)
     assert ddp[:3] == ["/venv/bin/python", "-m", "torch.distributed.run"] and "--nproc-per-node=4" in ddp
-    assert ddp[-4:] == ["--module", "suite.worker", "--run-id", "x"]
+    assert ddp[-4:] == ["--module", "larsbench.suite.worker", "--run-id", "x"]
     ds = DeepSpeedBackend.local_launch_command(4, worker)
-    assert "--num_gpus=4" in ds and "--no_local_rank" in ds and ds[-4:] == ["--module", "suite.worker", "--run-id", "x"]
+    assert "--num_gpus=4" in ds and "--no_local_rank" in ds and ds[-4:] == ["--module", "larsbench.suite.worker", "--run-id", "x"]
     hvd = HorovodBackend.local_launch_command(4, worker)
     assert hvd[0] == "/venv/bin/horovodrun" and hvd[1:6] == ["-np", "4", "-H", "localhost:4", "--gloo"]
     assert hvd[-5:] == worker

@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from suite.results import REQUIRED_KEYS, read_records
+from larsbench.core.results import REQUIRED_KEYS, read_records
 from tests.conftest import run_cli
 
 pytestmark = pytest.mark.multiprocess

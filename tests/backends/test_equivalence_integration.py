@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from suite.results import read_records
+from larsbench.core.results import read_records
 from tests.conftest import run_cli
 
 pytestmark = pytest.mark.multiprocess

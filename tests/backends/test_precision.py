@@ -12,18 +12,19 @@ import torch
 from torch import nn
 from torch.testing import assert_close
 
-from backends.base import Backend
-from backends.ddp import DDPBackend
-from backends.deepspeed import DeepSpeedBackend, engine_config
-from backends.horovod import HorovodBackend
-from suite import precision as precision_module
-from suite.cli import build_parser
-from suite.config import RUN_FIELDS, build_spec
-from suite.errors import ConfigError
-from suite.precision import Precision, autocast_supported
-from suite.train import train_step
-from workloads.models import build_model
-from workloads.optimizers import build_optimizer
+from larsbench.backends.base import Backend
+from larsbench.backends.ddp import DDPBackend
+from larsbench.backends.deepspeed import DeepSpeedBackend, engine_config
+from larsbench.backends.horovod import HorovodBackend
+from larsbench.core import precision as precision_module
+from larsbench.cli import build_parser
+from larsbench.core.spec import RUN_FIELDS
+from larsbench.suite.config import build_spec
+from larsbench.core.errors import ConfigError
+from larsbench.core.precision import Precision, autocast_supported
+from larsbench.loop.trainer import train_step
+from larsbench.workloads.models import build_model
+from larsbench.workloads.optimizers import build_optimizer
 
 CPU = torch.device("cpu")
 
@@ -223,7 +224,7 @@ def test_unknown_precision_names_the_field():
 
 
 def test_fp16_on_a_cpu_without_fp16_autocast_is_refused(monkeypatch):
-    monkeypatch.setattr("backends.base.autocast_supported", lambda device_type, dtype: dtype != torch.float16)
+    monkeypatch.setattr("larsbench.backends.base.autocast_supported", lambda device_type, dtype: dtype != torch.float16)
     with pytest.raises(ConfigError) as info:
         spec(precision="fp16")
     message = one_line(info, "defaults.precision")

@@ -12,8 +12,8 @@ import pytest
 import torch
 from torch import nn
 
-from suite.precision import autocast_supported, compile_toolchain_missing
-from suite.results import read_records
+from larsbench.core.precision import autocast_supported, compile_toolchain_missing
+from larsbench.core.results import read_records
 from tests.conftest import run_cli
 
 pytestmark = pytest.mark.multiprocess
@@ -25,13 +25,13 @@ def first_update(backend_name: str, precision_name: str) -> list[torch.Tensor]:
     """In a fresh process: one rank of ``backend_name``, tiny_cnn, LARS with weight decay, one
     optimizer step of 2 micro-batches through ``train_step``. Returns LARS's momentum buffers,
     which after the first step are the update itself (lr·λ·(g + β·w), or lr·g when excluded)."""
-    from backends.base import free_port
-    from backends.registry import get_backend
-    from suite.environment import ClusterEnvironment
-    from suite.precision import Precision
-    from suite.train import train_step
-    from workloads.models import build_model
-    from workloads.optimizers import build_optimizer
+    from larsbench.backends.base import free_port
+    from larsbench.backends.registry import get_backend
+    from larsbench.core.environment import ClusterEnvironment
+    from larsbench.core.precision import Precision
+    from larsbench.loop.trainer import train_step
+    from larsbench.workloads.models import build_model
+    from larsbench.workloads.optimizers import build_optimizer
 
     port = free_port()
     for key, value in (("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", str(port)), ("RANK", "0"), ("WORLD_SIZE", "1"),

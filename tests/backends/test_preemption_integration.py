@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from suite.results import read_records
+from larsbench.core.results import read_records
 from tests.conftest import REPO, run_cli
 
 pytestmark = pytest.mark.multiprocess
@@ -23,7 +23,7 @@ RUN = ["--model", "tiny_cnn", "--dataset", "generated", "--image-size", "32", "-
 
 def start(out, backend, run_id):
     return subprocess.Popen(
-        [sys.executable, "-m", "suite.cli", "run", *RUN, "--backend", backend, "--output", str(out), "--run-id", run_id],
+        [sys.executable, "-m", "larsbench", "run", *RUN, "--backend", backend, "--output", str(out), "--run-id", run_id],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, "PYTHONWARNINGS": "ignore"},
     )  # fmt: skip

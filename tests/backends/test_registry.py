@@ -1,8 +1,8 @@
 import sys
 import textwrap
 
-from backends.registry import backend_names, get_backend
-from suite.config import build_spec
+from larsbench.backends.registry import backend_names, get_backend
+from larsbench.suite.config import build_spec
 
 
 def test_builtin_backends():
@@ -12,7 +12,7 @@ def test_builtin_backends():
 
 def test_a_third_party_backend_registers_through_the_entry_point_group(tmp_path, monkeypatch):
     (tmp_path / "acme_backend.py").write_text(textwrap.dedent('''
-        from backends.ddp import DDPBackend
+        from larsbench.backends.ddp import DDPBackend
 
         class AcmeBackend(DDPBackend):
             name = "acme"

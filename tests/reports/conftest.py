@@ -8,8 +8,8 @@ import io
 import pytest
 from rich.console import Console
 
-from reports.cli import add_commands
-from suite.errors import ConfigError
+from larsbench.reports.cli import add_commands
+from larsbench.core.errors import ConfigError
 
 
 @pytest.fixture

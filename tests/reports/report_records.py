@@ -6,7 +6,7 @@ import itertools
 import json
 from pathlib import Path
 
-from suite.results import SCHEMA_VERSION
+from larsbench.core.results import SCHEMA_VERSION
 
 _ids = itertools.count()
 

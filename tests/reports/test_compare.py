@@ -1,18 +1,24 @@
 import json
+import re
 
 import pytest
 from report_records import record, write
 
-from reports.compare import METRICS, Sample, Tolerance, compare, parse_tolerances
-from suite.errors import ConfigError
+from larsbench.reports.compare import METRICS, Sample, Tolerance, compare, parse_tolerances
+from larsbench.core.errors import ConfigError
 
 
 def pair(tmp_path, baseline, current):
     return write(tmp_path / "base.jsonl", baseline), write(tmp_path / "cur.jsonl", current)
 
 
+def ranks(setting: str) -> str:
+    """``N=4`` from a setting's label (``...-gb32=4x8x1-...``)."""
+    return "N=" + re.search(r"-gb\d+=(\d+)x", setting).group(1)
+
+
 def verdicts(result):
-    return {(r.setting.split()[2], r.metric): r.verdict for r in result.rows}  # (N=…, metric) → verdict
+    return {(ranks(r.setting), r.metric): r.verdict for r in result.rows}  # (N=…, metric) → verdict
 
 
 def test_results_against_themselves_pass(tmp_path, cli):
@@ -68,13 +74,13 @@ def test_unmatched_runs_are_listed_not_compared(tmp_path, cli):
     base = [record(world_size=1), record(world_size=2)]
     cur = [record(world_size=1), record(world_size=4, throughput_images_per_sec=1.0)]
     result = compare(base, cur)
-    assert {r.setting.split()[2] for r in result.rows} == {"N=1"}
-    assert len(result.current_only) == 1 and "N=4" in result.current_only[0]
-    assert len(result.baseline_only) == 1 and "N=2" in result.baseline_only[0]
+    assert {ranks(r.setting) for r in result.rows} == {"N=1"}
+    assert len(result.current_only) == 1 and ranks(result.current_only[0]) == "N=4"
+    assert len(result.baseline_only) == 1 and ranks(result.baseline_only[0]) == "N=2"
     code, out = cli("compare", *pair(tmp_path, base, cur))
     assert code == 0
-    assert "unmatched (current only, not compared): ddp tiny_cnn/synthetic/32px N=4" in out
-    assert "unmatched (baseline only, not compared): ddp tiny_cnn/synthetic/32px N=2" in out
+    assert "unmatched (current only, not compared): ddp-tiny_cnn-32px-synthetic-gb32=4x8x1-lars+warmup0.5" in out
+    assert "unmatched (baseline only, not compared): ddp-tiny_cnn-32px-synthetic-gb16=2x8x1-lars+warmup0.5" in out
 
 
 def test_other_hardware_does_not_match_and_nothing_matched_is_bad_input(tmp_path, cli):
@@ -131,7 +137,7 @@ def test_baseline_save_round_trip(tmp_path, cli):
     assert [r["run_id"] for r in saved] == [runs[0]["run_id"], runs[1]["run_id"]]
     assert saved[0] == runs[0]  # stored verbatim
     code, out = cli("compare", target, results)  # N=1 and N=2 pass; the failed N=4 run has no baseline
-    assert code == 0 and "unmatched (current only, not compared): ddp tiny_cnn/synthetic/32px N=4" in out
+    assert code == 0 and "unmatched (current only, not compared): ddp-tiny_cnn-32px-synthetic-gb32=4x8x1-lars+warmup0.5" in out
     code, _ = cli("baseline", "save", results, "-o", target, "--label", "keep-*")  # replaces the file
     assert code == 0 and len(target.read_text().splitlines()) == 1
     assert sorted(p.name for p in target.parent.iterdir()) == ["cpu.jsonl"]  # no temp file left behind
@@ -145,3 +151,17 @@ def test_help_documents_the_default_tolerances(cli, capsys):
     text = capsys.readouterr().out
     assert "throughput          higher is better   5%" in text and "final_top1          higher is better   1pp" in text
     assert "2 bad input" in text
+
+
+@pytest.mark.parametrize("change", [{"precision": "bf16"}, {"channels_last": True}, {"compile": True}])
+def test_an_fp32_baseline_never_judges_a_bf16_run(tmp_path, cli, change):
+    """precision, channels_last and compile define a setting: a bf16 run against an fp32
+    baseline is unmatched, never a 'faster' or 'slower' verdict."""
+    base = [record()]
+    current = [record(throughput_images_per_sec=300.0, **change)]
+    result = compare(base, current)
+    assert result.rows == [] and len(result.current_only) == 1 and len(result.baseline_only) == 1
+    (name,) = change
+    assert name in result.current_only[0]  # the label says what differs, and the closest-match note too
+    code, out = cli("compare", *pair(tmp_path, base, current))
+    assert code == 2 and "no run in" in out and "matches a run in" in out

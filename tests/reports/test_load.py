@@ -1,8 +1,8 @@
 import pytest
 from report_records import record, write
 
-from reports.load import load_records, records_frame, summarize_repeats
-from suite.errors import ConfigError
+from larsbench.reports.load import load_records, records_frame, summarize_repeats
+from larsbench.core.errors import ConfigError
 
 
 def test_repeats_differ_only_in_seed_and_pool_their_statistics():

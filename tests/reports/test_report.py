@@ -33,9 +33,9 @@ def test_report_writes_markdown_html_and_embedded_plots(tmp_path, cli):
     assert "<link" not in html and "<script" not in html and "http" not in html.replace("http-equiv", "")
 
     # The main table: repeats with spread, efficiencies, and every run that did not finish ok.
-    assert "| ddp | LARS | 1 | 8 = 1×8×1 | 2/2 | 105.0 ± 7.1 | 100.0–110.0 | 1.00 (N₀) | 1.00 (N₀) |" in md
-    assert "| ddp | LARS | 2 | 16 = 2×8×1 | 1/1 | 180.0 | — | 0.86 | — |" in md  # 180 / (2 × 105)
-    assert "| ddp | LARS | 2 | 8 = 2×4×1 | 1/1 | 150.0 | — | — | 0.71 |" in md  # 150 / (2 × 105)
+    assert "| ddp | lars+warmup0.5 | 1 | 8 = 1×8×1 | 2/2 | 105.0 ± 7.1 | 100.0–110.0 | 1.00 (N₀) | 1.00 (N₀) |" in md
+    assert "| ddp | lars+warmup0.5 | 2 | 16 = 2×8×1 | 1/1 | 180.0 | — | 0.86 | — |" in md  # 180 / (2 × 105)
+    assert "| ddp | lars+warmup0.5 | 2 | 8 = 2×4×1 | 1/1 | 150.0 | — | — | 0.71 |" in md  # 150 / (2 × 105)
     assert "failed: rank3: NCCL timeout" in md
     assert "diverged (diverged at step 7)" in md
     assert "not reached (40%)" in md  # the SGD linear run missed the target

@@ -1,8 +1,8 @@
 import pytest
 from report_records import record
 
-from reports.load import records_frame, summarize_repeats
-from reports.scaling import efficiency, efficiency_index, scaling_series
+from larsbench.reports.load import records_frame, summarize_repeats
+from larsbench.reports.scaling import efficiency, efficiency_index, scaling_series
 
 
 def series_of(records, kind, baseline=None):

@@ -2,16 +2,18 @@ import pytest
 from report_records import record, write
 from study_records import TRAIN_IMAGES, study
 
-from reports.load import recipe, records_frame, summarize_repeats
-from reports.study import FrontierPoint, frontiers, is_study, stops_paying_off, study_rows
+from larsbench.core.spec import recipe_label
+from larsbench.reports.load import records_frame, summarize_repeats
+from larsbench.reports.study import FrontierPoint, frontiers, is_study, stops_paying_off, study_rows
 
 
 def test_recipe_labels():
-    assert recipe({"optimizer": "lars", "scaling_rule": "none", "warmup_epochs": 0}) == "lars"
-    assert recipe({"optimizer": "lars", "scaling_rule": None, "warmup_epochs": 5}) == "lars+warmup"
-    assert recipe({"optimizer": "sgd", "scaling_rule": "linear", "warmup_epochs": 0.0}) == "sgd-linear"
-    assert recipe({"optimizer": "sgd", "scaling_rule": "sqrt", "warmup_epochs": None}) == "sgd-sqrt"
-    assert recipe({"optimizer": "sgd", "scaling_rule": "linear", "warmup_epochs": 0.5}) == "sgd-linear+warmup"
+    assert recipe_label("lars", "none", 0) == "lars"
+    assert recipe_label("lars", None, 5) == "lars+warmup5"
+    assert recipe_label("sgd", "linear", 0.0) == "sgd-linear"
+    assert recipe_label("sgd", "sqrt", None) == "sgd-sqrt"
+    assert recipe_label("sgd", "linear", 0.5) == "sgd-linear+warmup0.5"
+    assert recipe_label("sgd", "linear", 2) != recipe_label("sgd", "linear", 5)  # warm-up lengths never read alike
 
 
 def summary_of(records):
@@ -35,7 +37,7 @@ def frontier_of(records, label):
 
 
 def test_frontier_takes_throughput_from_the_run_with_most_workers_else_the_study_run():
-    points, front = frontier_of(study(), "lars+warmup")
+    points, front = frontier_of(study(), "lars+warmup0.5")
     # B=8: no other run at B=8, so the study's own throughput (mean of its two seeds, 100).
     assert points[8].source.startswith("own runs (N=1") and points[8].throughput == 100.0
     assert points[8].projected_sec == pytest.approx(2.0 * TRAIN_IMAGES / 100.0)
@@ -77,13 +79,13 @@ def test_study_section_in_the_report(tmp_path, cli):
     md = (tmp_path / "out" / "report.md").read_text()
     study_md = md.split("### Large-batch study")[1].split("### LARS telemetry")[0]
     # Repeats pool (mean with min–max); best top-1 comes from the eval history.
-    row = "| lars+warmup | 8 = 1×8×1 | 2 | 52.0% (50.0–54.0, n=2) | 60.0% | 2 (n=2) | 13.0 (12.0–14.0, n=2) | 100.0 ± 0.0 | ok |"
+    row = "| lars+warmup0.5 | 8 = 1×8×1 | 2 | 52.0% (50.0–54.0, n=2) | 60.0% | 2 (n=2) | 13.0 (12.0–14.0, n=2) | 100.0 ± 0.0 | ok |"
     assert row in study_md
     assert "| sgd-linear | 16 = 1×8×2 | 0.2 | 45.0% | — | 2.5 | 16.0 | 100.0 | ok |" in study_md
     assert "| sgd-linear | 32 = 1×8×4 | 0.4 | — | — | — | — | — | diverged at step 12 |" in study_md
     assert "| sgd-linear | 64 = 1×8×8 | 0.8 | 20.0% | — | — | — | 100.0 | not reached |" in study_md
-    assert "| lars+warmup | 32 | 2.2 | ddp lars+warmup N=4 (32 = 4×8×1, 1 run) | 360.0 | 3.9 | 14.0 |" in study_md
-    assert "- lars+warmup: stops paying off at B=32: going to B=64 cuts projected TTA by only 8%." in study_md
+    assert "| lars+warmup0.5 | 32 | 2.2 | ddp lars+warmup0.5 N=4 (32 = 4×8×1, 1 run) | 360.0 | 3.9 | 14.0 |" in study_md
+    assert "- lars+warmup0.5: stops paying off at B=32: going to B=64 cuts projected TTA by only 8%." in study_md
     assert "- sgd-linear: stops paying off at B=16: B=32 diverged." in study_md
     for name in ("study-top1", "frontier"):
         png = tmp_path / "out" / f"w1-tiny-cnn-{name}.png"
@@ -95,6 +97,6 @@ def test_a_short_evaluated_throughput_run_does_not_hide_the_study_run_that_reach
     short = record(world_size=2, throughput_images_per_sec=190.0, final_top1=0.2, time_to_accuracy_sec=None,
                    epochs_to_accuracy=None, steps_per_epoch=40)  # fmt: skip
     records = [r for r in study() if not (r["world_size"] == 2)] + [short]
-    points, _ = frontier_of(records, "lars+warmup")
+    points, _ = frontier_of(records, "lars+warmup0.5")
     assert points[16].epochs == 2.0 and points[16].reached == "all"  # the 1-worker study run's
     assert points[16].source_world_size == 2 and points[16].throughput == 190.0  # the 2-worker run's

@@ -3,7 +3,7 @@ import pytest
 from report_records import write
 from study_records import study, telemetry_rows, write_lines
 
-from reports.telemetry import RunTelemetry, load_telemetry, select, spread_over_layers, step_summary
+from larsbench.reports.telemetry import RunTelemetry, load_telemetry, select, spread_over_layers, step_summary
 
 
 def test_duplicate_step_layer_rows_keep_the_last_and_a_torn_line_is_skipped(tmp_path):
@@ -57,10 +57,10 @@ def test_report_plots_lars_telemetry_and_warns_about_a_missing_file(tmp_path, cl
     assert f"Warning: run `{lars[-1]['run_id']}`: " in section and "cannot read" in section
     assert "3 LARS run(s) recorded no telemetry" in section  # the throughput sweep
     first = lars[0]["run_id"]
-    assert f"| {first} | lars+warmup | 8 | 3 | 3 (1–10) | 0.01 / 0.02 / 0.03 | 0.1 / 0.2 / 0.3 |" in section
+    assert f"| {first} | lars+warmup0.5 | 8 | 3 | 3 (1–10) | 0.01 / 0.02 / 0.03 | 0.1 / 0.2 / 0.3 |" in section
     pngs = [tmp_path / "out" / f"w1-tiny-cnn-telemetry-{r['run_id']}.png" for r in lars[:-1]]
-    pngs.append(tmp_path / "out" / "w1-tiny-cnn-telemetry-spread-lars-warmup.png")
+    pngs.append(tmp_path / "out" / "w1-tiny-cnn-telemetry-spread-lars-warmup0-5.png")
     for png in pngs:
         assert png.stat().st_size > 1000 and png.read_bytes().startswith(b"\x89PNG")
         assert f"]({png.name})" in section
-    assert md.count("| lars+warmup | 8 = 1×8×1 |") == 1  # seeds with different telemetry intervals stay repeats
+    assert md.count("| lars+warmup0.5 | 8 = 1×8×1 |") == 1  # seeds with different telemetry intervals stay repeats

@@ -55,11 +55,10 @@ def slurm_cluster():
         subprocess.run(["bash", str(LOCAL_CLUSTER), "stop"], capture_output=True, timeout=120, env={**os.environ, **exports})
 
 
-def larsbench_slurm(*args: str, timeout: float = 300, via: str = "slurm.cli") -> subprocess.CompletedProcess:
-    """``larsbench slurm ARGS`` in a fresh process (``via="suite.cli"``: through the main CLI)."""
-    prefix = ["slurm"] if via == "suite.cli" else []
+def larsbench_slurm(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``larsbench slurm ARGS`` in a fresh process."""
     return subprocess.run(
-        [sys.executable, "-m", via, *prefix, *args],
+        [sys.executable, "-m", "larsbench", "slurm", *args],
         capture_output=True, text=True, timeout=timeout, cwd=REPO,
         env={**os.environ, "PYTHONWARNINGS": "ignore"},
     )  # fmt: skip

@@ -1,4 +1,4 @@
-"""The `slurm` sub-command through a parser built like suite.cli builds its own."""
+"""The `slurm` sub-command, its handler called in-process."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import io
 import pytest
 from rich.console import Console
 
-from slurm import cli, submit
-from slurm.job import read_runs
-from suite.errors import ConfigError
-from tests.slurm.conftest import larsbench_slurm
+from larsbench.slurm import cli, submit
+from larsbench.slurm.job import read_runs
+from larsbench.core.errors import ConfigError
+from tests.conftest import larsbench
 
 
 def parse(*argv):
@@ -56,13 +56,13 @@ def test_bad_option_is_a_config_error(tmp_path):
 @pytest.mark.parametrize(
     ("args", "line"),
     [
-        (["--nodes", "3", "--world-size", "4"], "larsbench: error: nodes: run ddp-tiny_cnn-synthetic-w4-gb128-lars: 4 ranks do not divide evenly over 3 nodes"),
+        (["--nodes", "3", "--world-size", "4"], "larsbench: error: nodes: run ddp-tiny_cnn-32px-synthetic-gb128=4x32x1-lars: 4 ranks do not divide evenly over 3 nodes"),
         (["--time", "soon"], "larsbench: error: --time: 'soon' is not a Slurm time limit; use minutes, MM:SS, HH:MM:SS, D-HH or D-HH:MM:SS"),
         (["--micro-batch", "0"], "larsbench: error: --micro-batch: Input should be greater than 0 (got 0)"),
     ],
 )
 def test_errors_exit_2_with_one_line(tmp_path, args, line):
-    done = larsbench_slurm("--model", "tiny_cnn", "--output", str(tmp_path), *args)
+    done = larsbench("slurm", "--model", "tiny_cnn", "--output", str(tmp_path), *args)
     assert done.returncode == 2
     assert done.stderr.strip() == line
     assert not (tmp_path / "slurm").exists()

@@ -11,8 +11,8 @@ import sys
 
 import pytest
 
-from suite.config import build_spec
-from suite.results import read_records
+from larsbench.suite.config import build_spec
+from larsbench.core.results import read_records
 from tests.slurm.conftest import REPO
 
 pytestmark = pytest.mark.multiprocess
@@ -26,7 +26,7 @@ def test_horovod_rendezvous_across_two_nodes(tmp_path):
     base.update(SLURM_JOB_ID="31337", SLURM_NTASKS="2", SLURM_LOCALID="0", SLURM_JOB_NUM_NODES="2",
                 SLURM_TASKS_PER_NODE="1(x2)", SLURM_JOB_NODELIST="localhost,localhost", OMP_NUM_THREADS="1",
                 PYTHONWARNINGS="ignore")  # fmt: skip
-    command = [sys.executable, "-m", "suite.worker", "--spec-json", json.dumps(spec.to_dict()), "--run-id", "hvd-2n",
+    command = [sys.executable, "-m", "larsbench.suite.worker", "--spec-json", json.dumps(spec.to_dict()), "--run-id", "hvd-2n",
                "--results", str(results)]  # fmt: skip
     ranks = [
         subprocess.Popen(command, cwd=REPO, env={**base, "SLURM_PROCID": str(r), "SLURM_NODEID": str(r)},

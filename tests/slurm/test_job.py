@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from slurm.job import finalize, main, run_entry
-from slurm.sweep import load, plan, write
-from suite.results import read_records
+from larsbench.slurm.job import finalize, main, run_entry
+from larsbench.slurm.sweep import load, plan, write
+from larsbench.core.results import read_records
 
 
 @pytest.fixture
@@ -50,7 +50,7 @@ def test_finalize_records_the_ranks_errors_once(runs_file, tmp_path, monkeypatch
 
 
 def test_queue_seconds_from_scontrol_fields():
-    from slurm.job import queue_seconds
+    from larsbench.slurm.job import queue_seconds
 
     fields = "JobId=53 JobName=x SubmitTime=2026-11-23T21:08:18 EligibleTime=2026-11-23T21:08:18 StartTime=2026-11-23T21:09:03 EndTime=Unknown"
     assert queue_seconds(fields) == 45.0

@@ -6,8 +6,8 @@ import argparse
 
 import pytest
 
-from slurm.options import Shape, add_option_flags, flag_options, merge, shape_for, time_limit_seconds, valid_options
-from suite.errors import ConfigError
+from larsbench.slurm.options import Shape, add_option_flags, flag_options, merge, shape_for, time_limit_seconds, valid_options
+from larsbench.core.errors import ConfigError
 
 
 def test_valid_options_are_the_renderers_user_keywords():

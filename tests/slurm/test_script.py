@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from slurm.options import merge
-from slurm.script import SBATCH_OPTIONS, join_words, ShellVar, render_script
-from slurm.sweep import plan
-from suite.config import resolve_experiment
+from larsbench.slurm.options import merge
+from larsbench.slurm.script import SBATCH_OPTIONS, join_words, ShellVar, render_script
+from larsbench.slurm.sweep import plan
+from larsbench.suite.config import resolve_experiment
 
 GOLDEN = Path(__file__).parent / "golden"
 REGEN = "LARSBENCH_REGEN_GOLDEN"
@@ -84,7 +84,7 @@ def test_allocation_lines(name, nodes, per_node, runs):
     assert f"#SBATCH --ntasks-per-node={per_node}" in lines
     (srun,) = [line for line in lines if line.startswith("srun ")]
     assert f" --nodes={nodes} --ntasks={nodes * per_node} --ntasks-per-node={per_node} " in srun
-    assert ' -m suite.worker --spec-json "$spec" --run-id "$run_id" ' in srun and srun.endswith(" &")
+    assert ' -m larsbench.suite.worker --spec-json "$spec" --run-id "$run_id" ' in srun and srun.endswith(" &")
     assert len(script.runs) == runs
     assert ("#SBATCH --array=0-11%4" in lines) == (runs > 1)
     assert all(spec.world_size == nodes * per_node for spec in script.runs)

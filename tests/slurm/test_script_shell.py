@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from slurm.options import merge
-from slurm.sweep import plan, write
-from suite.config import resolve_experiment
+from larsbench.slurm.options import merge
+from larsbench.slurm.sweep import plan, write
+from larsbench.suite.config import resolve_experiment
 from tests.slurm.conftest import REPO, wait_for
 
 STUB_SRUN = """#!/bin/bash
@@ -96,7 +96,7 @@ def test_values_reach_the_ranks_as_plain_text_and_run_nothing(job):
     assert not job["pwned"].exists()
     args = stub_args(job, "srun")
     worker = args[args.index("-m") - 1 :]
-    assert worker[:3] == [sys.executable, "-m", "suite.worker"]
+    assert worker[:3] == [sys.executable, "-m", "larsbench.suite.worker"]
     assert worker[worker.index("--results") + 1] == str(job["output"] / "results.jsonl")
     assert worker[worker.index("--experiment") + 1] == job["experiment"]
     assert worker[worker.index("--run-id") + 1] == "test-77"

@@ -12,8 +12,8 @@ import subprocess
 
 import pytest
 
-from slurm import submit
-from slurm.job import read_runs
+from larsbench.slurm import submit
+from larsbench.slurm.job import read_runs
 from tests.conftest import run_cli
 from tests.slurm.conftest import job_field, job_ids, larsbench_slurm, logs, records, wait_for
 
@@ -37,12 +37,11 @@ def check_ok(record: dict, job_id: str, array_task: str | None = None) -> None:
 
 
 def test_ddp_resnet50_through_the_main_cli(slurm_cluster, tmp_path):
-    """The issue's own example, through `larsbench slurm` (suite.cli)."""
+    """The documented example, through `larsbench slurm`."""
     out = tmp_path / "ddp"
     done = larsbench_slurm(
         "--backend", "ddp", "--world-size", "2", "--model", "resnet50", "--dataset", "synthetic",
         "--image-size", "32", "--micro-batch", "4", "--steps", "10", "--output", str(out), "--submit", "--wait",
-        via="suite.cli",
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr + logs(out)
     (job_id,) = job_ids(done.stdout)
@@ -75,7 +74,7 @@ def test_job_array_over_two_backends(slurm_cluster, tmp_path):
     for task, record in by_task.items():
         check_ok(record, job_id, task)
         assert record["backend"] == runs[int(task)]
-        # LARSBENCH_ALLOCATION, once suite.provenance records it
+        # LARSBENCH_ALLOCATION, once larsbench.loop.provenance records it
         allocation = record["provenance"].get("allocation", {})
         assert allocation in ({}, {"nodes": 1, "ntasks_per_node": 2, "cpus_per_task": 1, "time": 10})
 

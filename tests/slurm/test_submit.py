@@ -6,9 +6,9 @@ import subprocess
 
 import pytest
 
-from slurm import submit
-from slurm.submit import Task, clean_environment, exit_status, wait
-from suite.errors import ConfigError
+from larsbench.slurm import submit
+from larsbench.slurm.submit import Task, clean_environment, exit_status, wait
+from larsbench.core.errors import ConfigError
 
 
 def test_inherited_slurm_settings_are_dropped():

@@ -7,10 +7,10 @@ import os
 
 import pytest
 
-from slurm.job import read_runs
-from slurm.options import merge
-from slurm.sweep import load, plan, safe_name, write
-from suite.errors import ConfigError
+from larsbench.slurm.job import read_runs
+from larsbench.slurm.options import merge
+from larsbench.slurm.sweep import load, plan, safe_name, write
+from larsbench.core.errors import ConfigError
 
 EXPERIMENT = """\
 name: scaling

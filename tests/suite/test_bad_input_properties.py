@@ -5,8 +5,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from suite.cli import main
-from suite.config import RUN_FIELDS
+from larsbench.cli import main
+from larsbench.core.spec import RUN_FIELDS
 
 SIZE_FIELDS = ["image_size", "world_size", "micro_batch_size", "accumulation_steps", "num_classes",
                "synthetic_samples", "steps", "eval_every_epochs", "log_every_steps"]  # fmt: skip

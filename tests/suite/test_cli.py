@@ -1,6 +1,6 @@
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import larsbench as run_cli
 
 
 @pytest.mark.parametrize(

@@ -2,8 +2,8 @@ import textwrap
 
 import pytest
 
-from suite.config import bundled_experiment, build_spec, load_experiment
-from suite.errors import ConfigError
+from larsbench.suite.config import bundled_experiment, build_spec, load_experiment
+from larsbench.core.errors import ConfigError
 
 
 def write(tmp_path, text):

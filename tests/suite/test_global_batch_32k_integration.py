@@ -12,10 +12,11 @@ import pytest
 import torch
 from torch import nn
 
-from suite.config import build_spec, flag_for
+from larsbench.core.spec import flag_for
+from larsbench.suite.config import build_spec
 from tests.conftest import run_cli
-from workloads.data import SyntheticBatches
-from workloads.models import build_model
+from larsbench.workloads.data import SyntheticBatches
+from larsbench.workloads.models import build_model
 
 pytestmark = pytest.mark.multiprocess
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from reports.load import recipe
-from suite.config import bundled_experiment, load_experiment
+from larsbench.core.spec import recipe_label
+from larsbench.suite.config import bundled_experiment, load_experiment
 
 
 @pytest.fixture
@@ -32,10 +32,11 @@ def test_a_study_crosses_four_recipes_with_a_geometric_batch_series(name, batche
     by_recipe: dict[str, list[int]] = {}
     for r in runs:
         assert r.world_size * r.micro_batch_size * r.accumulation_steps == r.global_batch_size
-        by_recipe.setdefault(recipe(r.to_dict()), []).append(r.global_batch_size)
+        by_recipe.setdefault(recipe_label(r.optimizer, r.scaling_rule, r.warmup_epochs), []).append(r.global_batch_size)
     assert len(by_recipe) == 4
     assert {k.split("+")[0].split("-")[0] for k in by_recipe} == {"lars", "sgd"}
-    assert {"sgd-linear", "sgd-sqrt", "sgd-linear+warmup"} <= set(by_recipe)
+    assert {"sgd-linear", "sgd-sqrt"} <= set(by_recipe)
+    assert any(k.startswith("sgd-linear+warmup") for k in by_recipe)
     for series in by_recipe.values():
         assert sorted(series) == batches
     assert batches[-1] / batches[0] >= 32

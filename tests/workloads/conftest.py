@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from suite.config import build_spec
-from workloads.generated import generate_imagefolder
+from larsbench.suite.config import build_spec
+from larsbench.workloads.generated import generate_imagefolder
 
 GEN_CLASSES = 3
 GEN_TRAIN_PER_CLASS = 6

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from workloads.data import (
+from larsbench.workloads.data import (
     CROP_RATIO,
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -18,7 +18,7 @@ from workloads.data import (
     build_rank_data,
     prepare,
 )
-from workloads.generated import generate_imagefolder
+from larsbench.workloads.generated import generate_imagefolder
 
 from .conftest import GEN_CLASSES, GEN_IMAGE_SIZE, GEN_TRAIN_PER_CLASS, GEN_VAL_PER_CLASS
 

@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 from torch import nn
 from torch.testing import assert_close
 
-from workloads.lars import LARS, lars_param_groups
-from workloads.models import build_model
-from workloads.optimizers import build_optimizer
+from larsbench.workloads.lars import LARS, lars_param_groups
+from larsbench.workloads.models import build_model
+from larsbench.workloads.optimizers import build_optimizer
 
 HYPERPARAMETERS = ("lr", "momentum", "weight_decay", "trust_coefficient", "eps", "lars_exclude")
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from workloads.lars import LARS, lars_param_groups
-from workloads.models import build_model
+from larsbench.workloads.lars import LARS, lars_param_groups
+from larsbench.workloads.models import build_model
 
 HOST_READS = ("item", "tolist", "__bool__", "__float__", "__int__", "__index__")
 

@@ -7,8 +7,8 @@ import torch
 from torch import nn
 from torchvision.models import alexnet as tv_alexnet
 
-from suite.config import MODEL_MIN_IMAGE_SIZE
-from workloads.models import MODELS, build_model
+from larsbench.workloads.models import MIN_IMAGE_SIZE as MODEL_MIN_IMAGE_SIZE
+from larsbench.workloads.models import MODELS, build_model
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from workloads.lars import LARS
-from workloads.schedules import WarmupPolySchedule, scaled_lr
+from larsbench.workloads.lars import LARS
+from larsbench.workloads.schedules import WarmupPolySchedule, scaled_lr
 
 
 @pytest.mark.parametrize(

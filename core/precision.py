@@ -26,7 +26,7 @@ import warnings
 
 import torch
 
-from suite.errors import ConfigError
+from larsbench.core.errors import ConfigError
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -60,6 +60,14 @@ class Precision:
     def __repr__(self) -> str:
         extra = ", channels_last" if self.channels_last else ""
         return f"Precision({self.name!r}, {self.device_type!r}{extra}{', engine' if self.engine else ''})"
+
+    # -- checkpointing: the fp16 loss scale resumes where it was ------------------------------
+    def state_dict(self) -> dict | None:
+        return self.scaler.state_dict() if self.scaler is not None else None
+
+    def load_state_dict(self, state: dict | None) -> None:
+        if self.scaler is not None and state:
+            self.scaler.load_state_dict(state)
 
     # -- the step ----------------------------------------------------------------------------
     def convert_model(self, model: torch.nn.Module) -> torch.nn.Module:

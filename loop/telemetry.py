@@ -16,21 +16,17 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from workloads.lars import LARS
+from larsbench.core.files import append_lines
+from larsbench.workloads.lars import LARS
 
 # When a run does not say how often: about this many logged steps per run, so a 500K-step
 # ImageNet run and a 50-step test both get a readable heatmap and a file of a few MB at most.
 DEFAULT_LOGGED_STEPS = 200
-
-
-def telemetry_path(results: Path, run_id: str) -> Path:
-    return results.parent / "telemetry" / f"{run_id}.jsonl"
 
 
 def find_lars(optimizer: object) -> LARS | None:
@@ -95,30 +91,10 @@ class LarsTelemetry:
                 })  # fmt: skip
                 index += 1
         if rows:
-            _append_lines(self.path, [json.dumps(row) for row in rows])
+            # One write: a step's rows land together, or as a torn tail a restart writes past.
+            append_lines(self.path, [json.dumps(row) for row in rows], sync=False)
 
 
 def _finite(values: list[float]) -> list[float | None]:
     """JSON has no NaN or infinity: a diverging step's values become null."""
     return [v if math.isfinite(v) else None for v in values]
-
-
-def _append_lines(path: Path, lines: list[str]) -> None:
-    """One write with O_APPEND: a step's rows land together or, on a crash, as a torn tail
-    that a restart's next write follows on a new line."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = ("\n" + "\n".join(lines) + "\n") if _ends_torn(path) else ("\n".join(lines) + "\n")
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, data.encode())
-    finally:
-        os.close(fd)
-
-
-def _ends_torn(path: Path) -> bool:
-    try:
-        with path.open("rb") as f:
-            f.seek(-1, os.SEEK_END)
-            return f.read(1) != b"\n"
-    except OSError:  # missing or empty
-        return False

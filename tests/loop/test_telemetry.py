@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from suite.telemetry import LarsTelemetry, interval
-from workloads.lars import LARS, lars_param_groups
-from workloads.models import build_model
+from larsbench.loop.telemetry import LarsTelemetry, interval
+from larsbench.workloads.lars import LARS, lars_param_groups
+from larsbench.workloads.models import build_model
 
 
 def stepped(optimizer_name: str = "lars"):

@@ -4,8 +4,8 @@ import warnings
 
 import pytest
 
-from suite.errors import ConfigError
-from suite.results import REQUIRED_KEYS, append_record, check_writable, read_records
+from larsbench.core.errors import ConfigError
+from larsbench.core.results import REQUIRED_KEYS, append_record, check_writable, read_records
 
 
 def record(run_id, **extra):
@@ -87,7 +87,7 @@ def test_output_under_a_file_fails_up_front(tmp_path):
 
 
 def test_a_resumed_run_supersedes_its_preempted_record(tmp_path):
-    from suite.results import latest_per_run
+    from larsbench.core.results import latest_per_run
 
     path = tmp_path / "results.jsonl"
     append_record(path, record("a", status="preempted"))

@@ -7,12 +7,6 @@ import time
 import torch
 
 
-def quantile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    return float(torch.tensor(values, dtype=torch.float64).quantile(q))
-
-
 def _synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)

@@ -1,6 +1,6 @@
 import pytest
 
-from suite.environment import detect, first_host, port_for_job, tasks_on_this_node
+from larsbench.core.environment import detect, first_host, port_for_job, tasks_on_this_node
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,9 @@
 """Checkpoints that a preempted run resumes from, and that a crash cannot corrupt.
 
+A run registers its stateful parts with a ``Checkpointer`` by name (anything with
+``state_dict`` / ``load_state_dict``), so saving and resuming is one call each and a new piece
+of state cannot be forgotten.
+
 Layout under ``<results dir>/checkpoints/<run_id>/``::
 
     step-000120/main.pt      model, optimizer, progress and metrics so far (rank 0)
@@ -16,29 +20,63 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import random
 import shutil
 import warnings
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
+
+from larsbench.core.files import atomic_write
 
 KEEP = 2  # the newest complete checkpoint and the one before it
 
 
-def checkpoint_root(results: Path, run_id: str) -> Path:
-    return results.parent / "checkpoints" / run_id
+class Stateful(Protocol):
+    def state_dict(self) -> Any: ...
+    def load_state_dict(self, state: Any) -> Any: ...
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with tmp.open("wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+class Checkpointer:
+    """Saves a run's registered parts (rank 0) and every rank's RNG; restores them by name.
+
+    ``root`` None: checkpointing is off and nothing is ever found.
+    """
+
+    def __init__(self, root: Path | None, rank: int, world_size: int, barrier: Callable[[], None]):
+        self.root, self.rank, self.world_size, self.barrier = root, rank, world_size, barrier
+        self.parts: dict[str, Stateful] = {}
+        self.found: tuple[dict[str, Any], dict[str, Any]] | None = None
+
+    def register(self, **parts: Stateful) -> None:
+        self.parts.update(parts)
+
+    def find(self) -> bool:
+        """Load the newest valid checkpoint, if any (restored part by part with ``restore``)."""
+        folder = latest_valid(self.root, self.world_size) if self.root is not None else None
+        self.found = load(folder, self.rank) if folder is not None else None
+        return self.found is not None
+
+    def restore(self, names: Iterable[str]) -> None:
+        """Hand each named part its saved state (a part registered late restores late: an
+        optimizer that a backend rebuilds at wrap must load after it)."""
+        assert self.found is not None, "restore() without a checkpoint found"
+        main = self.found[0]
+        for name in names:
+            self.parts[name].load_state_dict(main[name])
+
+    def restore_rng(self) -> None:
+        assert self.found is not None, "restore_rng() without a checkpoint found"
+        set_rng_state(self.found[1])
+
+    def save(self, step: int) -> Path | None:
+        """Collective: every rank calls it."""
+        if self.root is None:
+            return None
+        state = {name: part.state_dict() for name, part in self.parts.items()} if self.rank == 0 else None
+        return save(self.root, step, self.rank, self.world_size, state, self.barrier)
 
 
 def _torch_bytes(obj: Any) -> bytes:
@@ -65,14 +103,14 @@ def save(root: Path, step: int, rank: int, world_size: int, main_state: dict[str
     """Collective: every rank calls it. ``main_state`` is rank 0's (None elsewhere)."""
     folder = root / f"step-{step:09d}"
     folder.mkdir(parents=True, exist_ok=True)
-    _atomic_write(folder / f"rank{rank}.pt", _torch_bytes(rng_state()))
+    atomic_write(folder / f"rank{rank}.pt", _torch_bytes(rng_state()))
     if rank == 0:
-        _atomic_write(folder / "main.pt", _torch_bytes(main_state))
+        atomic_write(folder / "main.pt", _torch_bytes(main_state))
     barrier()  # every rank's file is in place before rank 0 declares the checkpoint complete
     if rank == 0:
         files = ["main.pt"] + [f"rank{r}.pt" for r in range(world_size)]
         manifest = {"step": step, "world_size": world_size, "files": {name: _digest(folder / name) for name in files}}
-        _atomic_write(folder / "COMPLETE", json.dumps(manifest).encode())
+        atomic_write(folder / "COMPLETE", json.dumps(manifest).encode())
         for old in _complete(root)[KEEP:]:
             shutil.rmtree(old, ignore_errors=True)
     barrier()

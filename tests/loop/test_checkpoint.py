@@ -2,7 +2,7 @@ import warnings
 
 import torch
 
-from suite import checkpoint
+from larsbench.loop import checkpoint
 
 
 def test_round_trip_restores_state_and_rng(tmp_path):
@@ -62,13 +62,22 @@ def test_no_checkpoint_means_a_fresh_start(tmp_path):
 
 
 def test_resuming_with_other_settings_is_refused():
+    import dataclasses
+
     import pytest
 
-    from suite.errors import ConfigError
-    from suite.train import _check_same_run
+    from larsbench.core.errors import ConfigError
+    from larsbench.core.spec import RunSpec
+    from larsbench.loop.trainer import _SpecGuard
 
-    saved = {"model": "resnet50", "micro_batch_size": 8, "data_workers": 1}
-    _check_same_run(saved, {**saved, "data_workers": 4})  # does not change what is computed
-    with pytest.raises(ConfigError) as info:
-        _check_same_run(saved, {**saved, "micro_batch_size": 16})
-    assert info.value.key == "--run-id" and "micro_batch_size" in info.value.message
+    saved = RunSpec(model="resnet50", micro_batch_size=8, data_workers=1, log_every_steps=10).to_dict()
+
+    def resume_with(**changes) -> None:
+        _SpecGuard(dataclasses.replace(RunSpec(**saved), **changes)).load_state_dict(saved)
+
+    resume_with(log_every_steps=5, collective_timeout_sec=30.0)  # bookkeeping: nothing measured changes
+    for changes in ({"micro_batch_size": 16}, {"data_workers": 4}, {"seed": 1}):
+        with pytest.raises(ConfigError) as info:
+            resume_with(**changes)
+        (name,) = changes
+        assert info.value.key == "--run-id" and name in info.value.message

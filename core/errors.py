@@ -13,3 +13,8 @@ class ConfigError(Exception):
         super().__init__(f"{key}: {message}")
         self.key = key
         self.message = message
+
+
+def error_line(exc: ConfigError) -> str:
+    """The single line a command prints for a bad setting (every exit-2 path uses it)."""
+    return f"larsbench: error: {exc}".splitlines()[0]

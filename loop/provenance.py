@@ -14,8 +14,8 @@ from typing import Any
 
 import torch
 
-from suite import __version__
-from suite.environment import ClusterEnvironment
+from larsbench import __version__
+from larsbench.core.environment import ClusterEnvironment
 
 
 def collect(config: dict[str, Any], env: ClusterEnvironment | None, backend_versions: dict[str, str]) -> dict[str, Any]:

@@ -1,0 +1,87 @@
+"""Writes that a crash, a full disk or a concurrent writer cannot leave half done.
+
+- ``atomic_write``: the whole file or the old one, never a mix (temporary file in the same
+  folder, fsync, rename). Checkpoints, scripts, runs files and baselines go through it.
+- ``append_lines``: lines appended in one ``write`` on an ``O_APPEND`` descriptor under an
+  exclusive ``flock``, so concurrent writers (a job array on a shared filesystem) never
+  interleave. A writer that died mid-line leaves a torn last line: the next append starts on a
+  fresh line instead of gluing onto it. Results and telemetry go through it.
+- ``read_lines``: the JSON objects of such a file; torn or foreign lines are counted, not
+  raised, and reported once per file.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import tempfile
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+
+def atomic_write(path: str | Path, data: bytes | str, mode: int | None = None) -> Path:
+    """Replace ``path`` with ``data`` so that a reader sees the old file or the new one."""
+    path = Path(path)
+    payload = data.encode() if isinstance(data, str) else data
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if mode is not None:
+            os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def append_lines(path: str | Path, lines: Iterable[str], sync: bool = True) -> None:
+    """Append ``lines`` (without their newlines) in one write, under an exclusive lock."""
+    data = "".join(line + "\n" for line in lines).encode()
+    if not data:
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            data = b"\n" + data  # a crashed writer's torn line stays separate and skippable
+        written = os.write(fd, data)
+        if written != len(data):
+            raise OSError(f"short write to {path}: {written} of {len(data)} bytes")
+        if sync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def read_lines(path: str | Path) -> list[dict[str, Any]]:
+    """The JSON objects of a JSON-lines file, in order. Lines that are not a JSON object (a
+    torn write, binary noise) are skipped and reported in one warning for the whole file."""
+    path = Path(path)
+    objects: list[dict[str, Any]] = []
+    skipped = 0
+    with path.open("rb") as handle:
+        for raw in handle:
+            if not raw.strip():
+                continue
+            try:
+                value = json.loads(raw)
+            except (ValueError, UnicodeDecodeError):
+                skipped += 1
+                continue
+            if isinstance(value, dict):
+                objects.append(value)
+            else:
+                skipped += 1
+    if skipped:
+        warnings.warn(f"{skipped} unreadable line(s) skipped in {path}", stacklevel=2)
+    return objects

@@ -1,0 +1,96 @@
+"""The results store: one JSON object per run, one per line (``results.jsonl``).
+
+Records are appended through ``larsbench.core.files.append_lines`` (one write under an exclusive
+lock: concurrent writers never interleave, a torn line stays separate), and load with
+``pandas.read_json(path, lines=True)``. The keys are documented in ``docs/records.md``, which
+a test holds against ``RECORD_KEYS``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from larsbench.core.errors import ConfigError
+from larsbench.core.files import append_lines, read_lines
+from larsbench.core.layout import RESULTS_FILE
+
+# 2: precision, channels_last and compile became top-level keys (they define a setting).
+SCHEMA_VERSION = 2
+
+REQUIRED_KEYS = (
+    "run_id", "status", "backend", "model", "dataset", "image_size", "world_size",
+    "micro_batch_size", "accumulation_steps", "global_batch_size", "optimizer", "lr",
+    "precision", "channels_last", "compile", "steps", "epochs", "throughput_images_per_sec",
+    "step_time_p50_sec", "step_time_p95_sec", "final_top1", "target_top1",
+    "time_to_accuracy_sec", "epochs_to_accuracy", "loss_curve", "param_checksum", "provenance",
+)  # fmt: skip
+
+STATUSES = ("ok", "diverged", "failed", "preempted")
+
+
+def append_record(path: str | Path, record: dict[str, Any]) -> None:
+    missing = [key for key in REQUIRED_KEYS if key not in record]
+    if missing:
+        raise ValueError(f"record lacks required keys: {', '.join(missing)}")
+    if record["status"] not in STATUSES:
+        raise ValueError(f"record status {record['status']!r} is not one of {STATUSES}")
+    append_lines(path, [json.dumps(record, allow_nan=False, separators=(",", ":"))])
+
+
+def read_records(paths: str | Path | Iterable[str | Path]) -> list[dict[str, Any]]:
+    """Records from result files or folders holding ``results.jsonl``, in file order, each
+    brought to the current schema (``migrate``)."""
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    records: list[dict[str, Any]] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            path = path / RESULTS_FILE
+        for record in read_lines(path):
+            version = record.get("schema_version", SCHEMA_VERSION)
+            if not isinstance(version, int) or version > SCHEMA_VERSION:
+                raise ValueError(
+                    f"{path}: record schema {version!r} is newer than this larsbench understands "
+                    f"({SCHEMA_VERSION}); upgrade larsbench to read it"
+                )
+            records.append(migrate(record))
+    return records
+
+
+def migrate(record: dict[str, Any]) -> dict[str, Any]:
+    """A record of an older schema in the current one (new keys from its recorded config)."""
+    if record.get("schema_version", SCHEMA_VERSION) < 2:
+        config = (record.get("provenance") or {}).get("config") or {}
+        record = {**record, "schema_version": SCHEMA_VERSION}
+        for key, default in (("precision", "fp32"), ("channels_last", False), ("compile", False)):
+            record.setdefault(key, config.get(key, default))
+    return record
+
+
+def latest_per_run(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One record per run id, the last written: a resumed run appends its final record after
+    the 'preempted' one it supersedes. Order follows each run's first appearance."""
+    latest: dict[Any, dict[str, Any]] = {}
+    for record in records:
+        latest[record.get("run_id")] = record
+    return list(latest.values())
+
+
+def check_writable(output_dir: str | Path) -> Path:
+    """Fail before training, not after hours of it, when results cannot be written."""
+    output = Path(output_dir)
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+        probe = output / f".write-probe-{os.getpid()}"
+        with probe.open("wb") as handle:
+            handle.write(b"x" * 4096)
+            handle.flush()
+            os.fsync(handle.fileno())
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError("--output", f"cannot write results to {output} ({exc.strerror or exc}); choose a writable folder") from None
+    return output / RESULTS_FILE
