@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any
 
 
-def atomic_write(path: str | Path, data: bytes | str, mode: int | None = None) -> Path:
-    """Replace ``path`` with ``data`` so that a reader sees the old file or the new one."""
+def atomic_write(path: str | Path, data: bytes | str, mode: int | None = None, sync: bool = True) -> Path:
+    """Replace ``path`` with ``data`` so that a reader sees the old file or the new one
+    (``sync=False``: skip the fsync, for files that only need to be whole, not durable)."""
     path = Path(path)
     payload = data.encode() if isinstance(data, str) else data
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -31,7 +32,8 @@ def atomic_write(path: str | Path, data: bytes | str, mode: int | None = None) -
         with os.fdopen(fd, "wb") as handle:
             handle.write(payload)
             handle.flush()
-            os.fsync(handle.fileno())
+            if sync:
+                os.fsync(handle.fileno())
         if mode is not None:
             os.chmod(tmp, mode)
         os.replace(tmp, path)

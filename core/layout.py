@@ -8,6 +8,7 @@ record points to by relative path, so a folder can be moved or archived whole::
     telemetry/<run_id>.jsonl        LARS per-layer telemetry (rank 0)
     steps/<run_id>.jsonl            per-step times of every rank
     logs/<run_id>.log               the run's launcher and library output
+    .larsbench/progress/<run_id>.json  rank 0's progress, shown live by the launcher
     checkpoints/<run_id>/step-N/    checkpoints a preempted run resumes from
     .larsbench/errors/<run_id>.rankR   the one-line reason rank R failed
     .larsbench/pids/<run_id>.rankR     rank R's process id, while it runs
@@ -52,6 +53,10 @@ class RunFiles:
     @property
     def log(self) -> Path:
         return self.folder / "logs" / f"{self.run_id}.log"
+
+    @property
+    def progress(self) -> Path:
+        return self.folder / ".larsbench" / "progress" / f"{self.run_id}.json"
 
     @property
     def checkpoints(self) -> Path:

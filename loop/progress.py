@@ -1,42 +1,60 @@
-"""Progress on rank 0: a live rich bar on a terminal, a few plain lines in a log file."""
+"""Progress of a run, from rank 0: a small status file the launcher shows as a live bar
+(the same for every backend, whatever its launcher prints), and plain lines in the run's log.
+
+The status file (``RunFiles.progress``) is one JSON object, replaced atomically at every
+update: ``{"step", "total", "loss", "notes": [...]}``.
+"""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from larsbench.core.files import atomic_write
 
 
 class RankProgress:
-    def __init__(self, label: str, total_steps: int, enabled: bool):
+    def __init__(self, label: str, total_steps: int, enabled: bool, status_file: Path | None = None):
         self.enabled = enabled
+        self.total = total_steps
+        self.status_file = status_file if enabled else None
         self.console = Console(highlight=False)
-        self.live = enabled and self.console.is_terminal
-        self._progress: Progress | None = None
-        if self.live:
-            self._progress = Progress(
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("loss {task.fields[loss]}"),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
-                console=self.console,
-                transient=False,
-            )
-            self._task = self._progress.add_task(label, total=total_steps, loss="…")
-            self._progress.start()
-        elif enabled:
+        self.notes: list[str] = []
+        self.step, self.loss = 0, None
+        if enabled:
             self.console.print(f"{label}: {total_steps} steps")
+            self._write()
 
     def update(self, step: int, loss: float | None) -> None:
-        if self._progress is not None:
-            shown = "nan" if loss is None else f"{loss:.4f}"
-            self._progress.update(self._task, completed=step, loss=shown)
+        self.step, self.loss = step, loss
+        self._write()
 
     def note(self, text: str) -> None:
         if self.enabled:
-            (self._progress.console if self._progress else self.console).print(f"  {text}")
+            self.console.print(f"  {text}")
+            self.notes.append(text)
+            self._write()
 
     def close(self) -> None:
-        if self._progress is not None:
-            self._progress.stop()
+        if self.enabled:
+            shown = "nan" if self.loss is None else f"{self.loss:.4f}"
+            self.console.print(f"  step {self.step}/{self.total}, loss {shown}")
+
+    def _write(self) -> None:
+        if self.status_file is None:
+            return
+        status = {"step": self.step, "total": self.total, "loss": self.loss, "notes": self.notes}
+        try:
+            self.status_file.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(self.status_file, json.dumps(status), sync=False)
+        except OSError:
+            self.status_file = None  # progress is a convenience; never fail a run over it
+
+
+def read_status(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None

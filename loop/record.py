@@ -80,6 +80,7 @@ def build_record(
         "queue_time_sec": m.queue_sec,
         "event_log": _side_file(files, "event_log"),
         "telemetry": _side_file(files, "telemetry"),
+        "log": _side_file(files, "log"),
         "provenance": provenance,
     }
 

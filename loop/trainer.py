@@ -146,7 +146,9 @@ class Trainer:
         self.clock = StepClock(device)
         self.window = ThroughputWindow(backend, device)
         self.window_first_step = min(self.step + spec.timing_warmup_steps, self.total_steps - 1)
-        self.progress = RankProgress(spec.label, self.total_steps, enabled=rank == 0)
+        self.progress = RankProgress(
+            spec.label, self.total_steps, enabled=rank == 0, status_file=ctx.files.progress if ctx.files else None
+        )
         every = telemetry.interval(spec.telemetry_every_steps, self.total_steps)
         side_file = ctx.files.telemetry if ctx.files and rank == 0 else None
         self.telemetry = telemetry.LarsTelemetry(self.optimizer, backend.unwrap(self.model), side_file, every)

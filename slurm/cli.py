@@ -1,8 +1,8 @@
 """The ``slurm`` sub-command of ``larsbench``: sbatch scripts for an experiment.
 
-``add_commands(subparsers)`` adds it to the main parser (``larsbench.cli``); its handler
+``add_commands(subparsers)`` adds it to the main parser (``larsbench.main``); its handler
 ``cmd_slurm(args, console)`` returns the exit code. Bad input raises
-``larsbench.core.errors.ConfigError`` (exit 2 in ``larsbench.cli.main``).
+``larsbench.core.errors.ConfigError`` (exit 2 in ``larsbench.main.main``).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The ``run`` and ``data`` sub-commands of ``larsbench`` (``larsbench.cli`` holds the rest)."""
+"""The ``run`` and ``data`` sub-commands of ``larsbench`` (``larsbench.main`` holds the rest)."""
 
 from __future__ import annotations
 
@@ -56,6 +56,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     run.add_argument("experiment", nargs="?", type=Path, help="experiment YAML; omit for the bundled default or a single run from flags")
     run.add_argument("--output", type=Path, help="results folder (default: the experiment's 'output', else ./results)")
     run.add_argument("--run-id", help="name a single run; running it again with the same id resumes it from its checkpoint")
+    run.add_argument("--verbose", action="store_true", help="stream every launcher's and library's output instead of writing it to OUTPUT/logs/")
     add_run_flags(run)
     run.set_defaults(handler=cmd_run)
 
@@ -83,7 +84,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     output = args.output or Path(experiment.output or "results")
     console.print(f"larsbench: experiment {experiment.name!r}: {len(experiment.runs)} run(s) → {output}/results.jsonl")
     started = time.perf_counter()
-    records = run_experiment(experiment, output, console, args.run_id)
+    records = run_experiment(experiment, output, console, args.run_id, args.verbose)
     console.print(summary_table(records, f"{experiment.name}: {len(records)} run(s) in {time.perf_counter() - started:.0f} s"))
     return 1 if any(r["status"] in ("failed", "preempted") for r in records) else 0
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -17,6 +18,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from larsbench.backends.registry import get_backend
 from larsbench.core.errors import ConfigError
@@ -25,27 +27,31 @@ from larsbench.core.preemption import PREEMPT_SIGNAL
 from larsbench.core.results import check_writable, read_records
 from larsbench.core.spec import RunSpec
 from larsbench.loop.checkpoint import latest_valid
+from larsbench.loop.progress import read_status
 from larsbench.loop.record import append_failure, rank_errors_text
 from larsbench.suite.config import Experiment
 from larsbench.workloads.data import prepare
 
 
 def run_experiment(
-    experiment: Experiment, output: str | Path, console: Console, run_id: str | None = None
+    experiment: Experiment, output: str | Path, console: Console, run_id: str | None = None, verbose: bool = False
 ) -> list[dict[str, Any]]:
     """Run every cell in turn. ``run_id`` (single-run experiments only) names the run, so
-    that running it again resumes it from its last checkpoint."""
+    that running it again resumes it from its last checkpoint. ``verbose`` streams every
+    launcher's and library's output to the console instead of the run's log file."""
     if run_id is not None and len(experiment.runs) != 1:
         raise ConfigError("--run-id", f"names one run, but the experiment has {len(experiment.runs)}; select one run with flags")
     results = check_writable(output)
     records = []
     for index, spec in enumerate(experiment.runs, start=1):
-        console.rule(f"run {index}/{len(experiment.runs)}: {spec.label}")
-        records.append(launch_run(prepare(spec), results, experiment.name, console, run_id))
+        console.rule(f"run {index}/{len(experiment.runs)}: {spec.label}", style="dim")
+        records.append(launch_run(prepare(spec), results, experiment.name, console, run_id, verbose))
     return records
 
 
-def launch_run(spec: RunSpec, results: Path, experiment: str, console: Console, run_id: str | None = None) -> dict[str, Any]:
+def launch_run(
+    spec: RunSpec, results: Path, experiment: str, console: Console, run_id: str | None = None, verbose: bool = False
+) -> dict[str, Any]:
     run_id = run_id or f"{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}"
     files = RunFiles.of(results, run_id)
     backend = get_backend(spec.backend)
@@ -63,25 +69,92 @@ def launch_run(spec: RunSpec, results: Path, experiment: str, console: Console, 
     # module larsbench or a library imports can never shadow it.
     env["PYTHONSAFEPATH"] = "1"
     files.clear_rank_files()  # an earlier attempt at this run id (a resume) left its own
+    files.progress.unlink(missing_ok=True)
+    files.log.parent.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    with _forwarding_preemption(files) as preempted, _watching_ranks(files) as vanished:
-        completed = subprocess.run(backend.local_launch_command(spec.world_size, worker), env=env)
+    with _forwarding_preemption(files) as preempted, _watching_ranks(files) as vanished, files.log.open("ab") as log:
+        command = backend.local_launch_command(spec.world_size, worker)
+        output = None if verbose else log  # one log per run: launchers and libraries print a lot, and unlike each other
+        process = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT if output else None)
+        returncode = _follow(process, files, console, show=not verbose)
 
     written = read_records(results) if results.exists() else []
     record = next((r for r in written if r.get("run_id") == run_id and r.get("timestamp_end", 0) >= started), None)
+    log_note = f"log: {files.log}"
     if record is not None:
+        _say_done(console, record, log_note)
         return record
     saved = latest_valid(files.checkpoints, spec.world_size) if preempted else None
     if saved is not None:
         error = f"checkpointed at {saved.name}; resume with: larsbench run <same settings> --output {results.parent} --run-id {run_id}"
         console.print(f"[yellow]run preempted:[/yellow] {escape(error)}")
         return append_failure(spec, files, experiment, error, status="preempted")
-    reasons = rank_errors_text(files) or f"launcher exited with status {completed.returncode}"
+    reasons = rank_errors_text(files) or _last_error_line(files.log) or f"launcher exited with status {returncode}"
     silent = _silent_ranks(files, vanished)
     if silent:
         reasons = f"rank{silent[0]} stopped first without an error (killed?); {reasons}"
     console.print(f"[red]run failed:[/red] {escape(reasons)}")
-    return append_failure(spec, files, experiment, reasons)
+    if not verbose:
+        tail = _tail(files.log, 15)
+        if tail:
+            console.print(f"[dim]last lines of {escape(str(files.log))}:[/dim]")
+            console.print(escape("\n".join(tail)), markup=True, highlight=False, soft_wrap=True)
+    return append_failure(spec, files, experiment, f"{reasons} ({log_note})")
+
+
+def _follow(process: subprocess.Popen, files: RunFiles, console: Console, show: bool) -> int:
+    """Wait for the launcher; meanwhile show rank 0's progress (steps, loss, evaluations)."""
+    if not show:
+        return process.wait()
+    shown_notes = 0
+    with Progress(
+        TextColumn("  "), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
+        TimeElapsedColumn(), console=console, transient=True, disable=not console.is_terminal,
+    ) as bar:  # fmt: skip
+        task = bar.add_task("", total=None, loss="…")
+        while True:
+            returncode = process.poll()
+            status = read_status(files.progress)
+            if status:
+                loss = status.get("loss")
+                bar.update(task, total=status["total"], completed=status["step"], loss="…" if loss is None else f"{loss:.4f}")
+                for note in status.get("notes", [])[shown_notes:]:
+                    bar.console.print(f"  {escape(note)}", highlight=False)
+                shown_notes = len(status.get("notes", []))
+            if returncode is not None:
+                return returncode
+            time.sleep(0.2)
+
+
+def _say_done(console: Console, record: dict[str, Any], log_note: str) -> None:
+    throughput = record.get("throughput_images_per_sec")
+    parts = [record["status"]]
+    if throughput is not None:
+        parts.append(f"{throughput:.1f} images/s")
+    if record.get("final_top1") is not None:
+        parts.append(f"top-1 {record['final_top1']:.3f}")
+    style = "green" if record["status"] == "ok" else "yellow"
+    console.print(f"  [{style}]{escape(', '.join(parts))}[/{style}] [dim]({escape(log_note)})[/dim]")
+
+
+def _tail(path: Path, lines: int) -> list[str]:
+    try:
+        with path.open("rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, handle.tell() - 64 * 1024))
+            text = handle.read().decode(errors="replace")
+    except OSError:
+        return []
+    return [line for line in text.splitlines() if line.strip()][-lines:]
+
+
+def _last_error_line(log: Path) -> str | None:
+    """A rank that died before it could leave an error (an import failed, say) still printed
+    one: the last line of its traceback."""
+    for line in reversed(_tail(log, 200)):
+        if re.match(r"^\s*(\[\w+\]<std\w+>:)?\s*\w*(Error|Exception)\b.*: ", line):
+            return line.strip()
+    return None
 
 
 def _silent_ranks(files: RunFiles, vanished: list[int]) -> list[int]:

@@ -27,14 +27,14 @@ def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
 
 
 def larsbench(*args: str) -> subprocess.CompletedProcess:
-    """``larsbench ARGS`` in this process (``larsbench.cli.main``): the same parser, handlers and
+    """``larsbench ARGS`` in this process (``larsbench.main.main``): the same parser, handlers and
     exit codes without a fresh interpreter's start-up, for tests of validation and messages.
     Warnings are off, as ``run_cli`` turns them off."""
     import contextlib
     import io
     import warnings
 
-    from larsbench.cli import main
+    from larsbench.main import main
 
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():

@@ -21,11 +21,11 @@ LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 
 def installed_layout(target: Path) -> Path:
     """``target/larsbench`` as pip installs it: the root package with each mapped folder inside."""
-    setuptools = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    mapping = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
     root = target / "larsbench"
-    shutil.copytree(REPO / "larsbench", root, ignore=shutil.ignore_patterns("__pycache__"))
-    for package, folder in setuptools["package-dir"].items():
-        shutil.copytree(REPO / folder, root / package.split(".", 1)[1], ignore=shutil.ignore_patterns("__pycache__"))
+    for package, folder in sorted(mapping.items()):  # the root first, then its sub-packages
+        inside = root.joinpath(*package.split(".")[1:])
+        shutil.copytree(REPO / folder, inside, ignore=shutil.ignore_patterns("__pycache__"))
     return root
 
 

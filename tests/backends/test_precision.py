@@ -17,7 +17,7 @@ from larsbench.backends.ddp import DDPBackend
 from larsbench.backends.deepspeed import DeepSpeedBackend, engine_config
 from larsbench.backends.horovod import HorovodBackend
 from larsbench.core import precision as precision_module
-from larsbench.cli import build_parser
+from larsbench.main import build_parser
 from larsbench.core.spec import RUN_FIELDS
 from larsbench.suite.config import build_spec
 from larsbench.core.errors import ConfigError

@@ -5,7 +5,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from larsbench.cli import main
+from larsbench.main import main
 from larsbench.core.spec import RUN_FIELDS
 
 SIZE_FIELDS = ["image_size", "world_size", "micro_batch_size", "accumulation_steps", "num_classes",

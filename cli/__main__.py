@@ -2,6 +2,6 @@
 
 import sys
 
-from larsbench.cli import main
+from larsbench.main import main
 
 sys.exit(main())

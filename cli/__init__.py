@@ -1,10 +1,10 @@
 """larsbench: benchmark large-batch distributed training (LARS vs SGD) across PyTorch DDP,
 DeepSpeed and Horovod, locally and on Slurm.
 
-The sub-packages live in the repository's top-level folders and install as ``larsbench.*``;
-their imports run one way (checked by the import contract in ``pyproject.toml``)::
+The repository's top-level folders install as ``larsbench.*`` (this one, ``cli/``, is the
+package root); their imports run one way (checked by the import contract in ``pyproject.toml``)::
 
-    larsbench.cli                          the ``larsbench`` command
+    larsbench.main                         the ``larsbench`` command
     larsbench.slurm | larsbench.reports    sbatch scripts and jobs | reports from records
     larsbench.suite                        experiments, the local launcher, one rank's entry
     larsbench.loop                         the training loop, meters, checkpoints, records
