@@ -1,9 +1,17 @@
-"""Native PyTorch DistributedDataParallel: gloo on CPU, NCCL on GPU, started by torchrun."""
+"""Native PyTorch DistributedDataParallel: gloo on CPU, NCCL on GPU, started by torchrun.
+
+``backend_config`` holds ``DistributedDataParallel`` keyword arguments (``bucket_cap_mb``, ...)
+and, optionally, ``comm_hook``: ``"module:function"`` of a DDP communication hook
+(``torch.distributed.algorithms.ddp_comm_hooks.default_hooks:fp16_compress_hook`` compresses
+gradients to fp16 on the wire), registered on the wrapped model.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import inspect
+from collections.abc import Callable
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -31,21 +39,41 @@ class DDPBackend(Backend):
 
     @classmethod
     def check_options(cls, options, optimizer):
-        # backend_config holds DistributedDataParallel keyword arguments (bucket_cap_mb, ...).
         accepted = set(inspect.signature(DistributedDataParallel.__init__).parameters) - {"self", "module", "device_ids", "output_device", "process_group"}
         for key in options:
-            if key not in accepted:
-                raise ConfigError(f"backend_config.{key}", f"not a DistributedDataParallel argument; valid: {', '.join(sorted(accepted))}")
+            if key == "comm_hook":
+                _resolve_hook(options[key])
+            elif key not in accepted:
+                raise ConfigError(f"backend_config.{key}", f"not a DistributedDataParallel argument; valid: comm_hook, {', '.join(sorted(accepted))}")
 
     def wrap(self, model, optimizer, *, micro_batch_size, accumulation_steps, precision=None):
         # fp16: the base class scales the loss, and unscales the all-reduced gradients
         # before the optimizer step (GradScaler's unscale_/step/update).
         self.accumulation_steps, self.precision = accumulation_steps, precision or self.precision
         device_ids = [self.device.index] if self.device.type == "cuda" else None
+        options = {k: v for k, v in self.options.items() if k != "comm_hook"}
         # DDP broadcasts rank 0's parameters and buffers at construction: identical start.
-        return DistributedDataParallel(model, device_ids=device_ids, **self.options), optimizer
+        wrapped = DistributedDataParallel(model, device_ids=device_ids, **options)
+        if "comm_hook" in self.options:
+            wrapped.register_comm_hook(state=None, hook=_resolve_hook(self.options["comm_hook"]))
+        return wrapped, optimizer
 
     def accumulate(self, model, sync: bool) -> contextlib.AbstractContextManager:
         # Skipping the all-reduce on micro-batches that do not step: gradients accumulate
         # locally and the last micro-batch's backward reduces the sum once.
         return contextlib.nullcontext() if sync else model.no_sync()
+
+
+def _resolve_hook(target: object) -> Callable:
+    """The function named by ``"module:function"`` (ConfigError naming the key otherwise)."""
+    key = "backend_config.comm_hook"
+    if not isinstance(target, str) or ":" not in target:
+        raise ConfigError(key, f"must be 'module:function' naming a DDP communication hook (got {target!r})")
+    module_name, _, name = target.partition(":")
+    try:
+        hook = getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(key, f"cannot load {target} ({exc}); check the module path") from None
+    if not callable(hook):
+        raise ConfigError(key, f"{target} is not a function")
+    return hook

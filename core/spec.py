@@ -90,6 +90,9 @@ class RunSpec:
     ] = None
     eval_every_epochs: Annotated[PositiveInt, _doc("evaluate every N epochs (and at the end)")] = 1
     seed: Annotated[NonNegativeInt, _doc("seed for weights, data order and synthetic data", SAMPLE)] = 0
+    repeat: Annotated[
+        NonNegativeInt, _doc("index of this run among the repeats of its setting (set by 'repeats')", SAMPLE)
+    ] = 0
     device: Annotated[Literal["auto", "cpu", "cuda"], _doc("auto picks cuda when present")] = "auto"
     precision: Annotated[
         Literal["fp32", "bf16", "fp16"],
@@ -106,12 +109,22 @@ class RunSpec:
              "compile of seconds to minutes per rank, inside the timing warm-up steps"),
     ] = False
     data_workers: Annotated[NonNegativeInt, _doc("DataLoader worker processes per rank")] = 1
+    threads_per_rank: Annotated[
+        PositiveInt | None,
+        _doc("torch intra-op threads per rank; default: the cores this rank may use (its CPU affinity, "
+             "Slurm's --cpus-per-task) shared by the ranks on its node, less one core per data worker"),
+    ] = None
     synthetic_samples: Annotated[PositiveInt, _doc("size of the synthetic train set")] = 1024
     train_images_per_class: Annotated[PositiveInt, _doc("generated set: train images/class")] = 64
     val_images_per_class: Annotated[PositiveInt, _doc("generated set: val images/class")] = 16
     timing_warmup_steps: Annotated[
         NonNegativeInt, _doc("optimizer steps left out of the throughput window")
     ] = 2
+    compute_probe_steps: Annotated[
+        NonNegativeInt,
+        _doc("steps timed on a copy of the model without communication before the measured window, "
+             "splitting step time into compute and exposed communication; 0 turns it off", BOOKKEEPING),
+    ] = 5
     log_every_steps: Annotated[
         PositiveInt, _doc("steps between loss reductions (progress, divergence check)", BOOKKEEPING)
     ] = 10

@@ -63,7 +63,7 @@ class ThroughputWindow:
 
 
 class StepClock:
-    """Per-step durations on this rank, and the share of them spent waiting for data.
+    """Per-step durations on this rank, and how much of each was spent waiting for data.
 
     On CUDA the step boundaries are recorded as events and read once at the end, so timing
     adds no host synchronisation to the training loop.
@@ -72,11 +72,13 @@ class StepClock:
     def __init__(self, device: torch.device):
         self.cuda = device.type == "cuda"
         self.durations: list[float] = []
-        self.data_wait = 0.0
+        self.data_waits: list[float] = []  # per timed step, in step order
+        self._waited = 0.0
         self._events: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
         self._started: float | torch.cuda.Event | None = None
 
     def start(self) -> None:
+        self._waited = 0.0
         if self.cuda:
             event = torch.cuda.Event(enable_timing=True)
             event.record()
@@ -91,16 +93,21 @@ class StepClock:
             self._events.append((self._started, end))
         else:
             self.durations.append(time.perf_counter() - self._started)
+        self.data_waits.append(self._waited)
 
     def add_data_wait(self, seconds: float) -> None:
-        self.data_wait += seconds
+        self._waited += seconds
+
+    @property
+    def data_wait(self) -> float:
+        return sum(self.data_waits)
 
     @property
     def count(self) -> int:
         return len(self.durations) + len(self._events)
 
     def reset(self) -> None:
-        self.durations, self._events, self.data_wait = [], [], 0.0
+        self.durations, self.data_waits, self._events = [], [], []
 
     def finish(self) -> list[float]:
         if self.cuda and self._events:
@@ -108,4 +115,3 @@ class StepClock:
             self.durations += [start.elapsed_time(end) / 1000.0 for start, end in self._events]
             self._events.clear()
         return self.durations
-

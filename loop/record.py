@@ -12,7 +12,9 @@ from typing import Any
 from larsbench.core.layout import RunFiles
 from larsbench.core.results import SCHEMA_VERSION
 from larsbench.core.spec import RunSpec
-from larsbench.loop.metrics import RunMetrics
+from larsbench.core.stats import stability
+from larsbench.loop.flops import table_peak_tflops
+from larsbench.loop.metrics import RunMetrics, quantile, step_split, straggler
 
 
 def build_record(
@@ -32,12 +34,26 @@ def build_record(
     files the run left (event log, telemetry, run log), relative to the results folder."""
     m = metrics or RunMetrics(status=status or "failed")
     return {
+        **_identity(spec, run_id, experiment, status or m.status, error, device),
+        **_progress(m, metrics is not None),
+        **_speed(spec, m, provenance, device),
+        **_accuracy(spec, m),
+        "event_log": _side_file(files, "event_log"),
+        "telemetry": _side_file(files, "telemetry"),
+        "steps_file": _side_file(files, "steps"),
+        "log": _side_file(files, "log"),
+        "provenance": provenance,
+    }
+
+
+def _identity(spec: RunSpec, run_id: str, experiment: str, status: str, error: str | None, device: str | None) -> dict[str, Any]:
+    return {
         "schema_version": SCHEMA_VERSION,
         "timestamp_end": time.time(),
         "run_id": run_id,
         "experiment": experiment,
         "label": spec.label,
-        "status": status or m.status,
+        "status": status,
         "error": error,
         "backend": spec.backend,
         "model": spec.model,
@@ -52,36 +68,97 @@ def build_record(
         "optimizer": spec.optimizer,
         "scaling_rule": spec.scaling_rule,
         "base_lr": spec.lr,
-        "lr": m.peak_lr if metrics else None,
         "warmup_epochs": spec.warmup_epochs,
         "precision": spec.precision,
         "channels_last": spec.channels_last,
         "compile": spec.compile,
         "seed": spec.seed,
-        "steps": m.steps if metrics else None,
-        "steps_per_epoch": m.steps_per_epoch if metrics else None,
-        "epochs": m.epochs if metrics else None,
-        "throughput_images_per_sec": m.throughput(spec.global_batch_size),
-        "step_time_p50_sec": m.step_time_p50_sec,
-        "step_time_p95_sec": m.step_time_p95_sec,
+        "repeat": spec.repeat,
+    }
+
+
+def _progress(m: RunMetrics, finished: bool) -> dict[str, Any]:
+    return {
+        "lr": m.peak_lr if finished else None,
+        "steps": m.steps if finished else None,
+        "steps_per_epoch": m.steps_per_epoch if finished else None,
+        "epochs": m.epochs if finished else None,
+        "loss_curve": m.loss_curve,
+        "diverged_at_step": m.diverged_at_step,
+        "param_checksum": m.param_checksum,
+        "wall_time_sec": m.on_clock_sec if finished else None,
+        "restarts": m.restarts,
+        "restart_overhead_sec": m.restart_overhead_sec if finished else None,
+        "queue_time_sec": m.queue_sec,
+    }
+
+
+def _speed(spec: RunSpec, m: RunMetrics, provenance: dict[str, Any], device: str | None) -> dict[str, Any]:
+    """Throughput and its explanation: the step-time distribution, the split into data wait,
+    compute and exposed communication, FLOPs and MFU, stability, the ranks and a straggler."""
+    throughput = m.throughput(spec.global_batch_size)
+    times = m.step_times_all
+    split = step_split(m) if throughput is not None else None
+    judged = stability(times) if throughput is not None else None
+    flops = m.flops_per_image if throughput is not None else None
+    achieved = flops * throughput / spec.world_size / 1e12 if flops else None
+    gpu = provenance.get("gpu_model") if (device or "").startswith("cuda") else None
+    table_peak = table_peak_tflops(gpu, m.peak_key) if m.peak_key else None
+    measured_peak = quantile(m.rank_peak_tflops, 0.5) if m.rank_peak_tflops else None
+    return {
+        "throughput_images_per_sec": throughput,
+        "step_time_mean_sec": sum(times) / len(times) if times else None,
+        **{f"step_time_{name}_sec": quantile(times, q) for name, q in (("p5", 0.05), ("p50", 0.5), ("p95", 0.95), ("p99", 0.99))},
+        "step_time_max_sec": max(times) if times else None,
+        "step_time_cv": judged.cv if judged else None,
         "data_wait_fraction": m.data_wait_fraction,
+        "data_wait_sec_per_step": split.data_wait_sec if split else None,
+        "compute_sec_per_step": split.compute_sec if split else None,
+        "exposed_comm_sec_per_step": split.exposed_comm_sec if split else None,
+        "compute_fraction": split.fraction(split.compute_sec) if split else None,
+        "comm_fraction": split.fraction(split.exposed_comm_sec) if split else None,
+        "split_note": split.note if split else None,
+        "allreduce_bytes_per_step": m.allreduce_bytes_per_step,
+        "flops_per_image": flops,
+        "achieved_tflops_per_device": achieved,
+        "peak_precision": m.peak_key,
+        "peak_tflops_table": table_peak,
+        "mfu_table": achieved / table_peak if achieved and table_peak else None,
+        "peak_tflops_measured": measured_peak,
+        "mfu_measured": achieved / measured_peak if achieved and measured_peak else None,
+        "unstable": judged.unstable if judged else None,
+        "unstable_reasons": list(judged.reasons) if judged else [],
+        "straggler": straggler(m) if throughput is not None else None,
+        "ranks": _ranks(m),
+    }
+
+
+def _ranks(m: RunMetrics) -> list[dict[str, Any]]:
+    """Where every rank ran, and its own times."""
+    out = []
+    for rank, host in enumerate(m.rank_hosts):
+        times = m.rank_step_times[rank] if rank < len(m.rank_step_times) else []
+        waits = m.rank_data_waits[rank] if rank < len(m.rank_data_waits) else []
+        probe = m.rank_compute_sec[rank] if rank < len(m.rank_compute_sec) else []
+        out.append({
+            "rank": rank,
+            "host": host,
+            "device": m.rank_devices[rank] if rank < len(m.rank_devices) else None,
+            "step_time_p50_sec": quantile(times, 0.5),
+            "data_wait_sec_per_step": sum(waits) / len(waits) if waits else None,
+            "compute_sec_per_step": quantile(probe, 0.5),
+        })  # fmt: skip
+    return out
+
+
+def _accuracy(spec: RunSpec, m: RunMetrics) -> dict[str, Any]:
+    return {
         "final_top1": m.final_top1,
         "final_top5": m.final_top5,
         "target_top1": spec.target_top1,
         "time_to_accuracy_sec": m.time_to_accuracy_sec,
         "epochs_to_accuracy": m.epochs_to_accuracy,
         "eval_history": m.evals,
-        "loss_curve": m.loss_curve,
-        "diverged_at_step": m.diverged_at_step,
-        "param_checksum": m.param_checksum,
-        "wall_time_sec": m.on_clock_sec if metrics else None,
-        "restarts": m.restarts,
-        "restart_overhead_sec": m.restart_overhead_sec if metrics else None,
-        "queue_time_sec": m.queue_sec,
-        "event_log": _side_file(files, "event_log"),
-        "telemetry": _side_file(files, "telemetry"),
-        "log": _side_file(files, "log"),
-        "provenance": provenance,
     }
 
 

@@ -9,7 +9,9 @@ code the throughput benchmark in ``benchmarks/`` times against a bare loop.
 
 from __future__ import annotations
 
+import json
 import math
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -23,12 +25,15 @@ from larsbench.core.errors import ConfigError
 from larsbench.core.layout import RunFiles
 from larsbench.core.precision import Precision
 from larsbench.core.preemption import PreemptionNotice
+from larsbench.core.files import atomic_write
 from larsbench.core.spec import RunSpec, resume_differences
 from larsbench.loop import telemetry
 from larsbench.loop.checkpoint import Checkpointer
 from larsbench.loop.eventlog import EventLog
+from larsbench.loop.flops import measured_peak_tflops, peak_key
 from larsbench.loop.meter import StepClock, ThroughputWindow
 from larsbench.loop.metrics import RunMetrics
+from larsbench.loop.probe import gather_rows, gather_texts, probe_compute
 from larsbench.loop.progress import RankProgress
 from larsbench.workloads.data import build_rank_data
 from larsbench.workloads.models import build_model
@@ -72,7 +77,7 @@ class Trainer:
     def __init__(
         self, spec: RunSpec, backend: Backend, device: torch.device, rank: int, world_size: int, ctx: RunContext | None = None
     ) -> None:
-        self.spec, self.backend, self.device, self.rank = spec, backend, device, rank
+        self.spec, self.backend, self.device, self.rank, self.world_size = spec, backend, device, rank, world_size
         self.ctx = ctx = ctx or RunContext()
         self.events = ctx.events
         self.events.start("init_start")
@@ -134,7 +139,13 @@ class Trainer:
         if ctx.queue_sec is not None:
             self.metrics.queue_sec = (self.metrics.queue_sec or 0.0) + ctx.queue_sec
         self.resumed = resumed
+        self.probed = False
         self.criterion = nn.CrossEntropyLoss()
+        self.metrics.rank_hosts = gather_texts(backend, socket.gethostname(), rank, world_size, device)
+        self.metrics.rank_devices = gather_texts(backend, _device_name(device), rank, world_size, device)
+        self.metrics.allreduce_bytes_per_step = sum(
+            p.numel() * p.element_size() for p in module.parameters() if p.requires_grad
+        )
         for key, value in (
             ("global_batch_size", spec.global_batch_size), ("opt_name", spec.optimizer),
             ("opt_base_learning_rate", self.metrics.peak_lr), ("opt_learning_rate_warmup_steps", self.warmup_steps),
@@ -197,6 +208,8 @@ class Trainer:
         divergence and preemption checks, periodic checkpoint."""
         spec, metrics = self.spec, self.metrics
         if self.step >= self.window_first_step and not self.window.running:
+            if not self.probed:
+                self.probe()
             self.window.start()  # also restarts it after a periodic checkpoint
         self.schedule.apply(self.optimizer, self.step)
         if self.telemetry.due(self.step + 1):
@@ -225,6 +238,36 @@ class Trainer:
         every = self.ctx.checkpoint_every_steps
         if every and self.step % every == 0 and self.step < self.total_steps:
             self.save()
+
+    def probe(self) -> None:
+        """Time this rank's compute alone and its device's matrix-product peak, once per start
+        of the process, just before the measured window (every rank at the same step)."""
+        self.probed = True
+        spec, device = self.spec, self.device
+        key = peak_key(spec.precision, device)
+        self.metrics.peak_key = key
+        peaks = gather_rows(self.backend, [measured_peak_tflops(device, key)], self.rank, self.world_size, device)
+        self.metrics.rank_peak_tflops = [row[0] for row in peaks]
+        if spec.compute_probe_steps == 0:
+            return
+        shape = self.data.input_shape
+
+        def optimizer_for(model: nn.Module) -> torch.optim.Optimizer:
+            return build_optimizer(
+                spec.optimizer, model, base_lr=spec.lr, scaling_rule=spec.scaling_rule,
+                global_batch=spec.global_batch_size, reference_batch=spec.reference_batch_size,
+                momentum=spec.momentum, weight_decay=spec.weight_decay,
+                trust_coefficient=spec.trust_coefficient, lars_eps=spec.lars_eps,
+            )[0]  # fmt: skip
+
+        result = probe_compute(
+            self.backend.unwrap(self.model), optimizer_for,
+            Precision(spec.precision, device.type, channels_last=spec.channels_last),
+            spec.micro_batch_size, spec.accumulation_steps, shape, spec.num_classes, device,
+            spec.compute_probe_steps, compile_model=spec.compile,
+        )  # fmt: skip
+        self.metrics.flops_per_image = result.flops_per_image
+        self.metrics.rank_compute_sec = gather_rows(self.backend, result.compute_sec, self.rank, self.world_size, device)
 
     def end_epoch(self) -> None:
         spec, metrics = self.spec, self.metrics
@@ -258,6 +301,8 @@ class Trainer:
         metrics.steps = self.step
         metrics.epochs = self.step / self.steps_per_epoch
         metrics.param_checksum = param_checksum(self.backend.unwrap(self.model))
+        if self.rank == 0 and self.ctx.files is not None and metrics.status != "preempted":
+            self._write_steps(self.ctx.files.steps)
         if metrics.status != "preempted":
             reached = metrics.time_to_accuracy_sec is not None
             self.events.end("run_stop", status="success" if reached else "aborted", larsbench_status=metrics.status)
@@ -273,9 +318,36 @@ class Trainer:
         if self.window.elapsed:
             metrics.window_sec += self.window.elapsed
             metrics.window_steps += self.clock.count
-        metrics.step_times += self.clock.finish()
+        durations = self.clock.finish()
+        metrics.step_times += durations
         metrics.data_wait_sec += self.clock.data_wait
         metrics.on_clock_sec = time.perf_counter() - self.run_start
+        # Collective (every rank folds at the same points): the whole run's per-rank series.
+        rows = gather_rows(self.backend, durations, self.rank, self.world_size, self.device)
+        waits = gather_rows(self.backend, self.clock.data_waits, self.rank, self.world_size, self.device)
+        if not metrics.rank_step_times:
+            metrics.rank_step_times = [[] for _ in rows]
+            metrics.rank_data_waits = [[] for _ in rows]
+        for rank, (times, waited) in enumerate(zip(rows, waits)):
+            metrics.rank_step_times[rank] += times
+            metrics.rank_data_waits[rank] += waited
+
+    def _write_steps(self, path) -> None:
+        """Every rank's measured step times, data waits and compute probe: one line per rank,
+        so the run's statistics can be recomputed later."""
+        m = self.metrics
+        lines = []
+        for rank in range(len(m.rank_step_times)):
+            lines.append(json.dumps({
+                "rank": rank,
+                "host": m.rank_hosts[rank] if rank < len(m.rank_hosts) else None,
+                "device": m.rank_devices[rank] if rank < len(m.rank_devices) else None,
+                "step_sec": m.rank_step_times[rank],
+                "data_wait_sec": m.rank_data_waits[rank],
+                "compute_probe_sec": m.rank_compute_sec[rank] if rank < len(m.rank_compute_sec) else [],
+            }))  # fmt: skip
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, "".join(line + "\n" for line in lines))
 
     def save(self) -> None:
         if self.checkpoints.root is None:
@@ -292,6 +364,12 @@ class Trainer:
             return False
         flag = torch.tensor([1.0 if self.ctx.preemption.requested else 0.0], device=self.device)
         return bool(self.backend.all_reduce(flag, "sum").item() > 0)
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return str(device)
 
 
 def train(

@@ -20,9 +20,12 @@ final_top1          top-1            higher     1pp  (absolute percentage points
 A tolerance is written ``METRIC=AMOUNT`` (``METRIC:AMOUNT`` also works): ``5%`` or ``5`` is
 relative to the baseline mean, ``1pp`` is absolute percentage points (top-1 only).
 
-The verdict follows asv: where both sides have repeats (n ≥ 2), a change whose min–max
-ranges overlap is *noise*, never a regression; otherwise a change worse than the tolerance is
-a *regression*, one better by more than the tolerance is *improved*, the rest *ok*. A value
+The verdict asks first whether the difference is larger than the noise, then applies the
+threshold (as asv does): where both sides have repeats (n ≥ 2), Welch's t-test at the 5% level
+decides whether the means differ; a difference it cannot tell from noise is *noise*, never a
+regression. A real difference worse than the tolerance is a *regression*, one better by more
+than the tolerance is *improved*, the rest *ok*. With a single run on either side there is no
+noise estimate and the threshold alone decides. A value
 the baseline has and the current run lacks (the target was not reached, the run failed) is a
 regression; a current run that did not finish ``ok`` where the baseline's all did is one too.
 """
@@ -35,6 +38,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
+from larsbench.core.stats import changed
 from larsbench.reports.load import setting_label, settings
 from larsbench.core.errors import ConfigError
 
@@ -115,7 +119,7 @@ class Tolerance:
     def verdict(self, baseline: Sample, current: Sample) -> tuple[str, str | None]:
         """(verdict, message): verdict is regression, improved, noise or ok; a message only for a regression."""
         worse_by = baseline.mean - current.mean if self.metric.higher_is_better else current.mean - baseline.mean
-        if baseline.n >= 2 and current.n >= 2 and current.low <= baseline.high and baseline.low <= current.high:
+        if changed(baseline.values, current.values) is False:
             return ("noise" if worse_by > 0 else "ok"), None
         limit = self.allowed(baseline.mean)
         if worse_by > limit:

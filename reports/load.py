@@ -20,6 +20,7 @@ import pandas as pd
 from larsbench.core.errors import ConfigError
 from larsbench.core.results import latest_per_run, read_records
 from larsbench.core.spec import RUN_FIELDS, measured_settings, recipe_label, run_label
+from larsbench.core.stats import summarize
 
 # The settings a table shows as columns (every other measure field is in the label).
 SETTING_FIELDS = (
@@ -31,9 +32,11 @@ SETTING_FIELDS = (
 WORKLOAD_FIELDS = ("model", "dataset", "image_size", "num_classes", "device", "hardware")
 
 METRICS = (
-    "throughput_images_per_sec", "step_time_p50_sec", "step_time_p95_sec", "data_wait_fraction",
-    "compute_fraction", "comm_fraction", "final_top1", "final_top5", "time_to_accuracy_sec",
-    "epochs_to_accuracy", "wall_time_sec",
+    "throughput_images_per_sec", "step_time_p50_sec", "step_time_p95_sec", "step_time_mean_sec",
+    "data_wait_fraction", "compute_fraction", "comm_fraction", "data_wait_sec_per_step",
+    "compute_sec_per_step", "exposed_comm_sec_per_step", "achieved_tflops_per_device", "mfu_table",
+    "mfu_measured", "final_top1", "final_top5", "time_to_accuracy_sec", "epochs_to_accuracy",
+    "wall_time_sec",
 )  # fmt: skip
 
 
@@ -131,6 +134,13 @@ def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
         row["steps_per_epoch"] = r.get("steps_per_epoch")
         row["best_top1"] = best_top1(r.get("eval_history"))
         row["telemetry"] = r.get("telemetry")
+        row["unstable"] = bool(r.get("unstable"))
+        row["unstable_reasons"] = "; ".join(r.get("unstable_reasons") or [])
+        straggler = r.get("straggler") or {}
+        row["straggler"] = (
+            f"rank {straggler['rank']} on {straggler.get('host')} ({straggler['slower_by']:.0%} slower on its own)"
+            if straggler else ""
+        )
         row["timestamp_utc"] = prov.get("timestamp_utc")
         row["settings_key"] = key_of(s)
         row["workload_key"] = key_of({k: s.get(k) for k in WORKLOAD_FIELDS})
@@ -139,6 +149,10 @@ def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     frame = pd.DataFrame(rows)
     for column in (*METRICS, "best_top1", "peak_lr", "steps_per_epoch"):
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
+    # The data-wait share that adds up with compute and exposed communication (the split's,
+    # along the critical rank), where the record has the split; rank 0's share otherwise.
+    split = frame["data_wait_sec_per_step"] / frame["step_time_mean_sec"]
+    frame["data_split_fraction"] = split.where(split.notna(), frame["data_wait_fraction"])
     return frame
 
 
@@ -151,6 +165,10 @@ def best_top1(history: Any) -> float | None:
 
 def workload_label(s: dict[str, Any]) -> str:
     return f"{s.get('model')} · {s.get('dataset')} · {s.get('image_size')} px · {s.get('device')} ({s.get('hardware')})"
+
+
+def _or_nan(value: float | None) -> float:
+    return float("nan") if value is None else float(value)
 
 
 def _product(a: Any, b: Any) -> int | None:
@@ -174,6 +192,7 @@ def summarize_repeats(frame: pd.DataFrame) -> pd.DataFrame:
         ok = group[group["status"] == "ok"]
         tput = ok["throughput_images_per_sec"].dropna()
         reached = ok["time_to_accuracy_sec"].dropna()
+        stats = summarize(list(tput))
         row = {k: first[k] for k in (*SETTING_FIELDS, "hardware", "num_nodes", "per_worker_batch",
                                       "recipe", "setting", "settings_key", "workload_key", "workload")}  # fmt: skip
         # Peak LR and epoch length follow from the settings: any run that recorded them will do.
@@ -194,10 +213,20 @@ def summarize_repeats(frame: pd.DataFrame) -> pd.DataFrame:
             throughput_std=tput.std(ddof=1) if len(tput) > 1 else float("nan"),
             throughput_min=tput.min() if len(tput) else float("nan"),
             throughput_max=tput.max() if len(tput) else float("nan"),
+            throughput_ci_low=_or_nan(stats and stats.ci_low),
+            throughput_ci_high=_or_nan(stats and stats.ci_high),
+            throughput_cv=_or_nan(stats and stats.cv),
+            throughput_olympic=_or_nan(stats and stats.olympic_mean),
             tta_reached=len(reached),
+            unstable_runs=int(group["unstable"].sum()),
+            unstable_reasons="; ".join(sorted({x for x in group["unstable_reasons"] if x})),
+            stragglers="; ".join(sorted({x for x in group["straggler"] if x})),
         )
         for metric in ("final_top1", "best_top1", "time_to_accuracy_sec", "epochs_to_accuracy", "data_wait_fraction",
-                       "compute_fraction", "comm_fraction", "step_time_p50_sec"):  # fmt: skip
+                       "data_split_fraction",
+                       "compute_fraction", "comm_fraction", "step_time_p50_sec", "step_time_mean_sec",
+                       "data_wait_sec_per_step", "compute_sec_per_step", "exposed_comm_sec_per_step",
+                       "achieved_tflops_per_device", "mfu_table", "mfu_measured"):  # fmt: skip
             values = ok[metric].dropna()
             row[metric + "_n"] = len(values)
             row[metric] = values.mean() if len(values) else float("nan")

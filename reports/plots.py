@@ -239,16 +239,42 @@ def plot_time_to_accuracy(summary: pd.DataFrame, workload: str, path: Path) -> P
 
 
 SPLIT_PARTS = (
-    ("data_wait_fraction", "data wait", "#e07b39"),
+    ("data_split_fraction", "data wait", "#e07b39"),
     ("compute_fraction", "compute", "#4c72b0"),
     ("comm_fraction", "exposed communication", "#c44e52"),
 )
 
 
+def plot_attribution(attributions: list, workload: str, path: Path) -> Path | None:
+    """Per scaling series and world size, the step time lost against the ideal, stacked by
+    part (data wait, compute, exposed communication); negative bars are time given back."""
+    from larsbench.reports.attribution import PARTS
+
+    if not attributions:
+        return None
+    fig, (ax,) = figure(1, workload, height=1.8 + 0.4 * len(attributions))
+    labels = [f"{a.series.label} · N={a.world_size}" for a in attributions]
+    colors = {"data": SPLIT_PARTS[0][2], "compute": SPLIT_PARTS[1][2], "comm": SPLIT_PARTS[2][2]}
+    positive = [0.0] * len(attributions)
+    negative = [0.0] * len(attributions)
+    for key, _, name in PARTS:
+        values = [a.lost_sec[key] * 1e3 for a in attributions]
+        lefts = [pos if v >= 0 else neg for v, pos, neg in zip(values, positive, negative)]
+        ax.barh(labels, values, left=lefts, color=colors[key], label=name)
+        positive = [pos + max(v, 0) for v, pos in zip(values, positive)]
+        negative = [neg + min(v, 0) for v, neg in zip(values, negative)]
+    ax.axvline(0, color="0.3", linewidth=0.8)
+    ax.invert_yaxis()
+    ax.set_xlabel("step time lost against ideal scaling (ms per step)")
+    ax.set_title("Where scaling efficiency goes", fontsize=10)
+    legend_below(ax, ncol=3)
+    return save(fig, path)
+
+
 def plot_step_split(summary: pd.DataFrame, workload: str, path: Path) -> Path | None:
     """Share of step time per setting: data wait, and compute / exposed communication where
     recorded; what no key accounts for is shown as one remainder bar."""
-    rows = summary[summary["data_wait_fraction"].notna()]
+    rows = summary[summary["data_split_fraction"].notna()]
     if rows.empty:
         return None
     separated = rows["compute_fraction"].notna().any() or rows["comm_fraction"].notna().any()
@@ -257,13 +283,13 @@ def plot_step_split(summary: pd.DataFrame, workload: str, path: Path) -> Path | 
     labels = [f"{r.backend} · N={r.world_size} · B={r.global_batch_size} · {r.recipe}" for r in rows.itertuples()]
     left = [0.0] * len(rows)
     for column, name, color in SPLIT_PARTS:
-        if column != "data_wait_fraction" and not separated:
+        if column != "data_split_fraction" and not separated:
             continue
         values = rows[column].fillna(0.0).clip(lower=0).tolist()
         ax.barh(labels, [v * 100 for v in values], left=[x * 100 for x in left], color=color, label=name)
         left = [a + b for a, b in zip(left, values)]
     ax.barh(labels, [max(0.0, 1 - x) * 100 for x in left], left=[x * 100 for x in left], color="#b8b8b8", label=rest_label)
-    for y, frac in enumerate(rows["data_wait_fraction"]):
+    for y, frac in enumerate(rows["data_split_fraction"]):
         ax.annotate(f"{frac * 100:.1f}% data wait", (100, y), xytext=(-4, 0), textcoords="offset points",
                     ha="right", va="center", fontsize=7.5)  # fmt: skip
     ax.invert_yaxis()

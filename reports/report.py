@@ -13,17 +13,18 @@ from typing import Any
 import pandas as pd
 
 from larsbench.reports import plots
+from larsbench.reports.attribution import PARTS, attribute
 from larsbench.reports.load import records_frame, summarize_repeats
 from larsbench.reports.render import Block, Bullets, Heading, PlotSpec, Table, Text, draw_plots, to_html, to_markdown
 from larsbench.reports.scaling import KINDS, Series, efficiency_index, scaling_series
 from larsbench.reports.study_report import study_blocks, telemetry_blocks
 
 MAIN_HEADERS = [
-    "backend", "recipe", "N", "global batch (N×micro×acc)", "runs ok/all", "images/s mean ± std",
-    "images/s min–max", "weak eff.", "strong eff.", "final top-1", "time to target (s)",
+    "backend", "recipe", "N", "global batch (N×micro×acc)", "runs ok/all", "images/s mean [95% CI]",
+    "CV", "olympic mean", "weak eff.", "strong eff.", "final top-1", "time to target (s)",
     "epochs to target", "status",
 ]  # fmt: skip
-MAIN_RIGHT = (2, 4, 5, 6, 7, 8, 9, 10, 11)
+MAIN_RIGHT = (2, 4, 5, 6, 7, 8, 9, 10, 11, 12)
 
 
 @dataclass
@@ -73,6 +74,17 @@ def _status_cell(row: pd.Series) -> str:
         text += f" (diverged at step {row['diverged_at']})"
     if row["errors"]:
         text += f": {row['errors']}"
+    if row["unstable_runs"]:
+        text += f"; unstable ×{row['unstable_runs']}"
+    if row["stragglers"]:
+        text += "; straggler"
+    return text
+
+
+def _throughput_cell(row: pd.Series) -> str:
+    text = _num(row["throughput_mean"])
+    if row["throughput_n"] > 1:
+        text += f" [{_num(row['throughput_ci_low'])}–{_num(row['throughput_ci_high'])}]"
     return text
 
 
@@ -82,21 +94,29 @@ def main_table(summary: pd.DataFrame, weak: list[Series], strong: list[Series]) 
     others = distinguishing_settings(summary)
     rows = []
     for _, r in summary.iterrows():
-        n = int(r["throughput_n"])
-        mean = _num(r["throughput_mean"])
-        if n > 1:
-            mean += f" ± {_num(r['throughput_std'])}"
-        spread = f"{_num(r['throughput_min'])}–{_num(r['throughput_max'])}" if n > 1 else "—"
         rows.append([
             str(r["backend"]), str(r["recipe"]) + others.get(r["settings_key"], ""), str(r["world_size"]),
             f"{r['global_batch_size']} = {r['world_size']}×{r['micro_batch_size']}×{r['accumulation_steps']}",
-            f"{r['ok_runs']}/{r['runs']}", mean, spread,
+            f"{r['ok_runs']}/{r['runs']}", _throughput_cell(r), _num(r["throughput_cv"], ".1%"),
+            _num(r["throughput_olympic"]),
             _eff_cell(weak_index, r["settings_key"], r["world_size"]),
             _eff_cell(strong_index, r["settings_key"], r["world_size"]),
             _num(r["final_top1"], ".1f", 100) + ("%" if not pd.isna(r["final_top1"]) else ""),
             _tta_cell(r), _num(r["epochs_to_accuracy"], ".2g"), _status_cell(r),
         ])  # fmt: skip
     return Table(MAIN_HEADERS, rows, MAIN_RIGHT)
+
+
+def flagged_notes(summary: pd.DataFrame) -> list[str]:
+    """Why a setting's runs were flagged unstable, and which rank the others waited for."""
+    notes = []
+    for _, r in summary.iterrows():
+        where = f"{r['backend']} · {r['recipe']} · N={r['world_size']} · B={r['global_batch_size']}"
+        if r["unstable_runs"]:
+            notes.append(f"Unstable ({r['unstable_runs']} of {r['runs']} run(s)), {where}: {r['unstable_reasons']}.")
+        if r["stragglers"]:
+            notes.append(f"Straggler, {where}: {r['stragglers']}.")
+    return notes
 
 
 # Settings the main table shows in columns of their own.
@@ -145,6 +165,27 @@ def efficiency_blocks(series: list[Series]) -> list[Block]:
     return blocks
 
 
+def attribution_blocks(series: list[Series], summary: pd.DataFrame, workload: str, prefix: Path, images: list[Path]) -> list[Block]:
+    """Where the efficiency lost from N₀ to N goes: data wait, compute, exposed communication."""
+    found = attribute([s for s in series if s.scales], summary)
+    blocks: list[Block] = [Heading("Where scaling efficiency goes", 4)]
+    if not found:
+        blocks.append(Text("Not computed: no scaling group has the step-time split (compute probe) at N₀ and at a larger N."))
+        return blocks
+    rows = []
+    for a in found:
+        cells = [f"{a.lost_sec[key] * 1e3:+.1f} ({_num(a.share(key), '.0%')})" for key, _, _ in PARTS]
+        rows.append([a.series.label, str(a.world_size), _num(a.efficiency, ".2f"), _num(a.step_sec * 1e3),
+                     _num(a.ideal_sec * 1e3), *cells])  # fmt: skip
+    headers = ["series", "N", "efficiency", "step ms", "ideal ms", *(f"{name} ms (share)" for _, _, name in PARTS)]
+    blocks.append(Table(headers, rows, (1, 2, 3, 4, 5, 6, 7)))
+    blocks.append(Bullets([a.sentence() for a in found]))
+    drawn, _ = draw_plots(prefix, [("attribution", "where scaling efficiency goes",
+                                    lambda p: plots.plot_attribution(found, workload, p), "")], images)  # fmt: skip
+    blocks.extend(drawn.values())
+    return blocks
+
+
 def non_ok_table(frame: pd.DataFrame) -> Table | None:
     bad = frame[frame["status"] != "ok"]
     if bad.empty:
@@ -176,8 +217,11 @@ def _overview(records: list[dict[str, Any]], frame: pd.DataFrame, sources: list[
         Heading("Scaling report", 1),
         Bullets(items),
         Text(
-            "Repeats are runs whose settings match except seed and run id; throughput shows the mean ± "
-            "sample std and the min–max over a setting's `ok` repeats. Efficiency(N) = T(N) / (N/N₀ · T(N₀)) "
+            "Repeats are runs whose settings match except seed, repeat index and run id; throughput shows "
+            "the mean over a setting's `ok` repeats with its 95% confidence interval (Student's t), the "
+            "coefficient of variation and, from 5 repeats on, MLPerf's olympic mean (without the fastest "
+            "and the slowest run). A run is *unstable* when its own step times say so (spread, stalls, a "
+            "shift mid-window, an unsettled warm-up); a *straggler* is a rank the others waited for. Efficiency(N) = T(N) / (N/N₀ · T(N₀)) "
             "against the baseline world size N₀ of its group: weak scaling holds the per-worker batch "
             "(micro × accumulation) fixed, strong scaling the global batch. Workloads (model, data, image "
             "size, device and hardware) are never mixed in one table or scaling group."
@@ -206,7 +250,11 @@ def build_report(
         weak = scaling_series(part, "weak", baseline_world_size)
         strong = scaling_series(part, "strong", baseline_world_size)
         blocks += [Heading(f"Workload {number}: {workload}"), main_table(part, weak, strong)]
+        flagged = flagged_notes(part)
+        if flagged:
+            blocks.append(Bullets(flagged))
         blocks += [Heading("Scaling efficiency", 3), *efficiency_blocks(weak + strong)]
+        blocks += attribution_blocks(weak + strong, part, workload, prefix, images)
         study: list[Block] = study_blocks(part, workload, prefix, images)
         blocks += _plot_blocks(part, weak + strong, workload, prefix, images, in_study=bool(study))
         blocks += study
@@ -247,9 +295,10 @@ def _plot_blocks(
         if name == "step-split":
             separated = summary["compute_fraction"].notna().any() or summary["comm_fraction"].notna().any()
             blocks.append(Text(
-                "Data wait vs compute vs exposed communication, from the recorded fractions."
+                "Data wait, compute (timed on a copy of the model with no gradient synchronisation) and exposed "
+                "communication (the rest of the step) along the critical rank."
                 if separated
-                else "Records hold only `data_wait_fraction` today: the bar splits data wait from the rest of "
+                else "These records hold only `data_wait_fraction`: the bar splits data wait from the rest of "
                 "the step (compute and communication together, not separated)."
             ))  # fmt: skip
     if in_study:

@@ -38,6 +38,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
                        help="results folder (default: the experiment's 'output', else ./results); scripts go to DIR/slurm/")  # fmt: skip
     slurm.add_argument("--submit", action="store_true", help="submit the scripts with sbatch and print the job ids")
     slurm.add_argument("--wait", action="store_true", help="submit, wait for every job; exit 0 only if all completed")
+    slurm.add_argument("--repeats", type=int, metavar="N", help="run every setting N times (array tasks); overrides the experiment's 'repeats'")
     slurm.add_argument("--poll-seconds", type=float, default=1.0, metavar="S", help="squeue polling interval for --wait")
     add_run_flags(slurm)
     add_option_flags(slurm)
@@ -53,7 +54,7 @@ def cmd_slurm(args: argparse.Namespace, console: Console) -> int:
         console.print(text, markup=False, highlight=False, soft_wrap=True)
 
     overrides = {name: getattr(args, name) for name in RUN_FIELDS if hasattr(args, name)}
-    experiment, section = sweep.load(args.experiment, overrides)
+    experiment, section = sweep.load(args.experiment, overrides, args.repeats)
     options = merge(section, flag_options(args))
     output = args.output or Path(experiment.output or "results")
     check_writable(output)

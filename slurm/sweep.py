@@ -48,7 +48,7 @@ class JobScript:
         )
 
 
-def load(path: str | Path | None, overrides: dict[str, Any]) -> tuple[Experiment, dict[str, Any]]:
+def load(path: str | Path | None, overrides: dict[str, Any], repeats: int | None = None) -> tuple[Experiment, dict[str, Any]]:
     """The experiment and its ``slurm:`` section (read here, so ``suite.config`` needs no
     knowledge of Slurm beyond accepting the key)."""
     if path is None and not overrides:
@@ -60,7 +60,7 @@ def load(path: str | Path | None, overrides: dict[str, Any]) -> tuple[Experiment
         source = str(path)
         doc = dict(read_experiment_file(Path(path)))
     section = doc.pop(SECTION, None)
-    return resolve_experiment(doc, overrides, source), section
+    return resolve_experiment(doc, overrides, source, repeats), section
 
 
 def safe_name(text: str) -> str:

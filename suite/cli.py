@@ -56,6 +56,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     run.add_argument("experiment", nargs="?", type=Path, help="experiment YAML; omit for the bundled default or a single run from flags")
     run.add_argument("--output", type=Path, help="results folder (default: the experiment's 'output', else ./results)")
     run.add_argument("--run-id", help="name a single run; running it again with the same id resumes it from its checkpoint")
+    run.add_argument("--repeats", type=int, metavar="N", help="run every setting N times (each record carries its repeat index); overrides the experiment's 'repeats'")
     run.add_argument("--verbose", action="store_true", help="stream every launcher's and library's output instead of writing it to OUTPUT/logs/")
     add_run_flags(run)
     run.set_defaults(handler=cmd_run)
@@ -80,7 +81,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     path = args.experiment
     if path is None and not overrides:
         path = bundled_experiment()
-    experiment = load_experiment(path, overrides)
+    experiment = load_experiment(path, overrides, args.repeats)
     output = args.output or Path(experiment.output or "results")
     console.print(f"larsbench: experiment {experiment.name!r}: {len(experiment.runs)} run(s) → {output}/results.jsonl")
     started = time.perf_counter()

@@ -36,7 +36,8 @@ class Experiment:
 
 
 # "slurm" holds the allocation for `larsbench slurm` (read by slurm/, ignored by local runs).
-EXPERIMENT_KEYS = ("name", "description", "output", "defaults", "runs", "sweep", "slurm")
+EXPERIMENT_KEYS = ("name", "description", "output", "repeats", "defaults", "runs", "sweep", "slurm")
+MAX_REPEATS = 1000
 
 BUNDLED_DIR = Path(__file__).parent / "experiments"
 
@@ -45,8 +46,11 @@ def bundled_experiment(name: str = "default") -> Path:
     return BUNDLED_DIR / f"{name}.yaml"
 
 
-def load_experiment(path: str | Path | None, overrides: dict[str, Any] | None = None) -> Experiment:
-    """Read an experiment file (or none: one run from the flags) and resolve every run."""
+def load_experiment(
+    path: str | Path | None, overrides: dict[str, Any] | None = None, repeats: int | None = None
+) -> Experiment:
+    """Read an experiment file (or none: one run from the flags) and resolve every run;
+    ``repeats`` (``--repeats``) overrides the file's."""
     overrides = overrides or {}
     if path is None:
         doc: dict[str, Any] = {"name": "cli", "defaults": {}}
@@ -54,7 +58,7 @@ def load_experiment(path: str | Path | None, overrides: dict[str, Any] | None = 
     else:
         source = str(path)
         doc = read_experiment_file(Path(path))
-    return resolve_experiment(doc, overrides, source)
+    return resolve_experiment(doc, overrides, source, repeats)
 
 
 def read_experiment_file(path: Path) -> dict[str, Any]:
@@ -78,8 +82,17 @@ def read_experiment_file(path: Path) -> dict[str, Any]:
     return doc
 
 
-def resolve_experiment(doc: dict[str, Any], overrides: dict[str, Any], source: str) -> Experiment:
+def resolve_experiment(doc: dict[str, Any], overrides: dict[str, Any], source: str, repeats: int | None = None) -> Experiment:
+    """Every cell of the experiment (runs × sweep, flags on top), each ``repeats`` times with
+    its repeat index: N records per setting, the sample the reports' statistics need."""
     _check_keys(doc, EXPERIMENT_KEYS, source)
+    if repeats is None:
+        repeats = doc.get("repeats", 1)
+        where = "repeats"
+    else:
+        where = "--repeats"
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or not 1 <= repeats <= MAX_REPEATS:
+        raise ConfigError(where, f"must be a whole number of runs per setting from 1 to {MAX_REPEATS} (got {repeats!r})")
     name = _optional_text(doc, "name", source) or Path(source).stem
     description = _optional_text(doc, "description", source) or ""
     output = _optional_text(doc, "output", source)
@@ -105,8 +118,10 @@ def resolve_experiment(doc: dict[str, Any], overrides: dict[str, Any], source: s
                 ("flags", overrides),
             ]
             spec = build_spec(cell_layers)
-            if spec not in specs:
-                specs.append(spec)
+            for repeat in range(repeats):
+                copy = dataclasses.replace(spec, repeat=repeat)
+                if copy not in specs:
+                    specs.append(copy)
     return Experiment(name=name, description=description, output=output, runs=tuple(specs))
 
 

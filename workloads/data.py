@@ -46,6 +46,7 @@ class RankData:
     train: TrainBatches
     val: DataLoader | None
     train_samples: int  # whole train set, all ranks
+    input_shape: tuple[int, ...] = (3, 32, 32)  # one image as the model sees it (channels, height, width)
 
     def steps_per_epoch(self, accumulation_steps: int) -> int:
         return len(self.train) // accumulation_steps
@@ -81,7 +82,7 @@ def _cache_dir() -> Path:
 def build_rank_data(spec: RunSpec, rank: int, world_size: int, device: torch.device) -> RankData:
     if spec.dataset == "synthetic":
         train = SyntheticBatches(spec, rank, world_size, device)
-        return RankData(train=train, val=None, train_samples=spec.synthetic_samples)
+        return RankData(train=train, val=None, train_samples=spec.synthetic_samples, input_shape=(3, spec.image_size, spec.image_size))
     if spec.data_dir is None:
         raise ValueError(f"dataset {spec.dataset!r} needs data_dir (prepare() sets it)")
     return _imagefolder(spec, Path(spec.data_dir).expanduser(), rank, world_size, device)
@@ -224,4 +225,7 @@ def _imagefolder(spec: RunSpec, root: Path, rank: int, world_size: int, device: 
         shuffle=False,
         **common,
     )
-    return RankData(train=_EpochLoader(train, indices, spec.micro_batch_size), val=val, train_samples=len(train_set))
+    return RankData(
+        train=_EpochLoader(train, indices, spec.micro_batch_size), val=val, train_samples=len(train_set),
+        input_shape=(3, spec.image_size, spec.image_size),
+    )

@@ -1,4 +1,5 @@
 import json
+import random
 import re
 
 import pytest
@@ -50,8 +51,27 @@ def test_a_difference_inside_the_repeats_spread_is_noise():
     assert verdicts(result)[("N=1", "throughput")] == "noise" and result.exit_code == 0
     single = compare([record(throughput_images_per_sec=110.0)], [record(throughput_images_per_sec=100.0)])
     assert verdicts(single)[("N=1", "throughput")] == "regression"  # no repeats: the threshold decides
-    apart = compare(base, [record(seed=s, throughput_images_per_sec=t) for s, t in [(0, 80.0), (1, 90.0)]])
-    assert verdicts(apart)[("N=1", "throughput")] == "regression"  # ranges apart: a real drop
+    tight = [record(seed=s, throughput_images_per_sec=t) for s, t in [(0, 100.0), (1, 102.0)]]
+    apart = compare(tight, [record(seed=s, throughput_images_per_sec=t) for s, t in [(0, 80.0), (1, 82.0)]])
+    assert verdicts(apart)[("N=1", "throughput")] == "regression"  # far beyond the noise: a real drop
+
+
+def repeats(mean: float, cv: float, seed: int, n: int = 5) -> list[dict]:
+    rng = random.Random(seed)
+    return [record(seed=i, throughput_images_per_sec=mean * (1 + rng.gauss(0, cv))) for i in range(n)]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_a_real_10_percent_drop_in_2_percent_noise_is_caught_with_5_repeats(seed):
+    result = compare(repeats(100.0, 0.02, seed), repeats(90.0, 0.02, seed + 1000))
+    assert verdicts(result)[("N=1", "throughput")] == "regression" and result.exit_code == 1
+
+
+def test_noise_alone_is_not_a_regression():
+    """Same distribution on both sides, 2% CV, 5 repeats: over 200 pairs the gate fires on none
+    (a false alarm needs a significant difference *and* one beyond the 5% tolerance)."""
+    alarms = sum(compare(repeats(100.0, 0.02, s), repeats(100.0, 0.02, s + 1000)).exit_code for s in range(200))
+    assert alarms == 0
 
 
 def test_direction_awareness():

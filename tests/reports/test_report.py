@@ -33,14 +33,15 @@ def test_report_writes_markdown_html_and_embedded_plots(tmp_path, cli):
     assert "<link" not in html and "<script" not in html and "http" not in html.replace("http-equiv", "")
 
     # The main table: repeats with spread, efficiencies, and every run that did not finish ok.
-    assert "| ddp | lars+warmup0.5 | 1 | 8 = 1×8×1 | 2/2 | 105.0 ± 7.1 | 100.0–110.0 | 1.00 (N₀) | 1.00 (N₀) |" in md
-    assert "| ddp | lars+warmup0.5 | 2 | 16 = 2×8×1 | 1/1 | 180.0 | — | 0.86 | — |" in md  # 180 / (2 × 105)
-    assert "| ddp | lars+warmup0.5 | 2 | 8 = 2×4×1 | 1/1 | 150.0 | — | — | 0.71 |" in md  # 150 / (2 × 105)
+    # 105 ± t(0.975, 1) · 7.07 / √2 = 105 ± 63.5; CV 7.07 / 105
+    assert "| ddp | lars+warmup0.5 | 1 | 8 = 1×8×1 | 2/2 | 105.0 [41.5–168.5] | 6.7% | — | 1.00 (N₀) | 1.00 (N₀) |" in md
+    assert "| ddp | lars+warmup0.5 | 2 | 16 = 2×8×1 | 1/1 | 180.0 | — | — | 0.86 | — |" in md  # 180 / (2 × 105)
+    assert "| ddp | lars+warmup0.5 | 2 | 8 = 2×4×1 | 1/1 | 150.0 | — | — | — | 0.71 |" in md  # 150 / (2 × 105)
     assert "failed: rank3: NCCL timeout" in md
     assert "diverged (diverged at step 7)" in md
     assert "not reached (40%)" in md  # the SGD linear run missed the target
     assert "| 0/1 | — |" in md
-    assert "Records hold only `data_wait_fraction` today" in md
+    assert "These records hold only `data_wait_fraction`" in md
     assert "## Runs that did not finish ok" in md and "rank3: NCCL timeout" in md.split("did not finish ok")[1]
 
 
@@ -55,7 +56,7 @@ def test_missing_baseline_is_stated_and_single_world_sizes_are_explained(tmp_pat
     assert "no baseline" in md  # in the main table's weak-efficiency column
     assert "Not computed: no global batch was run at more than one world size." in md
     assert "No scaling efficiency vs workers plot" in md
-    assert "compute vs exposed communication, from the recorded fractions" in md
+    assert "exposed communication (the rest of the step) along the critical rank" in md
 
 
 def test_a_report_of_failed_runs_only_says_why_nothing_is_plotted(tmp_path, cli):
@@ -71,3 +72,38 @@ def test_a_report_of_failed_runs_only_says_why_nothing_is_plotted(tmp_path, cli)
 def test_report_bad_input_exits_2(tmp_path, cli):
     code, out = cli("report", tmp_path / "nope.jsonl", "-o", tmp_path / "out")
     assert code == 2 and "RESULTS: " in out and "no such results file" in out
+
+
+def test_repeats_show_their_confidence_interval_cv_and_olympic_mean(tmp_path, cli):
+    values = [100.0, 104.0, 96.0, 102.0, 98.0]  # mean 100, std 3.16
+    records = [record(seed=i, throughput_images_per_sec=v) for i, v in enumerate(values)]
+    records[2].update(unstable=True, unstable_reasons=["step time shifted at step 30 of the window: 80 → 120 ms"])
+    records[3]["straggler"] = {"rank": 1, "host": "node7", "slower_by": 0.4, "own_sec_per_step": 0.14,
+                               "others_median_sec_per_step": 0.1}  # fmt: skip
+    code, _ = cli("report", write(tmp_path / "r.jsonl", records), "-o", tmp_path / "out")
+    assert code == 0
+    md = (tmp_path / "out" / "report.md").read_text()
+    # 100 ± t(0.975, 4) · 3.162 / √5 = 100 ± 3.93; olympic mean drops 96 and 104: (98 + 100 + 102) / 3
+    assert "| 5/5 | 100.0 [96.1–103.9] | 3.2% | 100.0 |" in md
+    assert "ok; unstable ×1; straggler |" in md
+    assert "Unstable (1 of 5 run(s)), ddp · lars+warmup0.5 · N=1 · B=8: step time shifted at step 30 of the window: 80 → 120 ms." in md
+    assert "Straggler, ddp · lars+warmup0.5 · N=1 · B=8: rank 1 on node7 (40% slower on its own)." in md
+
+
+def split(world_size: int, data: float, compute: float, comm: float, **extra) -> dict:
+    step = data + compute + comm
+    return record(world_size=world_size, data_wait_sec_per_step=data, compute_sec_per_step=compute,
+                  exposed_comm_sec_per_step=comm, step_time_mean_sec=step, compute_fraction=compute / step,
+                  comm_fraction=comm / step, throughput_images_per_sec=8 * world_size / step, **extra)  # fmt: skip
+
+
+def test_lost_scaling_efficiency_is_attributed_to_its_parts(tmp_path, cli):
+    # weak scaling, per-worker batch 8: at N=2 the step grows by 40 ms, 30 of them exposed communication
+    records = [split(1, 0.010, 0.100, 0.000), split(2, 0.016, 0.104, 0.030)]
+    code, _ = cli("report", write(tmp_path / "r.jsonl", records), "-o", tmp_path / "out")
+    assert code == 0
+    md = (tmp_path / "out" / "report.md").read_text()
+    section = md.split("#### Where scaling efficiency goes")[1]
+    assert "| 2 | 0.73 | 150.0 | 110.0 | +6.0 (15%) | +4.0 (10%) | +30.0 (75%) |" in section
+    assert "at 2 ranks (N₀ = 1) (efficiency 0.73), 75% of the lost step time is exposed communication; 15% data wait, 10% compute." in section
+    assert (tmp_path / "out" / "w1-tiny-cnn-attribution.png").read_bytes().startswith(b"\x89PNG")

@@ -117,3 +117,23 @@ def test_a_global_batch_resolves_to_micro_batches_and_accumulation(batch, micro,
     spec = build_spec([("defaults", {"world_size": 2, "micro_batch_size": 64, "global_batch_size": batch, "synthetic_samples": 32768})])
     assert (spec.micro_batch_size, spec.accumulation_steps, spec.global_batch_size) == (micro, accumulation, batch)
     assert spec.world_size * spec.micro_batch_size * spec.accumulation_steps == batch
+
+
+def test_repeats_give_every_setting_n_runs_with_their_index():
+    from larsbench.suite.config import resolve_experiment
+
+    doc = {"repeats": 3, "defaults": {"model": "tiny_cnn"}, "sweep": {"optimizer": ["lars", "sgd"]}}
+    runs = resolve_experiment(doc, {}, "exp.yaml").runs
+    assert [(r.optimizer, r.repeat) for r in runs] == [("lars", 0), ("lars", 1), ("lars", 2), ("sgd", 0), ("sgd", 1), ("sgd", 2)]
+    assert len({r.label for r in runs}) == 2  # repeats share their setting's label
+    assert [r.repeat for r in resolve_experiment(doc, {}, "exp.yaml", repeats=1).runs] == [0, 0]  # --repeats wins
+
+
+@pytest.mark.parametrize(("doc", "flag", "key"), [({"repeats": 0}, None, "repeats"), ({"repeats": "5"}, None, "repeats"),
+                                                  ({}, 0, "--repeats"), ({}, 10**6, "--repeats")])  # fmt: skip
+def test_bad_repeats_are_refused_naming_the_key(doc, flag, key):
+    from larsbench.suite.config import resolve_experiment
+
+    with pytest.raises(ConfigError) as info:
+        resolve_experiment(doc, {}, "exp.yaml", flag)
+    assert info.value.key == key and "from 1 to 1000" in info.value.message
