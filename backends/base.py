@@ -144,6 +144,20 @@ class Backend(ABC):
             dist.broadcast(tensor, src=src)
         return tensor
 
+    def all_gather(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Every rank's ``tensor``, concatenated along the first dimension in rank order."""
+        out = tensor.new_empty((self.world_size * tensor.shape[0], *tensor.shape[1:]))
+        if self.world_size > 1:
+            dist.all_gather_into_tensor(out, tensor)
+        else:
+            out.copy_(tensor)
+        return out
+
+    def transport(self) -> dict[str, Any]:
+        """How this backend's collectives really travel (for fairness between backends):
+        ``collectives`` is the transport its gradient all-reduce uses on this run's device."""
+        return {"library": "torch.distributed", "collectives": dist.get_backend() if dist.is_initialized() else None}
+
     def barrier(self) -> None:
         if self.world_size > 1:
             dist.barrier()

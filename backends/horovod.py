@@ -20,6 +20,7 @@ import socket
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -108,6 +109,20 @@ class HorovodBackend(Backend):
 
     def broadcast_(self, tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
         return self.hvd.broadcast_(tensor, root_rank=src)
+
+    def all_gather(self, tensor: torch.Tensor) -> torch.Tensor:
+        return self.hvd.allgather(tensor)
+
+    def transport(self) -> dict[str, Any]:
+        hvd = self.hvd
+        built = {"nccl": hvd.nccl_built(), "gloo": hvd.gloo_built(), "mpi": hvd.mpi_built(), "cuda": hvd.cuda_built()}
+        # CUDA tensors go through NCCL when it is built in; otherwise Horovod stages them through
+        # host memory and its CPU operations (gloo here).
+        if self.device.type == "cuda":
+            collectives = "nccl" if built["nccl"] else "gloo (CUDA tensors through host memory)"
+        else:
+            collectives = "mpi" if hvd.mpi_enabled() else "gloo"
+        return {"library": "horovod", "collectives": collectives, "built": built}
 
     def barrier(self) -> None:
         self.hvd.barrier()

@@ -17,6 +17,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from larsbench.core.device import synchronize
+
 # Dense (no structured sparsity) tensor-core peaks in TFLOP/s from NVIDIA's datasheets, by the
 # name torch.cuda.get_device_name reports. fp32 training runs convolutions in TF32 by default
 # (torch.backends.cudnn.allow_tf32), so "tf32" is their denominator; "fp32" is for code that
@@ -79,17 +81,12 @@ def measured_peak_tflops(device: torch.device, key: str, seconds: float = 0.5) -
         best = 0.0
         deadline = time.perf_counter() + seconds
         while time.perf_counter() < deadline or best == 0.0:
-            _sync(device)
+            synchronize(device)
             start = time.perf_counter()
             for _ in range(4):
                 torch.mm(a, b)
-            _sync(device)
+            synchronize(device)
             best = max(best, 4 * 2 * size**3 / (time.perf_counter() - start) / 1e12)
     finally:
         torch.backends.cuda.matmul.allow_tf32 = previous
     return best
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)

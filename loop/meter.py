@@ -6,10 +6,7 @@ import time
 
 import torch
 
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+from larsbench.core.device import synchronize
 
 
 class ThroughputWindow:
@@ -35,7 +32,7 @@ class ThroughputWindow:
         self.paused = 0.0
 
     def _sync_now(self) -> float:
-        _synchronize(self.device)
+        synchronize(self.device)
         self.backend.barrier()
         return time.perf_counter()
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from larsbench.core.device import synchronize
 from larsbench.core.precision import Precision
 from larsbench.loop.flops import training_flops_per_image
 
@@ -74,10 +75,10 @@ def probe_compute(
 
         timings = []
         for index in range(warmup + steps):
-            _sync(device)
+            synchronize(device)
             start = time.perf_counter()
             step()
-            _sync(device)
+            synchronize(device)
             if index >= warmup:
                 timings.append(time.perf_counter() - start)
         del forward, twin, optimizer
@@ -103,8 +104,3 @@ def gather_texts(backend, text: str, rank: int, world_size: int, device: torch.d
     """Every rank's ``text`` (host names, device names), through ``gather_rows``."""
     rows = gather_rows(backend, list(text.encode()), rank, world_size, device)
     return [bytes(int(b) for b in row).decode(errors="replace") for row in rows]
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)

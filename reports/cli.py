@@ -61,17 +61,20 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_report(args: argparse.Namespace, console: Console) -> int:
+    from larsbench.reports.comm import load_comm
     from larsbench.reports.load import load_records_with_folders
     from larsbench.reports.report import build_report
 
     if args.baseline_world_size is not None and args.baseline_world_size < 1:
         raise ConfigError("--baseline-world-size", "must be a positive number of workers")
-    records, folders = load_records_with_folders(args.results)
+    comm = load_comm(args.results)
+    records, folders = load_records_with_folders(args.results, missing_ok=bool(comm))
     try:
-        files = build_report(records, args.output, [str(p) for p in args.results], args.baseline_world_size, folders)
+        files = build_report(records, args.output, [str(p) for p in args.results], args.baseline_world_size, folders, comm)
     except OSError as exc:
         raise ConfigError("--output", f"cannot write the report to {args.output} ({exc.strerror or exc})") from None
-    console.print(f"report of {len(records)} run(s): {files.markdown}, {files.html} and {len(files.images)} plot(s) in {args.output}")
+    extra = f" and {len(comm)} collective measurement(s)" if comm else ""
+    console.print(f"report of {len(records)} run(s){extra}: {files.markdown}, {files.html} and {len(files.images)} plot(s) in {args.output}")
     return 0
 
 

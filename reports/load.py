@@ -46,14 +46,17 @@ def load_records(paths: Iterable[str | Path], option: str = "RESULTS") -> list[d
 
 
 def load_records_with_folders(
-    paths: Iterable[str | Path], option: str = "RESULTS"
+    paths: Iterable[str | Path], option: str = "RESULTS", missing_ok: bool = False
 ) -> tuple[list[dict[str, Any]], dict[str, Path]]:
     """``load_records``, plus run id → the folder of the results file its kept record came
-    from: a record's side files (``telemetry``) are paths relative to that folder."""
+    from: a record's side files (``telemetry``) are paths relative to that folder.
+    ``missing_ok``: inputs that hold no run records are fine (a report of collectives only)."""
     records: list[dict[str, Any]] = []
     folder_of: dict[int, Path] = {}
     for path in map(Path, paths):
         target = path / "results.jsonl" if path.is_dir() else path
+        if missing_ok and (target.name == "comm.jsonl" or not target.exists()):
+            continue
         if not target.is_file():
             raise ConfigError(option, f"{target}: no such results file")
         try:
@@ -64,7 +67,7 @@ def load_records_with_folders(
             raise ConfigError(option, f"{target}: holds no result records")
         records.extend(found)
         folder_of.update((id(r), target.parent) for r in found)
-    if not records:
+    if not records and not missing_ok:
         raise ConfigError(option, "no result files given")
     kept = latest_per_run(records)
     return kept, {str(r.get("run_id")): folder_of[id(r)] for r in kept}

@@ -14,6 +14,7 @@ import pandas as pd
 
 from larsbench.reports import plots
 from larsbench.reports.attribution import PARTS, attribute
+from larsbench.reports.comm import comm_blocks
 from larsbench.reports.load import records_frame, summarize_repeats
 from larsbench.reports.render import Block, Bullets, Heading, PlotSpec, Table, Text, draw_plots, to_html, to_markdown
 from larsbench.reports.scaling import KINDS, Series, efficiency_index, scaling_series
@@ -235,14 +236,19 @@ def build_report(
     sources: list[str],
     baseline_world_size: int | None = None,
     folders: dict[str, Path] | None = None,
+    comm: list[dict[str, Any]] | None = None,
 ) -> ReportFiles:
     """``folders``: run id → folder of its results file, against which a record's relative
     ``telemetry`` path resolves (see ``load_records_with_folders``); else the working directory."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    images: list[Path] = []
+    if not records:
+        blocks = [Heading("Scaling report", 1), Bullets([f"Sources: {', '.join(f'`{s}`' for s in sources)}", "No training runs."])]
+        blocks += comm_blocks(comm or [], [], out_dir / "comm", images)
+        return _write(blocks, out_dir, images)
     frame = records_frame(records)
     summary = summarize_repeats(frame)
     blocks = _overview(records, frame, sources, baseline_world_size)
-    images: list[Path] = []
     for number, (_, part) in enumerate(summary.groupby("workload", sort=True), start=1):
         part = part.reset_index(drop=True)
         workload = part.iloc[0]["workload"]
@@ -260,9 +266,14 @@ def build_report(
         blocks += study
         runs = frame[frame["workload_key"] == part.iloc[0]["workload_key"]]
         blocks += telemetry_blocks(runs, folders or {}, workload, prefix, images)
+    blocks += comm_blocks(comm or [], records, out_dir / "comm", images)
     bad = non_ok_table(frame)
     blocks += [Heading("Runs that did not finish ok")]
     blocks += [bad] if bad is not None else [Text("None: every run finished with status `ok`.")]
+    return _write(blocks, out_dir, images)
+
+
+def _write(blocks: list[Block], out_dir: Path, images: list[Path]) -> ReportFiles:
     md = out_dir / "report.md"
     html = out_dir / "report.html"
     md.write_text(to_markdown(blocks, out_dir), encoding="utf-8")

@@ -61,6 +61,21 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     add_run_flags(run)
     run.set_defaults(handler=cmd_run)
 
+    comm = commands.add_parser(
+        "comm", help="measure each backend's all-reduce, all-gather and broadcast over message sizes",
+        description="Each backend's collectives through its own API over a sweep of message sizes, with "
+        "algorithm and bus bandwidth as nccl-tests defines them; records go to OUTPUT/comm.jsonl.",
+    )
+    comm.add_argument("--backend", action="append", metavar="NAME", help="backend to measure (repeatable; default: every installed one)")
+    comm.add_argument("--world-size", type=int, default=2, metavar="N", help="ranks on this machine (default 2)")
+    comm.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    comm.add_argument("--min-bytes", default="4K", metavar="SIZE", help="smallest message (default 4K)")
+    comm.add_argument("--max-bytes", default="256M", metavar="SIZE", help="largest message (default 256M)")
+    comm.add_argument("--operations", default="all_reduce,all_gather,broadcast", help="comma-separated (default: all three)")
+    comm.add_argument("--iterations", type=int, default=20, metavar="N", help="timed collectives per size, at most (default 20)")
+    comm.add_argument("--output", type=Path, default=Path("results"), help="folder for comm.jsonl (default ./results)")
+    comm.set_defaults(handler=cmd_comm)
+
     data = commands.add_parser("data", help="data sets")
     data_commands = data.add_subparsers(dest="data_command", required=True)
     generate = data_commands.add_parser("generate", help="write a learnable image set in ImageFolder layout")
@@ -110,3 +125,30 @@ def cmd_data_generate(args: argparse.Namespace, console: Console) -> int:
     console.print(f"wrote {args.num_classes} classes × ({args.train_per_class} train + {args.val_per_class} val) images to {root}")
     return 0
 
+
+
+def cmd_comm(args: argparse.Namespace, console: Console) -> int:
+    from larsbench.backends.registry import backend_names, get_backend
+    from larsbench.suite.comm import comm_table, parse_size, run_comm, size_sweep
+
+    if args.world_size < 1:
+        raise ConfigError("--world-size", "must be at least 1")
+    if args.iterations < 3:
+        raise ConfigError("--iterations", "must be at least 3 (a median needs a few)")
+    smallest, largest = parse_size(args.min_bytes, "--min-bytes"), parse_size(args.max_bytes, "--max-bytes")
+    if smallest > largest:
+        raise ConfigError("--min-bytes", f"{args.min_bytes} is larger than --max-bytes {args.max_bytes}")
+    backends = args.backend or [name for name in backend_names() if _installed(get_backend(name))]
+    operations = [op.strip() for op in args.operations.split(",") if op.strip()]
+    started = time.perf_counter()
+    records = run_comm(backends, args.world_size, args.device, size_sweep(smallest, largest), operations, args.iterations, args.output, console)
+    console.print(comm_table(records, f"collectives: {len(records)} measurement(s) in {time.perf_counter() - started:.0f} s → {args.output / 'comm.jsonl'}"))
+    return 0 if {r["backend"] for r in records} == set(backends) else 1
+
+
+def _installed(backend) -> bool:
+    try:
+        backend.check_available()
+    except ConfigError:
+        return False
+    return True

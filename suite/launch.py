@@ -62,12 +62,7 @@ def launch_run(
         "--results", str(results),
         "--experiment", experiment,
     ]  # fmt: skip
-    env = dict(os.environ)
-    # Ranks on one machine share its cores; unset, every rank would spawn a thread per core.
-    env.setdefault("OMP_NUM_THREADS", str(threads_per_rank(spec.world_size)))
-    # No working directory on the ranks' sys.path (Python >= 3.11): a folder named like a
-    # module larsbench or a library imports can never shadow it.
-    env["PYTHONSAFEPATH"] = "1"
+    env = rank_environment(spec.world_size)
     files.clear_rank_files()  # an earlier attempt at this run id (a resume) left its own
     files.progress.unlink(missing_ok=True)
     files.log.parent.mkdir(parents=True, exist_ok=True)
@@ -100,6 +95,17 @@ def launch_run(
             console.print(f"[dim]last lines of {escape(str(files.log))}:[/dim]")
             console.print(escape("\n".join(tail)), markup=True, highlight=False, soft_wrap=True)
     return append_failure(spec, files, experiment, f"{reasons} ({log_note})")
+
+
+def rank_environment(nprocs: int) -> dict[str, str]:
+    """The environment local ranks start with."""
+    env = dict(os.environ)
+    # Ranks on one machine share its cores; unset, every rank would spawn a thread per core.
+    env.setdefault("OMP_NUM_THREADS", str(threads_per_rank(nprocs)))
+    # No working directory on the ranks' sys.path (Python >= 3.11): a folder named like a
+    # module larsbench or a library imports can never shadow it.
+    env["PYTHONSAFEPATH"] = "1"
+    return env
 
 
 def _follow(process: subprocess.Popen, files: RunFiles, console: Console, show: bool) -> int:

@@ -19,6 +19,7 @@ import torch
 
 from larsbench.backends.registry import get_backend
 from larsbench.core import environment
+from larsbench.core.device import pick_device
 from larsbench.core.errors import ConfigError, error_line
 from larsbench.core.layout import RunFiles
 from larsbench.core.preemption import EXIT_PREEMPTED, PreemptionNotice
@@ -28,14 +29,6 @@ from larsbench.loop.eventlog import EventLog
 from larsbench.loop.record import build_record
 from larsbench.loop.trainer import RunContext, train
 from larsbench.suite.config import build_spec
-
-
-def pick_device(requested: str, local_rank: int) -> torch.device:
-    if requested == "cpu" or (requested == "auto" and not torch.cuda.is_available()):
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise ConfigError("device", "cuda was requested but no CUDA device is visible; use --device cpu")
-    return torch.device("cuda", local_rank % torch.cuda.device_count())
 
 
 def main(argv: list[str] | None = None) -> int:

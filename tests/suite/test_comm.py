@@ -1,0 +1,63 @@
+"""``larsbench comm``: sizes, nccl-tests' bandwidth formulas, and real collectives through
+each backend's own API."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from larsbench.core.errors import ConfigError
+from larsbench.suite.comm import parse_size, size_sweep
+from larsbench.suite.comm_worker import bus_factor
+from tests.conftest import larsbench
+
+
+def test_sizes_parse_and_sweep_in_powers_of_two():
+    assert parse_size("4K", "--min-bytes") == 4096 and parse_size("256M", "--max-bytes") == 256 * 2**20
+    assert parse_size("1GiB", "x") == 2**30 and parse_size("64", "x") == 64
+    assert size_sweep(4096, 32768) == [4096, 8192, 16384, 32768]
+    assert size_sweep(4096, 4096) == [4096] and size_sweep(4096, 10000) == [4096, 8192, 10000]
+    for bad in ("lots", "4X", "2"):
+        with pytest.raises(ConfigError) as info:
+            parse_size(bad, "--max-bytes")
+        assert info.value.key == "--max-bytes"
+
+
+def test_bus_bandwidth_factors_are_nccl_tests():
+    assert bus_factor("all_reduce", 8) == pytest.approx(1.75)
+    assert bus_factor("all_gather", 8) == pytest.approx(0.875)
+    assert bus_factor("broadcast", 8) == 1.0
+    assert bus_factor("all_reduce", 1) == 0.0
+
+
+@pytest.mark.parametrize(("args", "key"), [(["--world-size", "0"], "--world-size"), (["--iterations", "1"], "--iterations"),
+                                           (["--min-bytes", "1M", "--max-bytes", "4K"], "--min-bytes"),
+                                           (["--operations", "all_to_all"], "--operations"), (["--backend", "mpi"], "--backend")])  # fmt: skip
+def test_bad_comm_flags_exit_2_with_one_line(tmp_path, args, key):
+    done = larsbench("comm", *args, "--output", str(tmp_path / "out"))
+    assert done.returncode == 2 and done.stderr.startswith(f"larsbench: error: {key}: "), done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and not (tmp_path / "out" / "comm.jsonl").exists()
+
+
+@pytest.mark.multiprocess
+@pytest.mark.parametrize("backend", ["ddp", "deepspeed", "horovod"])
+def test_each_backend_measures_its_collectives(tmp_path, backend):
+    out = tmp_path / "out"
+    done = larsbench("comm", "--backend", backend, "--world-size", "2", "--min-bytes", "4K", "--max-bytes", "16K",
+                     "--iterations", "3", "--device", "cpu", "--output", str(out))  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    records = [json.loads(line) for line in (out / "comm.jsonl").read_text().splitlines()]
+    assert sorted({(r["operation"], r["bytes"]) for r in records}) == sorted(
+        (op, size) for op in ("all_reduce", "all_gather", "broadcast") for size in (4096, 8192, 16384)
+    )
+    for r in records:
+        assert r["backend"] == backend and r["world_size"] == 2 and r["iterations"] == 3
+        assert r["algbw_gbps"] == pytest.approx(r["bytes"] / r["time_sec"] / 1e9)
+        assert r["busbw_gbps"] == pytest.approx(r["algbw_gbps"] * bus_factor(r["operation"], 2))
+        assert r["transport"]["collectives"] == "gloo" and len(r["hosts"]) == 2
+        assert r["time_min_sec"] <= r["time_sec"] <= r["time_max_sec"]
+    report = larsbench("report", str(out), "-o", str(tmp_path / "report"))
+    assert report.returncode == 0, report.stderr
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "## Collectives (larsbench comm)" in md and (tmp_path / "report" / "comm-busbw.png").is_file()
