@@ -139,6 +139,12 @@ class RunSpec:
     collective_timeout_sec: Annotated[
         PositiveFloat, _doc("a rank waiting longer than this on its peers fails the run", BOOKKEEPING)
     ] = 600.0
+    mlperf: Annotated[
+        dict[str, str] | None,
+        _doc("MLPerf submission fields for the event log: org, platform (default: the hardware), "
+             "division (open, closed; default open), status (research, onprem, cloud, preview; "
+             "default research)", BOOKKEEPING),
+    ] = None
 
     @property
     def label(self) -> str:

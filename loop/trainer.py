@@ -29,12 +29,13 @@ from larsbench.core.files import atomic_write
 from larsbench.core.spec import RunSpec, resume_differences
 from larsbench.loop import telemetry
 from larsbench.loop.checkpoint import Checkpointer
-from larsbench.loop.eventlog import EventLog
+from larsbench.loop.eventlog import EventLog, log_run_setup
 from larsbench.loop.flops import measured_peak_tflops, peak_key
 from larsbench.loop.meter import StepClock, ThroughputWindow
 from larsbench.loop.metrics import RunMetrics
 from larsbench.loop.probe import gather_rows, gather_texts, probe_compute
 from larsbench.loop.progress import RankProgress
+from larsbench.loop.provenance import cpu_model
 from larsbench.workloads.data import build_rank_data
 from larsbench.workloads.models import build_model
 from larsbench.workloads.optimizers import build_optimizer
@@ -51,6 +52,7 @@ class RunContext:
     events: EventLog = field(default_factory=lambda: EventLog(None))
     preemption: PreemptionNotice | None = None
     queue_sec: float | None = None  # how long this start waited in the scheduler's queue
+    platform_nodes: int = 1  # nodes the run spans (for the event log's system description)
     process_start: float = field(default_factory=time.perf_counter)
 
 
@@ -146,12 +148,12 @@ class Trainer:
         self.metrics.allreduce_bytes_per_step = sum(
             p.numel() * p.element_size() for p in module.parameters() if p.requires_grad
         )
-        for key, value in (
-            ("global_batch_size", spec.global_batch_size), ("opt_name", spec.optimizer),
-            ("opt_base_learning_rate", self.metrics.peak_lr), ("opt_learning_rate_warmup_steps", self.warmup_steps),
-            ("train_samples", self.data.train_samples),
-        ):  # fmt: skip
-            self.events.event(key, value)
+        log_run_setup(
+            self.events, spec, platform=_platform(device, world_size, ctx.platform_nodes), nodes=ctx.platform_nodes,
+            ranks_per_node=max(1, world_size // ctx.platform_nodes), peak_lr=self.metrics.peak_lr,
+            total_steps=self.total_steps, warmup_steps=self.warmup_steps, train_samples=self.data.train_samples,
+            eval_samples=self.data.val_samples,
+        )  # fmt: skip
 
         self.losses = LossLog(backend)
         self.clock = StepClock(device)
@@ -364,6 +366,15 @@ class Trainer:
             return False
         flag = torch.tensor([1.0 if self.ctx.preemption.requested else 0.0], device=self.device)
         return bool(self.backend.all_reduce(flag, "sum").item() > 0)
+
+
+def _platform(device: torch.device, world_size: int, nodes: int) -> str:
+    """The system, as MLPerf's submission_platform: ranks and what each one runs on."""
+    if device.type == "cuda":
+        what = torch.cuda.get_device_name(device)
+    else:
+        what = f"CPU ranks ({cpu_model()})"
+    return f"{nodes} node(s), {world_size} × {what}"
 
 
 def _device_name(device: torch.device) -> str:

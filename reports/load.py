@@ -93,12 +93,16 @@ def hardware_signature(record: dict[str, Any]) -> str:
     return gpu or prov.get("cpu_model") or "unknown hardware"
 
 
+_RECORD_ONLY_MEANINGS = ("lr", "steps", "epochs")
+
+
 def settings(record: dict[str, Any]) -> dict[str, Any]:
     """The run's setting: its ``measure`` fields and where it ran (see module docstring)."""
     prov = record.get("provenance") or {}
     config = dict(prov.get("config") or {})
-    # A record's own keys win; its "lr" is the peak LR, the spec's is the base LR ("base_lr").
-    config.update({k: record[k] for k in RUN_FIELDS if k in record and k != "lr"})
+    # A record's own keys win, except where a key means something else there: its "lr" is
+    # the peak LR (the spec's base LR is "base_lr"), its "steps" and "epochs" what the run did.
+    config.update({k: record[k] for k in RUN_FIELDS if k in record and k not in _RECORD_ONLY_MEANINGS})
     if "base_lr" in record:
         config["lr"] = record["base_lr"]
     merged = measured_settings(config)

@@ -15,6 +15,7 @@ import pandas as pd
 from larsbench.reports import plots
 from larsbench.reports.attribution import PARTS, attribute
 from larsbench.reports.comm import comm_blocks
+from larsbench.reports.mlperf import mlperf_blocks
 from larsbench.reports.load import records_frame, summarize_repeats
 from larsbench.reports.render import Block, Bullets, Heading, PlotSpec, Table, Text, draw_plots, to_html, to_markdown
 from larsbench.reports.scaling import KINDS, Series, efficiency_index, scaling_series
@@ -266,6 +267,8 @@ def build_report(
         blocks += study
         runs = frame[frame["workload_key"] == part.iloc[0]["workload_key"]]
         blocks += telemetry_blocks(runs, folders or {}, workload, prefix, images)
+        ids = set(runs["run_id"])
+        blocks += mlperf_blocks([r for r in records if r.get("run_id") in ids], folders or {})
     blocks += comm_blocks(comm or [], records, out_dir / "comm", images)
     bad = non_ok_table(frame)
     blocks += [Heading("Runs that did not finish ok")]

@@ -36,7 +36,8 @@ class Experiment:
 
 
 # "slurm" holds the allocation for `larsbench slurm` (read by slurm/, ignored by local runs).
-EXPERIMENT_KEYS = ("name", "description", "output", "repeats", "defaults", "runs", "sweep", "slurm")
+EXPERIMENT_KEYS = ("name", "description", "output", "repeats", "mlperf", "defaults", "runs", "sweep", "slurm")
+MLPERF_KEYS = {"org": None, "platform": None, "division": ("open", "closed"), "status": ("research", "onprem", "cloud", "preview")}
 MAX_REPEATS = 1000
 
 BUNDLED_DIR = Path(__file__).parent / "experiments"
@@ -98,6 +99,8 @@ def resolve_experiment(doc: dict[str, Any], overrides: dict[str, Any], source: s
     output = _optional_text(doc, "output", source)
 
     defaults = _mapping(doc.get("defaults", {}), "defaults")
+    if "mlperf" in doc:  # the experiment's MLPerf submission fields hold for every run
+        defaults = {**defaults, "mlperf": doc["mlperf"]}
     runs = doc.get("runs", [{}])
     if not isinstance(runs, list) or not runs:
         raise ConfigError("runs", "must be a non-empty list of mappings, e.g. '- model: alexnet'")
@@ -214,6 +217,8 @@ def check_spec(spec: RunSpec, origin: dict[str, str] | None = None) -> RunSpec:
     except ConfigError as exc:  # re-key to where the setting came from
         field = "backend_config" if exc.key.startswith("backend_config") else exc.key
         raise ConfigError(where(field) + exc.key[len(field) :], exc.message) from None
+    if spec.mlperf is not None:
+        _check_mlperf(spec.mlperf, where("mlperf"))
     if spec.compile and spec.device != "auto":
         from larsbench.core.precision import compile_toolchain_missing
 
@@ -243,6 +248,17 @@ def _resolve_accumulation(spec: RunSpec, key: str) -> RunSpec:
             " choose a micro_batch_size that divides it, or set accumulation_steps",
         )
     return dataclasses.replace(spec, accumulation_steps=share // micro)
+
+
+def _check_mlperf(fields: dict[str, str], key: str) -> None:
+    for name, value in fields.items():
+        if name not in MLPERF_KEYS:
+            raise ConfigError(f"{key}.{name}", _unknown(name, tuple(MLPERF_KEYS)))
+        if not isinstance(value, str) or not value.strip():
+            raise ConfigError(f"{key}.{name}", "must be non-empty text")
+        allowed = MLPERF_KEYS[name]
+        if allowed is not None and value not in allowed:
+            raise ConfigError(f"{key}.{name}", f"{value!r} is not one of {', '.join(allowed)} (MLPerf's values)")
 
 
 def _check_imagefolder(spec: RunSpec, key: str) -> None:

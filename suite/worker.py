@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         queued = os.environ.get("LARSBENCH_QUEUE_SEC")
         ctx.queue_sec = float(queued) if queued else None
         ctx.events = EventLog(files.event_log if env.is_main else None)
+        ctx.platform_nodes = env.num_nodes
         metrics = train(spec, backend, device, env.rank, env.world_size, ctx)
         if metrics.status == "preempted":
             return EXIT_PREEMPTED  # checkpointed; the record comes when the run completes

@@ -47,6 +47,7 @@ class RankData:
     val: DataLoader | None
     train_samples: int  # whole train set, all ranks
     input_shape: tuple[int, ...] = (3, 32, 32)  # one image as the model sees it (channels, height, width)
+    val_samples: int | None = None  # whole validation set, all ranks (None: no evaluation)
 
     def steps_per_epoch(self, accumulation_steps: int) -> int:
         return len(self.train) // accumulation_steps
@@ -227,5 +228,5 @@ def _imagefolder(spec: RunSpec, root: Path, rank: int, world_size: int, device: 
     )
     return RankData(
         train=_EpochLoader(train, indices, spec.micro_batch_size), val=val, train_samples=len(train_set),
-        input_shape=(3, spec.image_size, spec.image_size),
+        input_shape=(3, spec.image_size, spec.image_size), val_samples=len(val_set),
     )

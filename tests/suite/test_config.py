@@ -137,3 +137,14 @@ def test_bad_repeats_are_refused_naming_the_key(doc, flag, key):
     with pytest.raises(ConfigError) as info:
         resolve_experiment(doc, {}, "exp.yaml", flag)
     assert info.value.key == key and "from 1 to 1000" in info.value.message
+
+
+def test_the_mlperf_section_reaches_every_run_and_is_validated():
+    from larsbench.suite.config import resolve_experiment
+
+    doc = {"mlperf": {"org": "ACME HPC", "division": "closed"}, "defaults": {"model": "tiny_cnn"}, "sweep": {"seed": [0, 1]}}
+    assert [r.mlperf for r in resolve_experiment(doc, {}, "exp.yaml").runs] == [{"org": "ACME HPC", "division": "closed"}] * 2
+    for bad, key in (({"division": "semi"}, "division"), ({"organisation": "x"}, "organisation"), ({"org": ""}, "org")):
+        with pytest.raises(ConfigError) as info:
+            resolve_experiment({"mlperf": bad, "defaults": {"model": "tiny_cnn"}}, {}, "exp.yaml")
+        assert info.value.key.endswith(f"mlperf.{key}")
