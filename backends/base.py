@@ -82,6 +82,12 @@ class Backend(ABC):
             raise ConfigError("precision", unsupported_message(precision, "cpu"))
 
     @classmethod
+    def host_staged_on_cuda(cls) -> str | None:
+        """Why this backend's CUDA gradients would travel through host memory (a build without a
+        GPU transport), or None when they stay on the GPU's own transport (NCCL)."""
+        return None
+
+    @classmethod
     def versions(cls) -> dict[str, str]:
         """Versions of the libraries this backend runs on, for provenance."""
         return {"torch": torch.__version__}

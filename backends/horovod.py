@@ -51,6 +51,14 @@ class HorovodBackend(Backend):
             )
 
     @classmethod
+    def host_staged_on_cuda(cls) -> str | None:
+        import horovod.torch as hvd
+
+        if hvd.nccl_built():
+            return None
+        return "this Horovod was built without NCCL: its CUDA gradients would go through host memory and gloo"
+
+    @classmethod
     def versions(cls) -> dict[str, str]:
         import horovod
 

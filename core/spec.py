@@ -103,6 +103,12 @@ class RunSpec:
     cudnn_benchmark: Annotated[
         bool, _doc("let cuDNN pick the fastest convolution algorithms (CUDA only)")
     ] = True
+    allow_host_transport: Annotated[
+        bool,
+        _doc("let a backend move CUDA gradients through host memory (Horovod built without NCCL) while "
+             "NCCL is available; otherwise such a run is refused: it would not compare fairly with "
+             "backends on NCCL"),
+    ] = False
     compile: Annotated[
         bool,
         _doc("torch.compile the model before the backend wraps it: faster steps after a one-off "

@@ -18,7 +18,20 @@ from larsbench import __version__
 from larsbench.core.environment import ClusterEnvironment
 
 
-def collect(config: dict[str, Any], env: ClusterEnvironment | None, backend_versions: dict[str, str]) -> dict[str, Any]:
+# Environment variables that steer how ranks communicate and compute: recorded with every run.
+STEERING_PREFIXES = ("NCCL_", "GLOO_", "HOROVOD_", "TORCH_NCCL_", "TORCH_DISTRIBUTED_", "UCX_", "FI_", "OMP_", "MKL_",
+                     "OPENBLAS_", "CUDA_VISIBLE_DEVICES", "MASTER_ADDR", "MASTER_PORT")  # fmt: skip
+
+
+def steering_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
+    env = os.environ if environ is None else environ
+    return {k: v for k, v in sorted(env.items()) if k.startswith(STEERING_PREFIXES)}
+
+
+def collect(
+    config: dict[str, Any], env: ClusterEnvironment | None, backend_versions: dict[str, str],
+    transport: dict[str, Any] | None = None,
+) -> dict[str, Any]:  # fmt: skip
     return {
         "timestamp_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "larsbench": __version__,
@@ -48,6 +61,9 @@ def collect(config: dict[str, Any], env: ClusterEnvironment | None, backend_vers
         # The allocation shape `larsbench slurm` requested, and how often Slurm requeued the job.
         "allocation": json.loads(os.environ.get("LARSBENCH_ALLOCATION") or "null"),
         "slurm_restart_count": int(os.environ.get("SLURM_RESTART_COUNT") or 0),
+        # How the backend's collectives really travel, and what steered them (fairness between backends).
+        "transport": transport,
+        "environment": steering_environment(),
         "argv": sys.argv,
         "config": config,
     }

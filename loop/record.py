@@ -40,6 +40,7 @@ def build_record(
         **_accuracy(spec, m),
         "event_log": _side_file(files, "event_log"),
         "telemetry": _side_file(files, "telemetry"),
+        "transport": ((provenance or {}).get("transport") or {}).get("collectives"),
         "steps_file": _side_file(files, "steps"),
         "log": _side_file(files, "log"),
         "provenance": provenance,

@@ -141,6 +141,7 @@ def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
         row["steps_per_epoch"] = r.get("steps_per_epoch")
         row["best_top1"] = best_top1(r.get("eval_history"))
         row["telemetry"] = r.get("telemetry")
+        row["transport"] = r.get("transport") or ((prov.get("transport") or {}).get("collectives"))
         row["unstable"] = bool(r.get("unstable"))
         row["unstable_reasons"] = "; ".join(r.get("unstable_reasons") or [])
         straggler = r.get("straggler") or {}
@@ -202,6 +203,7 @@ def summarize_repeats(frame: pd.DataFrame) -> pd.DataFrame:
         stats = summarize(list(tput))
         row = {k: first[k] for k in (*SETTING_FIELDS, "hardware", "num_nodes", "per_worker_batch",
                                       "recipe", "setting", "settings_key", "workload_key", "workload")}  # fmt: skip
+        row["transport"] = ", ".join(sorted({str(t) for t in group["transport"] if isinstance(t, str)})) or None
         # Peak LR and epoch length follow from the settings: any run that recorded them will do.
         for column in ("peak_lr", "steps_per_epoch"):
             known = group[column].dropna()

@@ -110,8 +110,16 @@ def main_table(summary: pd.DataFrame, weak: list[Series], strong: list[Series]) 
 
 
 def flagged_notes(summary: pd.DataFrame) -> list[str]:
-    """Why a setting's runs were flagged unstable, and which rank the others waited for."""
+    """Why a setting's runs were flagged unstable, which rank the others waited for, and
+    whether the backends compared here moved their gradients over different transports."""
     notes = []
+    transports = {
+        backend: sorted({t for t in part["transport"] if isinstance(t, str)})
+        for backend, part in summary.groupby("backend", sort=True)
+    }
+    if len({tuple(v) for v in transports.values() if v}) > 1:
+        listed = "; ".join(f"{b}: {', '.join(t)}" for b, t in transports.items() if t)
+        notes.append(f"Not like for like: the backends here used different transports ({listed}).")
     for _, r in summary.iterrows():
         where = f"{r['backend']} · {r['recipe']} · N={r['world_size']} · B={r['global_batch_size']}"
         if r["unstable_runs"]:

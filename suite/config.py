@@ -219,6 +219,13 @@ def check_spec(spec: RunSpec, origin: dict[str, str] | None = None) -> RunSpec:
         raise ConfigError(where(field) + exc.key[len(field) :], exc.message) from None
     if spec.mlperf is not None:
         _check_mlperf(spec.mlperf, where("mlperf"))
+    if _cuda_run(spec.device) and not spec.allow_host_transport and (why := backend.host_staged_on_cuda()):
+        raise ConfigError(
+            where("backend"),
+            f"{why}, while DDP and DeepSpeed use NCCL: a comparison would not be fair; rebuild it with NCCL "
+            "(bash .ci/install_horovod.sh .venv/bin/python on a machine with the CUDA toolkit) or set "
+            "allow_host_transport: true",
+        )
     if spec.compile and spec.device != "auto":
         from larsbench.core.precision import compile_toolchain_missing
 
@@ -248,6 +255,17 @@ def _resolve_accumulation(spec: RunSpec, key: str) -> RunSpec:
             " choose a micro_batch_size that divides it, or set accumulation_steps",
         )
     return dataclasses.replace(spec, accumulation_steps=share // micro)
+
+
+def _cuda_run(device: str) -> bool:
+    """Whether the run's ranks compute on CUDA (auto: where this machine has a GPU)."""
+    if device == "cuda":
+        return True
+    if device == "auto":
+        import torch
+
+        return torch.cuda.is_available()
+    return False
 
 
 def _check_mlperf(fields: dict[str, str], key: str) -> None:

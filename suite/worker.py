@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         if metrics.status == "preempted":
             return EXIT_PREEMPTED  # checkpointed; the record comes when the run completes
         if env.is_main:
-            info = provenance.collect(spec.to_dict(), env, backend.versions())
+            info = provenance.collect(spec.to_dict(), env, backend.versions(), backend.transport())
             record = build_record(spec, args.run_id, args.experiment, info, metrics, device=str(device), files=files)
             append_record(files.results, record)
         return 0

@@ -71,3 +71,16 @@ def test_launch_commands_start_the_requested_ranks():
     hvd = HorovodBackend.local_launch_command(4, worker)
     assert hvd[0] == "/venv/bin/horovodrun" and hvd[1:6] == ["-np", "4", "-H", "localhost:4", "--gloo"]
     assert hvd[-5:] == worker
+
+
+def test_horovod_without_nccl_on_cuda_is_refused_unless_allowed(monkeypatch):
+    """CUDA gradients through host memory would not compare fairly with NCCL backends."""
+    from larsbench.backends.horovod import HorovodBackend
+
+    monkeypatch.setattr(HorovodBackend, "host_staged_on_cuda", classmethod(lambda cls: "built without NCCL"))
+    run = {"backend": "horovod", "model": "tiny_cnn", "device": "cuda"}
+    with pytest.raises(ConfigError) as info:
+        build_spec([("defaults", run)])
+    assert info.value.key == "defaults.backend" and "allow_host_transport: true" in info.value.message
+    assert build_spec([("defaults", {**run, "allow_host_transport": True})]).allow_host_transport
+    assert build_spec([("defaults", {**run, "device": "cpu"})]).backend == "horovod"  # CPU tensors: gloo is the transport

@@ -107,3 +107,13 @@ def test_lost_scaling_efficiency_is_attributed_to_its_parts(tmp_path, cli):
     assert "| 2 | 0.73 | 150.0 | 110.0 | +6.0 (15%) | +4.0 (10%) | +30.0 (75%) |" in section
     assert "at 2 ranks (N₀ = 1) (efficiency 0.73), 75% of the lost step time is exposed communication; 15% data wait, 10% compute." in section
     assert (tmp_path / "out" / "w1-tiny-cnn-attribution.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_backends_on_different_transports_are_marked(tmp_path, cli):
+    records = [record(backend="ddp", transport="nccl", device="cuda:0", gpu_model="NVIDIA H100 80GB HBM3"),
+               record(backend="horovod", transport="gloo (CUDA tensors through host memory)", device="cuda:0",
+                      gpu_model="NVIDIA H100 80GB HBM3")]  # fmt: skip
+    code, _ = cli("report", write(tmp_path / "r.jsonl", records), "-o", tmp_path / "out")
+    assert code == 0
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "Not like for like: the backends here used different transports (ddp: nccl; horovod: gloo (CUDA tensors through host memory))." in md
