@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs Horovod (PyTorch, gloo, CPU operations over gloo) into an existing virtual environment.
+# Installs Horovod (PyTorch, gloo, CPU operations over gloo; GPU operations over NCCL where a CUDA
+# toolkit is present) into an existing virtual environment.
 #
 #   bash .ci/install_horovod.sh PATH_TO_VENV_PYTHON
 #
@@ -15,6 +16,9 @@
 #   HOROVOD_BUILD_CUDA_CC_LIST  GPU architectures for horovod's CUDA kernels (default 90)
 #   CUDA_HOME                   CUDA toolkit for those kernels (default: /usr/local/cuda, then the
 #                               toolkit of the nvcc on PATH); none found means a CPU-only build
+#   HOROVOD_NCCL_HOME           NCCL for the GPU operations (default: a system NCCL, else the
+#                               nvidia-nccl wheel torch depends on); with a toolkit and no NCCL the
+#                               build stops: Horovod's CUDA gradients would go through host memory
 set -euo pipefail
 
 HOROVOD_VERSION=0.28.1
@@ -63,10 +67,31 @@ if [ "$torch_cuda" != none ]; then
         if is_toolkit "$d"; then cuda_home=$d; break; fi
     done
 fi
+# NCCL for Horovod's GPU operations, so that on a GPU cluster Horovod all-reduces CUDA tensors
+# over the same transport as DDP and DeepSpeed. The nvidia-nccl wheel ships the header and
+# libnccl.so.2 but no libnccl.so to link against: the build stages that name. At run time torch
+# has already loaded the same libnccl.so.2.
+nccl_home=""
+nccl_version=""
+if [ -n "$cuda_home" ]; then
+    if [ -n "${HOROVOD_NCCL_HOME:-}" ]; then
+        nccl_home=$HOROVOD_NCCL_HOME
+    elif [ -f /usr/include/nccl.h ] && compgen -G "/usr/lib/*/libnccl.so" >/dev/null; then
+        nccl_home=/usr
+    else
+        wheel_nccl=$("$py" -c 'import nvidia.nccl; print(list(nvidia.nccl.__path__)[0])' 2>/dev/null || true)
+        if [ -n "$wheel_nccl" ] && [ -f "$wheel_nccl/include/nccl.h" ] && [ -f "$wheel_nccl/lib/libnccl.so.2" ]; then
+            nccl_home=$wheel_nccl
+        fi
+    fi
+    [ -n "$nccl_home" ] && [ -f "$nccl_home/include/nccl.h" ] \
+        || die "a CUDA toolkit is at $cuda_home but no NCCL was found (no HOROVOD_NCCL_HOME, system NCCL or nvidia-nccl wheel): Horovod's GPU gradients would go through host memory; install NCCL or set HOROVOD_NCCL_HOME"
+    nccl_version=$(sed -n 's/^#define NCCL_\(MAJOR\|MINOR\|PATCH\) \([0-9]*\).*/\2/p' "$nccl_home/include/nccl.h" | head -3 | paste -sd.)
+fi
 if [ -n "$cuda_home" ]; then
     cc_list=${HOROVOD_BUILD_CUDA_CC_LIST:-90}
     nvcc_version=$("$cuda_home/bin/nvcc" --version | sed -n 's/.*release \([0-9.]*\),.*/\1/p')
-    variant="cuda${nvcc_version}-sm${cc_list//,/_}"
+    variant="cuda${nvcc_version}-sm${cc_list//,/_}-nccl${nccl_version}"
 else
     variant=cpu
 fi
@@ -112,7 +137,7 @@ else
     # nvcc with C++11 fails on gcc 12's headers; the kernels do not include torch, so 17 suffices.
     patch_line horovod/common/ops/cuda/CMakeLists.txt 'set\(CMAKE_CUDA_STANDARD 11\)' 'set(CMAKE_CUDA_STANDARD 17)'
 
-    # GPU collectives would need NCCL or MPI and are not part of this build, whatever the caller's env.
+    # GPU collectives are NCCL's or none, whatever the caller's environment says.
     env_unset=(-u HOROVOD_GPU -u HOROVOD_GPU_OPERATIONS -u HOROVOD_GPU_ALLREDUCE -u HOROVOD_GPU_ALLGATHER
                -u HOROVOD_GPU_BROADCAST -u HOROVOD_GPU_ALLTOALL -u HOROVOD_GPU_REDUCESCATTER)
     build_env=(
@@ -123,7 +148,14 @@ else
         MAKEFLAGS="${MAKEFLAGS:--j$(nproc)}"
     )
     if [ -n "$cuda_home" ]; then
-        build_env+=(CUDA_HOME="$cuda_home" HOROVOD_CUDA_HOME="$cuda_home" HOROVOD_BUILD_CUDA_CC_LIST="$cc_list")
+        if ! compgen -G "$nccl_home/lib/libnccl.so" >/dev/null; then  # the wheel's: link name staged
+            mkdir -p "$work/nccl/lib"
+            ln -s "$nccl_home/include" "$work/nccl/include"
+            ln -s "$nccl_home/lib/libnccl.so.2" "$work/nccl/lib/libnccl.so"
+            nccl_home=$work/nccl
+        fi
+        build_env+=(CUDA_HOME="$cuda_home" HOROVOD_CUDA_HOME="$cuda_home" HOROVOD_BUILD_CUDA_CC_LIST="$cc_list"
+                    HOROVOD_GPU_OPERATIONS=NCCL HOROVOD_NCCL_HOME="$nccl_home" HOROVOD_NCCL_LINK=SHARED)
     elif [ "$torch_cuda" != none ]; then
         # horovod has no switch to skip its CUDA kernels: a CUDA torch turns them on as soon as
         # torch sees any nvcc, and a stray one without a toolkit fails the configure. Hide it.
@@ -157,8 +189,11 @@ fi
 # another torch, and pip would keep it.
 "$py" -m pip install --quiet --no-deps --force-reinstall "$wheel_file"
 
-"$py" - <<'EOF' || die "horovod installed but its PyTorch extension does not work (see above)"
+EXPECT_NCCL=$([ -n "$cuda_home" ] && echo 1 || echo 0) "$py" - <<'EOF' || die "horovod installed but its PyTorch extension does not work (see above)"
+import os
 import horovod, horovod.torch as hvd  # horovod.torch itself has no __version__
 assert hvd.gloo_built(), "horovod was built without gloo"
-print(f"install_horovod: horovod {horovod.__version__} ready (gloo built: {hvd.gloo_built()})")
+if os.environ["EXPECT_NCCL"] == "1":
+    assert hvd.nccl_built(), "horovod was built without NCCL although a CUDA toolkit is here"
+print(f"install_horovod: horovod {horovod.__version__} ready (gloo built: {hvd.gloo_built()}, nccl built: {bool(hvd.nccl_built())})")
 EOF
