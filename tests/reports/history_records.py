@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import itertools
 from pathlib import Path
 
 import numpy as np
 
-from report_records import record, write
+from tests.reports.report_records import record, write
 
+_ids = itertools.count()
 START = datetime.datetime(2026, 1, 1, 2, 0, tzinfo=datetime.timezone.utc)
 
 
@@ -19,7 +21,7 @@ def night_stamp(night: int, minutes: int = 0) -> str:
 
 def nightly_record(night: int, throughput: float, nccl: str = "2.27.3", repeat: int = 0, **overrides) -> dict:
     """One run of night ``night`` (0 = 2026-01-01 at 02:00 UTC)."""
-    r = record(throughput_images_per_sec=throughput, seed=repeat, **overrides)
+    r = record(**{"run_id": f"night{night}-{next(_ids)}", "throughput_images_per_sec": throughput, "seed": repeat, **overrides})
     r["provenance"]["timestamp_utc"] = night_stamp(night, minutes=repeat)
     r["provenance"]["versions"] = {"python": "3.11", "torch": "2.13.0", "nccl": nccl}
     r["provenance"]["git_commit"] = hashlib.sha1(str(night).encode()).hexdigest()

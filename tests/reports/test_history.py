@@ -2,12 +2,12 @@ import json
 import re
 
 import pytest
-from history_records import night_stamp, nightly_record, write_history
-from report_records import write
 
 from larsbench.reports.history import build_history, provenance_changes
 from larsbench.reports.history_store import load_store, night_date, parse_timestamp
 from tests.conftest import larsbench
+from tests.reports.history_records import night_stamp, nightly_record, write_history
+from tests.reports.report_records import write
 
 
 def history_json(out) -> dict:
