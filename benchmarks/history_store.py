@@ -38,16 +38,6 @@ CLUSTERS = (  # name, gpu model, nodes, settings (backend, world size, micro bat
 REPEATS = 2
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def make_record(rng: random.Random, night: int, cluster: tuple, setting: tuple, repeat: int) -> dict:
     name, gpu, nodes, _ = cluster
     backend, world, micro = setting
@@ -136,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", type=Path, metavar="DIR", help="generate into DIR and keep it (default: a temporary folder)")
     args = parser.parse_args(argv)
 
+    from larsbench.loop.provenance import cpu_model
     from larsbench.reports.history import build_history
     from larsbench.reports.history_store import load_store
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import math
-import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,7 +26,7 @@ from typing import Any
 from larsbench.core.spec import MEASURE_FIELDS, ROLES, SAMPLE
 from larsbench.reports.changepoints import Step, find_steps
 from larsbench.reports.compare import METRICS as COMPARED
-from larsbench.reports.compare import Metric, Tolerance, change_text, parse_tolerances
+from larsbench.reports.compare import Metric, Sample, Tolerance, change_text, parse_tolerances
 from larsbench.reports.history_store import Night, SettingRuns, Store
 
 METRICS: dict[str, Metric] = {
@@ -125,21 +124,10 @@ def provenance_changes(before: list[dict[str, Any]], after: list[dict[str, Any]]
 
 
 @dataclass(frozen=True)
-class Point:
+class Point(Sample):
+    """One night of a series: the values of its ``ok`` repeats."""
+
     night: Night
-    values: tuple[float, ...]
-
-    @property
-    def mean(self) -> float:
-        return statistics.fmean(self.values)
-
-    @property
-    def low(self) -> float:
-        return min(self.values)
-
-    @property
-    def high(self) -> float:
-        return max(self.values)
 
 
 @dataclass(frozen=True)
@@ -251,7 +239,7 @@ def _series(store: Store, runs: SettingRuns, metric: Metric, tolerance: Toleranc
     for index, night_runs in runs.by_night.items():
         values = metric_values(night_runs, metric.key)
         if values:
-            points.append(Point(store.nights[index], values))
+            points.append(Point(values, store.nights[index]))
         else:
             missing.append(store.nights[index])
     if not points:
