@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from larsbench.core.spec import MEASURE_FIELDS, ROLES, SAMPLE
-from larsbench.reports.changepoints import Step, find_steps
+from larsbench.reports.changepoints import Step, find_steps, noise_sigma
 from larsbench.reports.compare import METRICS as COMPARED
 from larsbench.reports.compare import Metric, Sample, Tolerance, change_text, parse_tolerances
 from larsbench.reports.history_store import Night, SettingRuns, Store
@@ -177,6 +178,17 @@ class Series:
     missing: list[Night]  # nights the setting ran without an ok value of this metric
     findings: list[Finding] = field(default_factory=list)
     note: str | None = None  # why no step could be looked for
+    noise: float | None = None  # night-to-night σ the steps were judged against
+
+    def noise_text(self) -> str:
+        """``night-to-night noise σ 34.9 images/s (15.2% of its level)``: why a change that looks
+        large may not count as a step."""
+        if self.noise is None:
+            return ""
+        level = statistics.median(p.mean for p in self.points)
+        share = f" ({self.noise / abs(level):.1%} of its level)" if level else ""
+        sigma = f"{self.noise * 100:.2f} pp" if self.metric.accuracy else value_text(self.metric, self.noise)
+        return f"night-to-night noise σ {sigma}{share}"
 
     @property
     def latest_regression(self) -> Finding | None:
@@ -223,7 +235,7 @@ def build_history(
 ) -> History:
     """Every series of ``store`` with its steps. ``metrics``: names from ``METRICS`` (default
     all); a metric no run recorded has no series. ``tolerances``: ``METRIC=AMOUNT`` texts."""
-    chosen = [METRICS[name] for name in (metrics or METRICS)]
+    chosen = [METRICS[name] for name in dict.fromkeys(metrics or METRICS)]
     limits = parse_tolerances(tolerances, METRICS)
     series = []
     for runs in store.settings:
@@ -248,6 +260,7 @@ def _series(store: Store, runs: SettingRuns, metric: Metric, tolerance: Toleranc
     if len(points) < 2 * min_nights:
         series.note = f"{len(points)} night(s) with a value; steps are looked for from {2 * min_nights} on"
         return series
+    series.noise = noise_sigma([p.mean for p in points])
     steps = find_steps([p.mean for p in points], min_nights, tolerance.allowed)
     for step in steps:
         good, bad = points[step.index - 1].night, points[step.index].night

@@ -12,6 +12,8 @@ from larsbench.reports.history import Change, Series, changes_text
 from larsbench.reports.plots import figure, legend_below, proxy, save
 
 BAD, GOOD, LINE = "#c44e52", "#55a868", "#4c72b0"
+NAMES = {"time_to_accuracy": "time to accuracy", "final_top1": "final top-1", "exposed_comm": "exposed communication",
+         "comm_fraction": "communication share of step time"}  # fmt: skip
 MAX_TICKS = 14
 
 
@@ -68,9 +70,10 @@ def plot_series(series: Series, changed: dict[int, list[Change]], path: Path) ->
         labels.append("ran, no value (failed, or target not reached)")
     _night_axis(ax, [series_night_label(series, i) for i in nights])
     unit = "%" if scale == 100 else metric.unit
-    ax.set_ylabel(f"{metric.name.replace('_', ' ')} ({unit})")
+    name = NAMES.get(metric.name, metric.name)
+    ax.set_ylabel(f"{name} ({unit})")
     direction = "higher" if metric.higher_is_better else "lower"
-    ax.set_title(f"{metric.name.replace('_', ' ')} per night ({direction} is better)", fontsize=10)
+    ax.set_title(f"{name[0].upper() + name[1:]} per night ({direction} is better)", fontsize=10, pad=12)
     ax.grid(alpha=0.3)
     legend_below(ax, handles, labels, ncol=2)
     return save(fig, path)

@@ -4,6 +4,7 @@ plots as PNG, and ``history.json`` (series, steps and the gate's verdict, for ot
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from larsbench.reports.render import Block, Bullets, Heading, Image, Table, Text
 STEP_HEADERS = ["setting", "metric", "first bad night", "last good night", "change", "level before → after",
                 "nights at the new level", "what changed (last good → first bad)"]  # fmt: skip
 CHANGE_ROWS = 30  # per setting; the newest
+PLOT_NAME = re.compile(r"s\d+-(" + "|".join(METRICS) + r")\.png")
 
 
 @dataclass
@@ -42,6 +44,9 @@ def night_changes(runs: SettingRuns) -> dict[int, list[Change]]:
 
 def write_history(history: History, out_dir: Path, sources: list[str]) -> HistoryFiles:
     out_dir.mkdir(parents=True, exist_ok=True)
+    for old in out_dir.glob("s*-*.png"):  # a nightly report folder is rewritten: no stale plots
+        if PLOT_NAME.fullmatch(old.name):
+            old.unlink()
     blocks = _overview(history, sources) + _steps(history)
     images: list[Path] = []
     by_setting: dict[str, list[Series]] = {}
@@ -130,6 +135,7 @@ def _setting_blocks(
             f"Ran on {len(nights)} night(s), {nights[0].label} to {nights[-1].label}; "
             f"runs: {', '.join(f'{s} {n}' for s, n in statuses.most_common())}",
             *(f"{s.metric.name}: {s.note}" for s in series if s.note),
+            *(f"{s.metric.name}: {len(s.findings)} step(s); {s.noise_text()}" for s in series if s.noise is not None),
         ]),
     ]  # fmt: skip
     if not series:
@@ -174,7 +180,7 @@ def history_json(history: History) -> dict[str, Any]:
                 "setting": s.runs.label, "settings": s.runs.settings, "metric": s.metric.name,
                 "points": [{"night": p.night.label, "mean": p.mean, "min": p.low, "max": p.high, "n": len(p.values)}
                            for p in s.points],
-                "missing": [n.label for n in s.missing], "note": s.note,
+                "missing": [n.label for n in s.missing], "note": s.note, "noise": s.noise,
                 "steps": [finding(f) for f in s.findings],
             }
             for s in history.series

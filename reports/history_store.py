@@ -88,7 +88,10 @@ def find_sources(paths: Iterable[str | Path], option: str = "RESULTS") -> list[P
             raise ConfigError(option, f"{path}: no such results file or folder")
     if not found:
         raise ConfigError(option, "no result files given")
-    return list(dict.fromkeys(p.resolve() for p in found))
+    unique: dict[Path, Path] = {}
+    for path in found:  # each file once, named as the arguments name it
+        unique.setdefault(path.resolve(), path)
+    return list(unique.values())
 
 
 def night_date(timestamp: datetime.datetime, night_ends: int = NIGHT_ENDS) -> str:

@@ -170,9 +170,14 @@ def test_failed_nights_and_resumed_runs(tmp_path):
 def test_the_report_is_self_contained_with_one_plot_per_metric_and_setting(tmp_path, cli):
     root = write_history(tmp_path / "nights", nights=14, drop_at=7, repeats=2)
     write_history(tmp_path / "nights2", nights=14, level=50.0, cpu_model="Other CPU")
-    code, _ = cli("history", root, tmp_path / "nights2", "-o", tmp_path / "report")
-    assert code == 0
     report = tmp_path / "report"
+    report.mkdir()
+    (report / "s9-throughput.png").write_bytes(b"a plot of a setting gone since")  # last night's
+    (report / "logo.png").write_bytes(b"not ours")
+    code, _ = cli("history", root, tmp_path / "nights2", "-o", report)
+    assert code == 0
+    assert not (report / "s9-throughput.png").exists() and (report / "logo.png").exists()
+    (report / "logo.png").unlink()
     pngs = sorted(p.name for p in report.glob("*.png"))
     assert pngs == [f"s{i}-{m}.png" for i in (1, 2) for m in ("final_top1", "throughput", "time_to_accuracy")]
     html = (report / "history.html").read_text()
@@ -191,7 +196,7 @@ def test_unreadable_lines_are_counted_once_per_file(tmp_path):
     done = larsbench("history", root, "-o", tmp_path / "report")
     assert done.returncode == 0, done.stderr
     lines = [line for line in done.stdout.splitlines() if " unreadable line" in line]
-    assert lines == [f"3 unreadable lines skipped in {bad.resolve()}"]
+    assert lines == [f"3 unreadable lines skipped in {bad}"]
 
 
 @pytest.mark.parametrize(
