@@ -126,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", type=Path, metavar="DIR", help="generate into DIR and keep it (default: a temporary folder)")
     args = parser.parse_args(argv)
 
+    from benchmarks.run import OtherLoad
     from larsbench.loop.provenance import cpu_model
     from larsbench.reports.history import build_history
     from larsbench.reports.history_store import load_store
@@ -137,13 +138,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"store: {count} records, {args.nights} nights, {size / 1e6:.0f} MB of results files ({seconds:.1f} s to write)")
         print(f"machine: {cpu_model()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
         loads = []
-        for _ in range(3):
-            store, seconds = timed(load_store, [root])
-            loads.append(seconds)
+        with OtherLoad() as load:
+            for _ in range(3):
+                store, seconds = timed(load_store, [root])
+                loads.append(seconds)
         median = statistics.median(loads)
         verdict = "PASS" if median <= args.target else "FAIL"
         print(f"load and group: {median:.2f} s median of {', '.join(f'{t:.2f}' for t in loads)} "
-              f"(target <= {args.target:g} s) {verdict}; {len(store.nights)} nights, {len(store.settings)} settings")  # fmt: skip
+              f"(target <= {args.target:g} s) {verdict}; {len(store.nights)} nights, {len(store.settings)} settings; "
+              + (f"other processes used {load.cores:.2f} of {os.cpu_count()} cores meanwhile" if load.cores is not None else ""))  # fmt: skip
         history, seconds = timed(build_history, store)
         found = history.findings
         print(f"series and change points: {seconds:.2f} s for {len(history.series)} series; {len(found)} step(s): "
