@@ -175,11 +175,16 @@ def _group(records: list[dict[str, Any]]) -> dict[tuple, tuple[dict[str, Any], l
     return groups
 
 
-def _sample(runs: list[dict[str, Any]], key: str) -> Sample | None:
-    values = tuple(
+def ok_values(runs: list[dict[str, Any]], key: str) -> tuple[float, ...]:
+    """``key`` of every ``ok`` run that recorded a finite number there."""
+    return tuple(
         float(r[key]) for r in runs
         if r.get("status") == "ok" and isinstance(r.get(key), (int, float)) and math.isfinite(r[key])
     )  # fmt: skip
+
+
+def _sample(runs: list[dict[str, Any]], key: str) -> Sample | None:
+    values = ok_values(runs, key)
     return Sample(values) if values else None
 
 

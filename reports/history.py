@@ -18,7 +18,6 @@ level or the nights before the regression are left out of the history.
 from __future__ import annotations
 
 import json
-import math
 import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ from typing import Any
 from larsbench.core.spec import MEASURE_FIELDS, ROLES, SAMPLE
 from larsbench.reports.changepoints import Step, find_steps, noise_sigma
 from larsbench.reports.compare import METRICS as COMPARED
-from larsbench.reports.compare import Metric, Sample, Tolerance, change_text, parse_tolerances
+from larsbench.reports.compare import Metric, Sample, Tolerance, change_text, ok_values, parse_tolerances
 from larsbench.reports.history_store import Night, SettingRuns, Store
 
 METRICS: dict[str, Metric] = {
@@ -220,13 +219,6 @@ class History:
         ]  # fmt: skip
 
 
-def metric_values(runs: list[dict[str, Any]], key: str) -> tuple[float, ...]:
-    return tuple(
-        float(r[key]) for r in runs
-        if r.get("status") == "ok" and isinstance(r.get(key), (int, float)) and math.isfinite(r[key])
-    )  # fmt: skip
-
-
 def build_history(
     store: Store,
     metrics: Iterable[str] | None = None,
@@ -249,7 +241,7 @@ def build_history(
 def _series(store: Store, runs: SettingRuns, metric: Metric, tolerance: Tolerance, min_nights: int) -> Series | None:
     points, missing = [], []
     for index, night_runs in runs.by_night.items():
-        values = metric_values(night_runs, metric.key)
+        values = ok_values(night_runs, metric.key)
         if values:
             points.append(Point(values, store.nights[index]))
         else:
