@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     suite_cli.add_commands(commands)  # run, data
     slurm_cli.add_commands(commands)  # slurm
-    reports_cli.add_commands(commands)  # report, compare, baseline
+    reports_cli.add_commands(commands)  # report, compare, baseline, history
     return parser
 
 

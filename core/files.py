@@ -7,7 +7,7 @@
   interleave. A writer that died mid-line leaves a torn last line: the next append starts on a
   fresh line instead of gluing onto it. Results and telemetry go through it.
 - ``read_lines``: the JSON objects of such a file; torn or foreign lines are counted, not
-  raised, and reported once per file.
+  raised, and reported once per file (``scan_lines`` returns the count instead).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import json
 import os
 import tempfile
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -68,22 +68,52 @@ def append_lines(path: str | Path, lines: Iterable[str], sync: bool = True) -> N
 def read_lines(path: str | Path) -> list[dict[str, Any]]:
     """The JSON objects of a JSON-lines file, in order. Lines that are not a JSON object (a
     torn write, binary noise) are skipped and reported in one warning for the whole file."""
-    path = Path(path)
-    objects: list[dict[str, Any]] = []
-    skipped = 0
-    with path.open("rb") as handle:
-        for raw in handle:
-            if not raw.strip():
-                continue
-            try:
-                value = json.loads(raw)
-            except (ValueError, UnicodeDecodeError):
-                skipped += 1
-                continue
-            if isinstance(value, dict):
-                objects.append(value)
-            else:
-                skipped += 1
+    objects, skipped = scan_lines(path)
     if skipped:
         warnings.warn(f"{skipped} unreadable line(s) skipped in {path}", stacklevel=2)
     return objects
+
+
+def scan_lines(path: str | Path, skip_arrays: Sequence[str] = ()) -> tuple[list[dict[str, Any]], int]:
+    """``read_lines`` without the warning: the objects and how many lines were skipped, for a
+    caller that reports them itself.
+
+    ``skip_arrays``: keys whose value, a list of lists of numbers (a loss curve), is read as
+    null instead of decoded: most of a record's bytes and decoding time, for a reader that never
+    looks at them. Only the compact form the suite writes is cut (``"key":[[...]]``); a line the
+    cut would spoil, or any other layout, is decoded whole."""
+    objects: list[dict[str, Any]] = []
+    skipped = 0
+    loads = json.loads
+    keys = tuple(json.dumps(k).encode() + b":[[" for k in skip_arrays)
+    with Path(path).open("rb") as handle:
+        data = handle.read()
+    for raw in data.split(b"\n"):
+        if not raw.strip():
+            continue
+        try:
+            value = loads(_cut(raw, keys) if keys else raw)
+        except (ValueError, UnicodeDecodeError):
+            try:
+                value = loads(raw)
+            except (ValueError, UnicodeDecodeError):
+                skipped += 1
+                continue
+        if isinstance(value, dict):
+            objects.append(value)
+        else:
+            skipped += 1
+    return objects, skipped
+
+
+def _cut(raw: bytes, keys: tuple[bytes, ...]) -> bytes:
+    for key in keys:
+        start = raw.find(key)
+        if start < 0:
+            continue
+        value = start + len(key) - 2
+        end = raw.find(b"]]", value)
+        if end < 0 or b'"' in raw[value:end]:  # not a list of number lists: leave it whole
+            continue
+        raw = raw[:value] + b"null" + raw[end + 2 :]
+    return raw

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from larsbench.core.errors import ConfigError
-from larsbench.core.files import append_lines, read_lines
+from larsbench.core.files import append_lines, scan_lines
 from larsbench.core.layout import RESULTS_FILE
 
 # 2: precision, channels_last and compile became top-level keys (they define a setting).
@@ -43,22 +44,34 @@ def append_record(path: str | Path, record: dict[str, Any]) -> None:
 
 def read_records(paths: str | Path | Iterable[str | Path]) -> list[dict[str, Any]]:
     """Records from result files or folders holding ``results.jsonl``, in file order, each
-    brought to the current schema (``migrate``)."""
+    brought to the current schema (``migrate``). Unreadable lines: one warning per file."""
     if isinstance(paths, (str, Path)):
         paths = [paths]
     records: list[dict[str, Any]] = []
     for path in map(Path, paths):
         if path.is_dir():
             path = path / RESULTS_FILE
-        for record in read_lines(path):
-            version = record.get("schema_version", SCHEMA_VERSION)
-            if not isinstance(version, int) or version > SCHEMA_VERSION:
-                raise ValueError(
-                    f"{path}: record schema {version!r} is newer than this larsbench understands "
-                    f"({SCHEMA_VERSION}); upgrade larsbench to read it"
-                )
-            records.append(migrate(record))
+        found, skipped = read_record_file(path)
+        if skipped:
+            warnings.warn(f"{skipped} unreadable line(s) skipped in {path}", stacklevel=2)
+        records.extend(found)
     return records
+
+
+def read_record_file(path: str | Path, skip_arrays: tuple[str, ...] = ()) -> tuple[list[dict[str, Any]], int]:
+    """The records of one results file in the current schema, and how many of its lines were
+    unreadable (for a caller that reports them itself). ``skip_arrays``: see ``scan_lines``."""
+    objects, skipped = scan_lines(path, skip_arrays)
+    records = []
+    for record in objects:
+        version = record.get("schema_version", SCHEMA_VERSION)
+        if not isinstance(version, int) or version > SCHEMA_VERSION:
+            raise ValueError(
+                f"{path}: record schema {version!r} is newer than this larsbench understands "
+                f"({SCHEMA_VERSION}); upgrade larsbench to read it"
+            )
+        records.append(migrate(record))
+    return records, skipped
 
 
 def migrate(record: dict[str, Any]) -> dict[str, Any]:

@@ -197,7 +197,7 @@ def default_of(name: str, settings: dict[str, Any]) -> Any:
 def measured_settings(config: dict[str, Any]) -> dict[str, Any]:
     """The ``measure`` fields of a spec dict (a record's ``provenance.config``); fields the dict
     lacks (a record written before the field existed) take their defaults."""
-    return {name: config.get(name, default_of(name, config)) for name in MEASURE_FIELDS}
+    return {name: config[name] if name in config else default_of(name, config) for name in MEASURE_FIELDS}
 
 
 def resume_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:

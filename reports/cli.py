@@ -1,4 +1,4 @@
-"""The ``report``, ``compare`` and ``baseline`` sub-commands of ``larsbench``.
+"""The ``report``, ``compare``, ``baseline`` and ``history`` sub-commands of ``larsbench``.
 
 ``add_commands(subparsers)`` adds them to the main parser; each sets ``handler(args, console)``
 returning the exit code. Bad input raises ``larsbench.core.errors.ConfigError`` (exit 2 in ``main``).
@@ -30,6 +30,19 @@ hardware (GPU or CPU model, device, nodes); the rest is listed as unmatched.
 exit status: 0 no regression, 1 regression, 2 bad input (missing/unreadable file, no records,
 bad --tolerance, nothing matched)."""
 
+HISTORY_METRICS = "throughput, time_to_accuracy, final_top1, exposed_comm, comm_fraction"
+HISTORY_EPILOG = f"""\
+metrics ({HISTORY_METRICS}): a metric no ok run recorded has no series.
+A point is one results file on one night: nights end at --night-ends o'clock UTC and are named
+by the date they end on. Series are per setting (the compare key: every measurement setting,
+device, hardware and node count). A step counts when the level before and after it each hold
+for --min-nights nights, differ by more than 4 standard errors of the nightly noise and by more
+than the metric's tolerance (--tolerance, as for compare; exposed_comm and comm_fraction 10%).
+--fail-on-step: the latest points of a series are those from its last step to its newest night;
+the gate fails when, for a setting that ran on the newest night, that last step is a regression.
+exit status: 0 report written (and the gate passed), 1 the gate failed, 2 bad input (missing,
+empty or unreadable file, bad option)."""
+
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     report = subparsers.add_parser("report", help="write a scaling report (Markdown, HTML, PNG) from result records")
@@ -58,6 +71,22 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     save.add_argument("--experiment", help="keep only this experiment's runs")
     save.add_argument("--label", metavar="GLOB", help="keep only runs whose label matches this glob")
     save.set_defaults(handler=cmd_baseline_save)
+
+    history = subparsers.add_parser(
+        "history", help="trend report over many nights: steps, what changed, and a gate (--fail-on-step)",
+        epilog=HISTORY_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    history.add_argument("results", nargs="+", type=Path, metavar="RESULTS",
+                         help="results.jsonl files, folders holding one, or folders of such folders (one per night)")  # fmt: skip
+    history.add_argument("-o", "--output", type=Path, required=True, metavar="DIR",
+                         help="folder for history.md, history.html, history.json and the plots")  # fmt: skip
+    history.add_argument("--metric", action="append", metavar="NAME", help=f"only these metrics (repeatable): {HISTORY_METRICS}")
+    history.add_argument("--tolerance", action="append", metavar="METRIC=AMOUNT", default=[],
+                         help="smallest step that counts, e.g. throughput=3%% (repeatable; defaults as for compare)")  # fmt: skip
+    history.add_argument("--min-nights", type=int, default=3, metavar="N", help="nights a level must hold to count (default 3, at least 2)")
+    history.add_argument("--night-ends", type=int, default=12, metavar="HOUR", help="UTC hour at which one night ends (default 12; 0: calendar days)")
+    history.add_argument("--fail-on-step", action="store_true", help="exit 1 when the latest points of a series form a regression step")
+    history.set_defaults(handler=cmd_history)
 
 
 def cmd_report(args: argparse.Namespace, console: Console) -> int:
@@ -122,6 +151,49 @@ def _sample_text(metric: str, sample) -> str:
     if sample.n > 1:
         text += f" (n={sample.n}, {format(sample.low * scale, fmt)}–{format(sample.high * scale, fmt)})"
     return text
+
+
+def cmd_history(args: argparse.Namespace, console: Console) -> int:
+    from larsbench.reports.history import METRICS, build_history
+    from larsbench.reports.history_report import write_history
+    from larsbench.reports.history_store import load_store
+
+    unknown = [m for m in args.metric or [] if m not in METRICS]
+    if unknown:
+        raise ConfigError("--metric", f"{unknown[0]!r} is not a metric; choose from {', '.join(METRICS)}")
+    if args.min_nights < 2:
+        raise ConfigError("--min-nights", "must be at least 2: one night is an outlier, not a level")
+    if not 0 <= args.night_ends <= 23:
+        raise ConfigError("--night-ends", "must be an hour from 0 to 23 (UTC)")
+    store = load_store(args.results, args.night_ends)
+    for path, count in store.unreadable.items():
+        console.print(f"{count} unreadable line{'s' if count != 1 else ''} skipped in {escape(str(path))}", soft_wrap=True)
+    if not store.nights:
+        raise ConfigError("RESULTS", f"none of the {store.undated} record(s) has a provenance.timestamp_utc; a history needs to know when each run ran")
+    history = build_history(store, args.metric, args.tolerance, args.min_nights)
+    try:
+        files = write_history(history, args.output, [str(p) for p in args.results])
+    except OSError as exc:
+        raise ConfigError("--output", f"cannot write the report to {args.output} ({exc.strerror or exc})") from None
+    findings = history.findings
+    console.print(
+        f"history of {store.records} run(s) on {len(store.nights)} night(s), {len(store.settings)} setting(s): "
+        f"{len(findings)} step(s), {sum(f.regression for f in findings)} regression(s); "
+        f"{files.markdown}, {files.html}, {files.json} and {len(files.images)} plot(s)"
+    )
+    for finding in findings:
+        kind = "[bold red]regression[/]" if finding.regression else "[green]improvement[/]"
+        console.print(f"{kind}: {escape(finding.setting)}: {escape(finding.message())}")
+    if store.undated:
+        console.print(f"{store.undated} record(s) without a timestamp left out")
+    if not args.fail_on_step:
+        return 0
+    gate = history.gate()
+    if gate:
+        console.print(f"[bold red]gate failed[/]: {len(gate)} series end in a regression step (newest night {escape(str(history.newest_date))})")
+        return 1
+    console.print(f"gate passed: no series ends in a regression step (newest night {escape(str(history.newest_date))})")
+    return 0
 
 
 def cmd_baseline_save(args: argparse.Namespace, console: Console) -> int:

@@ -62,7 +62,6 @@ METRICS = {
         Metric("final_top1", "final_top1", True, "top-1", "1pp", accuracy=True),
     )
 }
-_ALIASES = {m.key: m.name for m in METRICS.values()}
 _AMOUNT = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(%|pp)?\s*$")
 
 
@@ -96,15 +95,17 @@ class Tolerance:
     points: bool  # True: absolute percentage points; False: percent of the baseline mean
 
     @classmethod
-    def parse(cls, text: str, option: str = "--tolerance") -> Tolerance:
+    def parse(cls, text: str, option: str = "--tolerance", metrics: dict[str, Metric] | None = None) -> Tolerance:
+        """``METRIC=AMOUNT`` for one of ``metrics`` (default: those ``compare`` checks)."""
+        metrics = METRICS if metrics is None else metrics
         name, sep, amount = text.replace(":", "=", 1).partition("=")
-        name = _ALIASES.get(name.strip(), name.strip())
-        if not sep or name not in METRICS:
-            raise ConfigError(option, f"{text!r}: expected METRIC=AMOUNT with METRIC one of {', '.join(METRICS)} (e.g. throughput=5%)")
+        name = {m.key: m.name for m in metrics.values()}.get(name.strip(), name.strip())
+        if not sep or name not in metrics:
+            raise ConfigError(option, f"{text!r}: expected METRIC=AMOUNT with METRIC one of {', '.join(metrics)} (e.g. throughput=5%)")
         match = _AMOUNT.match(amount)
         if not match:
-            raise ConfigError(option, f"{text!r}: amount must be a non-negative number with % (relative) or pp (percentage points), e.g. {name}={METRICS[name].default}")
-        metric = METRICS[name]
+            raise ConfigError(option, f"{text!r}: amount must be a non-negative number with % (relative) or pp (percentage points), e.g. {name}={metrics[name].default}")
+        metric = metrics[name]
         if match.group(2) == "pp" and not metric.accuracy:
             raise ConfigError(option, f"{text!r}: pp (percentage points) applies to accuracy metrics only; write {name}={match.group(1)}%")
         return cls(metric, float(match.group(1)), match.group(2) == "pp")
@@ -137,14 +138,15 @@ class Tolerance:
         return self.verdict(baseline, current)[1]
 
 
-def default_tolerances() -> dict[str, Tolerance]:
-    return {name: Tolerance.parse(f"{name}={m.default}") for name, m in METRICS.items()}
+def default_tolerances(metrics: dict[str, Metric] | None = None) -> dict[str, Tolerance]:
+    metrics = METRICS if metrics is None else metrics
+    return {name: Tolerance.parse(f"{name}={m.default}", metrics=metrics) for name, m in metrics.items()}
 
 
-def parse_tolerances(texts: list[str] | None) -> dict[str, Tolerance]:
-    tolerances = default_tolerances()
+def parse_tolerances(texts: list[str] | None, metrics: dict[str, Metric] | None = None) -> dict[str, Tolerance]:
+    tolerances = default_tolerances(metrics)
     for text in texts or []:
-        t = Tolerance.parse(text)
+        t = Tolerance.parse(text, metrics=metrics)
         tolerances[t.metric.name] = t
     return tolerances
 
@@ -177,11 +179,16 @@ def _group(records: list[dict[str, Any]]) -> dict[tuple, tuple[dict[str, Any], l
     return groups
 
 
-def _sample(runs: list[dict[str, Any]], key: str) -> Sample | None:
-    values = tuple(
+def ok_values(runs: list[dict[str, Any]], key: str) -> tuple[float, ...]:
+    """``key`` of every ``ok`` run that recorded a finite number there."""
+    return tuple(
         float(r[key]) for r in runs
         if r.get("status") == "ok" and isinstance(r.get(key), (int, float)) and math.isfinite(r[key])
     )  # fmt: skip
+
+
+def _sample(runs: list[dict[str, Any]], key: str) -> Sample | None:
+    values = ok_values(runs, key)
     return Sample(values) if values else None
 
 

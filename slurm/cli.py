@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from rich.console import Console
@@ -21,8 +22,13 @@ node) share one script, a job array when there are several; its runs file (next 
 array index -> run. Each job writes its record to OUTPUT/results.jsonl, a failed run included.
 'setup' lines are shell, run as written; every other value is quoted.
 
+With --nightly DIR (for cron; see docs/history.md) a second script, <name>-history.sbatch, runs
+`larsbench history DIR -o DIR/report --fail-on-step` once the grid's jobs have ended; with
+--submit it is submitted with --dependency=afterany on them, and its job fails (status 1) when
+the newest nights of a series form a regression step.
+
 exit status: 0 scripts written (and, with --wait, every job completed), 1 a job did not
-complete, 2 bad input."""
+complete (with --nightly: or the gate found a regression), 2 bad input."""
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -40,13 +46,16 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     slurm.add_argument("--wait", action="store_true", help="submit, wait for every job; exit 0 only if all completed")
     slurm.add_argument("--repeats", type=int, metavar="N", help="run every setting N times (array tasks); overrides the experiment's 'repeats'")
     slurm.add_argument("--poll-seconds", type=float, default=1.0, metavar="S", help="squeue polling interval for --wait")
+    slurm.add_argument("--nightly", type=Path, metavar="DIR",
+                       help="history folder: the grid writes to DIR/runs/<UTC time>, and a job that runs after it "
+                       "(afterany) writes `larsbench history` of all of DIR to DIR/report and fails on a regression step")  # fmt: skip
     add_run_flags(slurm)
     add_option_flags(slurm)
     slurm.set_defaults(handler=cmd_slurm)
 
 
 def cmd_slurm(args: argparse.Namespace, console: Console) -> int:
-    from larsbench.slurm import submit, sweep
+    from larsbench.slurm import nightly, submit, sweep
     from larsbench.core.spec import RUN_FIELDS
     from larsbench.core.results import check_writable
 
@@ -56,20 +65,33 @@ def cmd_slurm(args: argparse.Namespace, console: Console) -> int:
     overrides = {name: getattr(args, name) for name in RUN_FIELDS if hasattr(args, name)}
     experiment, section = sweep.load(args.experiment, overrides, args.repeats)
     options = merge(section, flag_options(args))
-    output = args.output or Path(experiment.output or "results")
+    if args.nightly is not None:
+        output = nightly.night_output(args.nightly, args.output)
+    else:
+        output = args.output or Path(experiment.output or "results")
     check_writable(output)
     scripts = sweep.plan(sweep.prepare_data(experiment), options, output)
     sweep.write(scripts)
     for job in scripts:
         runs = f"{len(job.runs)} runs (job array)" if len(job.runs) > 1 else "1 run"
         say(f"{job.script}  ({runs}, {job.shape.nodes} node(s) x {job.shape.ntasks_per_node} rank(s))")
+    history = None
+    if args.nightly is not None:
+        history = nightly.plan_history(args.nightly, output, options.get("job_name") or experiment.name, options, os.getcwd())
+        nightly.write_history_job(history)
+        say(f"{history.script}  (the history of {args.nightly} and its gate, after the grid; report in {history.report})")
     if not (args.submit or args.wait):
-        say("submit with: sbatch SCRIPT (or run again with --submit)")
+        say("submit with: sbatch SCRIPT (or run again with --submit)"
+            + ("; the history script with sbatch --dependency=afterany:<the grid's job ids>" if history else ""))  # fmt: skip
         return 0
     job_ids = []
     for job in scripts:
         job_ids.append(submit.sbatch(job.script))
         say(f"submitted {job.script.name}: job {job_ids[-1]}")
+    if history is not None:
+        grid = list(job_ids)
+        job_ids.append(submit.sbatch(history.script, after=grid))
+        say(f"submitted {history.script.name}: job {job_ids[-1]} (after jobs {', '.join(grid)} end)")
     if not args.wait:
         return 0
 
@@ -82,4 +104,8 @@ def cmd_slurm(args: argparse.Namespace, console: Console) -> int:
             say(f"job {task.job_id}: {task.state}")
     status = submit.exit_status(tasks)
     say(f"{'all jobs completed' if status == 0 else 'not every job completed'}; records in {output / 'results.jsonl'}")
+    if history is not None:
+        gate = next((t for t in tasks if t.job_id == job_ids[-1]), None)
+        verdict = "passed" if gate is not None and gate.state == "COMPLETED" else "failed or did not run"
+        say(f"history gate {verdict}: {history.report / 'history.md'}; log {history.log(job_ids[-1])}")
     return status

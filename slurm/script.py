@@ -88,6 +88,27 @@ def check_line(key: str, value: str) -> None:
         raise ConfigError(key, "may not contain a line break or NUL character")
 
 
+def header_lines(values: dict[str, Any], extra_sbatch: Sequence[str] = ()) -> list[str]:
+    """``#SBATCH --name=value`` for each set value (``_`` → ``-``, sorted, quoted; True: a bare
+    flag), then the ``extra_sbatch`` lines."""
+    header = []
+    for name, value in values.items():
+        if value is None or value is False:
+            continue
+        flag = "--" + name.replace("_", "-")
+        if value is True:
+            header.append(f"#SBATCH {flag}")
+        else:
+            check_line(name, str(value))
+            header.append(f"#SBATCH {flag}={shlex.quote(str(value))}")
+    header.sort()
+    for line in extra_sbatch:
+        check_line("extra_sbatch", line)
+        flag, eq, value = extra_option(line).partition("=")
+        header.append(f"#SBATCH {flag}" + (f"={shlex.quote(value)}" if eq else ""))
+    return header
+
+
 def render_script(
     *,
     # -- user options (experiment `slurm:` section or command-line flags) ----------------------
@@ -149,21 +170,7 @@ def render_script(
         "open_mode": open_mode, "signal": signal, "requeue": requeue,
     }  # fmt: skip
     assert set(values) == set(SBATCH_OPTIONS)
-    header = []
-    for name, value in values.items():
-        if value is None or value is False:
-            continue
-        flag = "--" + name.replace("_", "-")
-        if value is True:
-            header.append(f"#SBATCH {flag}")
-        else:
-            check_line(name, str(value))
-            header.append(f"#SBATCH {flag}={shlex.quote(str(value))}")
-    header.sort()
-    for line in extra_sbatch:
-        check_line("extra_sbatch", line)
-        flag, eq, value = extra_option(line).partition("=")
-        header.append(f"#SBATCH {flag}" + (f"={shlex.quote(value)}" if eq else ""))
+    header = header_lines(values, extra_sbatch)
 
     ranks = nodes * ntasks_per_node
     srun = ["srun", "--kill-on-bad-exit=1", f"--nodes={nodes}", f"--ntasks={ranks}", f"--ntasks-per-node={ntasks_per_node}"]
@@ -181,16 +188,16 @@ def render_script(
     ]  # fmt: skip
 
     what = f"{count} runs as a job array (one run per array index)" if count > 1 else "1 run"
-    listing = [f"#   {i}: {_comment(label)}" for i, label in enumerate(labels[:40])]
+    listing = [f"#   {i}: {comment_text(label)}" for i, label in enumerate(labels[:40])]
     if len(labels) > 40:
         listing.append(f"#   ... {len(labels) - 40} more in the runs file")
     lines = [
         "#!/bin/bash",
         *header,
         "#",
-        f"# larsbench: experiment {_comment(experiment)}, {what} on {nodes} node(s) x {ntasks_per_node} rank(s).",
+        f"# larsbench: experiment {comment_text(experiment)}, {what} on {nodes} node(s) x {ntasks_per_node} rank(s).",
         "# Written by `larsbench slurm`; submit it by hand with `sbatch <this file>`, or use --submit.",
-        f"# Runs (index: label); their settings are in {_comment(runs_file)}:",
+        f"# Runs (index: label); their settings are in {comment_text(runs_file)}:",
         *listing,
         "",
         "set -eo pipefail",
@@ -252,6 +259,6 @@ def render_script(
     return "\n".join(lines)
 
 
-def _comment(text: str) -> str:
+def comment_text(text: str) -> str:
     """Text for a comment line: printable, on one line."""
     return re.sub(r"[\x00-\x1f\x7f]", "?", str(text))

@@ -37,9 +37,11 @@ def _run(command: list[str], **kwargs) -> subprocess.CompletedProcess:
         raise ConfigError("--submit", f"{command[0]} not found: run this on a Slurm login node, or drop --submit and copy the scripts there") from None
 
 
-def sbatch(script: Path) -> str:
-    """Submit one script; its job id (the array's id for a job array)."""
-    done = _run(["sbatch", "--parsable", str(script)])
+def sbatch(script: Path, after: list[str] | None = None) -> str:
+    """Submit one script; its job id (the array's id for a job array). ``after``: job ids it
+    waits for (``--dependency=afterany``: it starts once each has ended, however it ended)."""
+    dependency = [f"--dependency=afterany:{':'.join(after)}"] if after else []
+    done = _run(["sbatch", "--parsable", *dependency, str(script)])
     if done.returncode != 0:
         message = (done.stderr or done.stdout).strip().splitlines()
         raise ConfigError(str(script), f"sbatch refused it: {message[-1] if message else f'status {done.returncode}'}")

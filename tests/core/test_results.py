@@ -5,7 +5,7 @@ import warnings
 import pytest
 
 from larsbench.core.errors import ConfigError
-from larsbench.core.results import REQUIRED_KEYS, append_record, check_writable, read_records
+from larsbench.core.results import REQUIRED_KEYS, append_record, check_writable, read_record_file, read_records
 
 
 def record(run_id, **extra):
@@ -96,3 +96,35 @@ def test_a_resumed_run_supersedes_its_preempted_record(tmp_path):
     runs = latest_per_run(read_records(path))
     assert [(r["run_id"], r["status"]) for r in runs] == [("a", "ok"), ("b", "ok")]
     assert runs[0]["steps"] == 100
+
+
+def test_one_file_reports_its_unreadable_lines_as_a_count(tmp_path):
+    path = tmp_path / "results.jsonl"
+    append_record(path, record("a"))
+    with path.open("ab") as handle:
+        handle.write(b"\x00\xff binary\n[1, 2]\n{torn")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the caller reports the count; nothing is warned
+        found, skipped = read_record_file(path)
+    assert [r["run_id"] for r in found] == ["a"] and skipped == 3
+
+
+def test_skipped_arrays_are_left_undecoded_and_nothing_else_changes(tmp_path):
+    path = tmp_path / "results.jsonl"
+    curve = [[1, 2.5], [2, None], [3, 1e-3]]
+    compact = record("compact", loss_curve=curve, error='said "loss_curve":[[1,2]] in a string', after=[[7]])
+    spaced = record("spaced", loss_curve=curve)
+    nested = record("nested", loss_curve=[[1, [2]], [3]])
+    append_record(path, compact)
+    with path.open("a") as handle:
+        handle.write(json.dumps(spaced) + "\n")  # another tool's layout: decoded whole
+        handle.write('{"run_id": "torn", "loss_curve":[[1,2],[2,\n')
+    append_record(path, nested)
+    found, skipped = read_record_file(path, ("loss_curve",))
+    assert skipped == 1
+    by_id = {r["run_id"]: r for r in found}
+    assert by_id["compact"]["loss_curve"] is None
+    assert {k: v for k, v in by_id["compact"].items() if k != "loss_curve"} == {k: v for k, v in compact.items() if k != "loss_curve"}
+    assert by_id["spaced"]["loss_curve"] == curve  # not the compact form: left whole
+    assert by_id["nested"]["loss_curve"] == [[1, [2]], [3]]  # the cut would spoil it: decoded whole
+    assert read_record_file(path)[0][0]["loss_curve"] == curve  # without skip_arrays, untouched
