@@ -117,8 +117,8 @@ class RunSpec:
     data_workers: Annotated[NonNegativeInt, _doc("DataLoader worker processes per rank")] = 1
     threads_per_rank: Annotated[
         PositiveInt | None,
-        _doc("torch intra-op threads per rank; default: the cores this rank may use (its CPU affinity, "
-             "Slurm's --cpus-per-task) shared by the ranks on its node, less one core per data worker"),
+        _doc("torch intra-op threads per rank; default: OMP_NUM_THREADS, which the launchers set to the "
+             "cores a rank may use (its CPU affinity shared by the ranks on its node; Slurm's --cpus-per-task)"),
     ] = None
     synthetic_samples: Annotated[PositiveInt, _doc("size of the synthetic train set")] = 1024
     train_images_per_class: Annotated[PositiveInt, _doc("generated set: train images/class")] = 64

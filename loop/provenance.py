@@ -51,6 +51,7 @@ def collect(
         "cpu_count": os.cpu_count(),
         # Ranks sharing a node split its cores; throughput depends on it as much as on the CPU.
         "torch_threads": torch.get_num_threads(),
+        "cpu_affinity_count": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "gpu_model": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "gpu_count": torch.cuda.device_count() if torch.cuda.is_available() else 0,
         "launcher": env.source if env else None,

@@ -217,6 +217,8 @@ def render_script(
         "run_id=${SLURM_CLUSTER_NAME:-slurm}-${SLURM_ARRAY_JOB_ID:-$SLURM_JOB_ID}${SLURM_ARRAY_TASK_ID:+_$SLURM_ARRAY_TASK_ID}",
         f"export LARSBENCH_ALLOCATION={shlex.quote(json.dumps(allocation or {}, sort_keys=True, separators=(',', ':')))}",
         "export OMP_NUM_THREADS=${OMP_NUM_THREADS:-${SLURM_CPUS_PER_TASK:-1}}",
+        "# waiting OpenMP threads sleep instead of spinning on a core another process needs",
+        "export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}",
         "# no working directory on the ranks' sys.path: nothing in it can shadow a module",
         "export PYTHONSAFEPATH=1",
         '# queue time of this start (Slurm\'s StartTime - SubmitTime), kept apart from training time',

@@ -62,7 +62,7 @@ def launch_run(
         "--results", str(results),
         "--experiment", experiment,
     ]  # fmt: skip
-    env = rank_environment(spec.world_size)
+    env = rank_environment(spec.world_size, spec.threads_per_rank)
     files.clear_rank_files()  # an earlier attempt at this run id (a resume) left its own
     files.progress.unlink(missing_ok=True)
     files.log.parent.mkdir(parents=True, exist_ok=True)
@@ -97,11 +97,17 @@ def launch_run(
     return append_failure(spec, files, experiment, f"{reasons} ({log_note})")
 
 
-def rank_environment(nprocs: int) -> dict[str, str]:
-    """The environment local ranks start with."""
+def rank_environment(nprocs: int, threads: int | None = None) -> dict[str, str]:
+    """The environment local ranks start with (``threads``: the run's ``threads_per_rank``)."""
     env = dict(os.environ)
     # Ranks on one machine share its cores; unset, every rank would spawn a thread per core.
+    if threads is not None:
+        env["OMP_NUM_THREADS"] = str(threads)
     env.setdefault("OMP_NUM_THREADS", str(threads_per_rank(nprocs)))
+    # OpenMP threads that spin at the end of every parallel region (libgomp's default) hold a
+    # core whenever another process wants one: with 2 threads per rank on 2 vCPUs, single-rank
+    # runs fell to a tenth of their speed. Waiting threads sleep instead.
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     # No working directory on the ranks' sys.path (Python >= 3.11): a folder named like a
     # module larsbench or a library imports can never shadow it.
     env["PYTHONSAFEPATH"] = "1"

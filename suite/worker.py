@@ -58,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"the run asks for {spec.world_size} ranks but {env.source} started {env.world_size};"
                 " make the launcher's task count match world_size",
             )
+        if spec.threads_per_rank is not None:  # also exported as OMP_NUM_THREADS by the launchers
+            torch.set_num_threads(spec.threads_per_rank)
         backend = get_backend(spec.backend)(spec.backend_config)
         device = pick_device(spec.device, env.local_rank)
         backend.setup(env, device, spec.collective_timeout_sec)
