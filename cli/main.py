@@ -23,7 +23,7 @@ EPILOG = "exit status: 0 success, 1 a run failed or a regression was found, 2 ba
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="larsbench", description=DESCRIPTION, epilog=EPILOG)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    suite_cli.add_commands(commands)  # run, data
+    suite_cli.add_commands(commands, after_run=reports_cli.report_after_run)  # run, comm, data
     slurm_cli.add_commands(commands)  # slurm
     reports_cli.add_commands(commands)  # report, compare, baseline, history
     return parser

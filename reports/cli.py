@@ -211,3 +211,20 @@ def cmd_baseline_save(args: argparse.Namespace, console: Console) -> int:
     skipped = len(records) - len(chosen)
     console.print(f"saved {len(chosen)} ok run(s) to {path}" + (f" ({skipped} not ok or not selected, left out)" if skipped else ""))
     return 0
+
+
+def report_after_run(output: Path, console: Console) -> None:
+    """The scaling report of a run's results folder, into ``OUTPUT/report`` (every run that
+    folder holds, earlier ones included)."""
+    from larsbench.reports.comm import load_comm
+    from larsbench.reports.load import load_records_with_folders
+    from larsbench.reports.report import build_report
+
+    target = output / "report"
+    try:
+        records, folders = load_records_with_folders([output])
+        files = build_report(records, target, [str(output)], None, folders, load_comm([output]))
+    except (ConfigError, OSError) as exc:
+        console.print(f"no report written: {escape(str(exc))}")
+        return
+    console.print(f"report of {len(records)} run(s): {files.html} ({len(files.images)} plot(s) beside it)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,16 +51,19 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
         )
 
 
-def add_commands(commands: argparse._SubParsersAction) -> None:
-    """The ``run`` and ``data`` sub-commands."""
+def add_commands(commands: argparse._SubParsersAction, after_run: Callable[[Path, Console], None] | None = None) -> None:
+    """The ``run``, ``comm`` and ``data`` sub-commands. ``after_run(output, console)`` runs when
+    a ``run`` has finished (the command line writes the report there: reports sit above this
+    layer, so they are handed in rather than imported)."""
     run = commands.add_parser("run", help="run an experiment (default: the bundled CPU demo)")
     run.add_argument("experiment", nargs="?", type=Path, help="experiment YAML; omit for the bundled default or a single run from flags")
     run.add_argument("--output", type=Path, help="results folder (default: the experiment's 'output', else ./results)")
     run.add_argument("--run-id", help="name a single run; running it again with the same id resumes it from its checkpoint")
     run.add_argument("--repeats", type=int, metavar="N", help="run every setting N times (each record carries its repeat index); overrides the experiment's 'repeats'")
     run.add_argument("--verbose", action="store_true", help="stream every launcher's and library's output instead of writing it to OUTPUT/logs/")
+    run.add_argument("--no-report", dest="report", action="store_false", help="do not write OUTPUT/report at the end")
     add_run_flags(run)
-    run.set_defaults(handler=cmd_run)
+    run.set_defaults(handler=cmd_run, after_run=after_run)
 
     comm = commands.add_parser(
         "comm", help="measure each backend's all-reduce, all-gather and broadcast over message sizes",
@@ -102,6 +106,8 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     started = time.perf_counter()
     records = run_experiment(experiment, output, console, args.run_id, args.verbose)
     console.print(summary_table(records, f"{experiment.name}: {len(records)} run(s) in {time.perf_counter() - started:.0f} s"))
+    if args.report and args.after_run is not None:
+        args.after_run(output, console)
     return 1 if any(r["status"] in ("failed", "preempted") for r in records) else 0
 
 

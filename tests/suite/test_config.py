@@ -49,10 +49,16 @@ def test_identical_cells_are_run_once(tmp_path):
     assert len(load_experiment(path, {"optimizer": "sgd"}).runs) == 1
 
 
-def test_bundled_default_is_valid():
+def test_bundled_default_shows_every_headline_metric():
+    """All three backends, each on two world sizes with the same per-worker batch (a weak-scaling
+    efficiency per backend), on the CPU, with a target so time to accuracy is measured."""
     exp = load_experiment(bundled_experiment())
-    assert {r.model for r in exp.runs} == {"resnet50", "alexnet"}
-    assert all(r.world_size >= 2 and r.device == "cpu" for r in exp.runs)
+    assert {r.backend for r in exp.runs} == {"ddp", "deepspeed", "horovod"}
+    for backend in ("ddp", "deepspeed", "horovod"):
+        mine = [r for r in exp.runs if r.backend == backend]
+        assert sorted(r.world_size for r in mine) == [1, 2]
+        assert len({r.micro_batch_size * r.accumulation_steps for r in mine}) == 1
+    assert all(r.device == "cpu" and r.target_top1 is not None and r.dataset == "generated" for r in exp.runs)
 
 
 @pytest.mark.parametrize(
