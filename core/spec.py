@@ -106,6 +106,12 @@ class RunSpec:
              "compile of seconds to minutes per rank, inside the timing warm-up steps"),
     ] = False
     data_workers: Annotated[NonNegativeInt, _doc("DataLoader worker processes per rank")] = 1
+    data_loader: Annotated[
+        Literal["cpu", "gpu"],
+        _doc("where JPEGs are decoded and augmented: cpu (PIL in the DataLoader workers) or gpu "
+             "(workers read file bytes, nvjpeg decodes each micro-batch on the GPU; CUDA, "
+             "imagefolder or generated data)"),
+    ] = "cpu"
     synthetic_samples: Annotated[PositiveInt, _doc("size of the synthetic train set")] = 1024
     train_images_per_class: Annotated[PositiveInt, _doc("generated set: train images/class")] = 64
     val_images_per_class: Annotated[PositiveInt, _doc("generated set: val images/class")] = 16

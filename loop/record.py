@@ -57,6 +57,7 @@ def build_record(
         "precision": spec.precision,
         "channels_last": spec.channels_last,
         "compile": spec.compile,
+        "data_loader": spec.data_loader,
         "seed": spec.seed,
         "steps": m.steps if metrics else None,
         "steps_per_epoch": m.steps_per_epoch if metrics else None,

@@ -96,3 +96,17 @@ def test_a_resumed_run_supersedes_its_preempted_record(tmp_path):
     runs = latest_per_run(read_records(path))
     assert [(r["run_id"], r["status"]) for r in runs] == [("a", "ok"), ("b", "ok")]
     assert runs[0]["steps"] == 100
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_an_older_record_reads_with_the_loader_it_ran_with(tmp_path, version):
+    path = tmp_path / "results.jsonl"
+    old = record("a", schema_version=version)
+    for key in ("data_loader", "precision", "channels_last", "compile")[: 1 if version == 2 else None]:
+        del old[key]  # what that version wrote
+    path.write_text(json.dumps(old) + "\n" + json.dumps({**old, "run_id": "b", "provenance": {"config": {"data_loader": "gpu"}}}) + "\n")
+    first, second = read_records(path)
+    assert (first["data_loader"], second["data_loader"]) == ("cpu", "gpu")
+    assert first["schema_version"] == second["schema_version"] == 3
+    if version == 1:
+        assert first["precision"] == "fp32" and first["compile"] is False
