@@ -28,6 +28,9 @@ What differs, so pixels are close but not bit-identical:
   to integers before the normalisation;
 - only JPEG files can be decoded: any other image in the tree fails, naming the file;
 - batches (labels too) come out on the GPU, already there for the model.
+
+torchvision 0.29 deprecates its image decoders in favour of TorchCodec (they still work, with
+a warning); ``decode`` is the one call to replace when they go.
 """
 
 from __future__ import annotations

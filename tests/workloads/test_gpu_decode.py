@@ -23,6 +23,9 @@ from larsbench.workloads.gpu_decode import gpu_imagefolder, train_crop
 
 from .conftest import GEN_CLASSES
 
+# torchvision >= 0.29 warns that its decoders move to TorchCodec; the GPU machine's 0.26 does not
+pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities:DeprecationWarning")
+
 CPU = torch.device("cpu")
 LEVEL = 1 / 255 / 0.225  # one 8-bit level after the normalisation, at the smallest std
 
