@@ -175,6 +175,8 @@ STAGES=("a.tests 100 stage_tests" "b.train 200 stage_train" "c.lars 80 stage_lar
 # On the GPU the stages run one at a time (they time the device); a dry run times nothing and
 # runs two at a time, which halves its wall time on two cores.
 JOBS=$( ((DRY)) && echo "${GPU_CHECK_JOBS:-2}" || echo 1)
+# one thread per process there: OpenMP threads of two stages spinning on two cores waste both
+((DRY)) && export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 running=() # stage processes by pid: a bare `wait` would also wait for the tee behind this output
 for entry in "${STAGES[@]}"; do
     read -r name cap fn <<<"$entry"
