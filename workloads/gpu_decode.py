@@ -27,7 +27,10 @@ What differs, so pixels are close but not bit-identical:
   (``torchvision.transforms.v2.functional``) instead of PIL's on 8-bit pixels, which rounds
   to integers before the normalisation;
 - only JPEG files can be decoded: any other image in the tree fails, naming the file;
-- batches (labels too) come out on the GPU, already there for the model.
+- batches (labels too) come out on the GPU, already there for the model;
+- the decode and the crops are GPU work queued on the training stream: a run's
+  ``data_wait_fraction`` holds the host's share (reading, launching, whatever nvjpeg does on
+  the host), and the GPU's share lands in the step time.
 
 torchvision 0.29 deprecates its image decoders in favour of TorchCodec (they still work, with
 a warning); ``decode`` is the one call to replace when they go.
