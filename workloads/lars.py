@@ -203,17 +203,25 @@ def _select_step(
     return _foreach_step
 
 
-def _cpu_fused_able(params: list[torch.Tensor], grads: list[torch.Tensor], bufs: list[torch.Tensor] | None) -> bool:
-    """Whether ``_fused_step`` can take this group: CPU tensors, and w, g, v of each tensor in
-    one dtype and one dense layout (the kernel walks the three buffers in memory order)."""
-    return hasattr(torch, "_fused_sgd_") and all(
-        p.device.type == "cpu"
-        and g.device == p.device
+def laid_out_alike(params: list[torch.Tensor], grads: list[torch.Tensor], bufs: list[torch.Tensor] | None) -> bool:
+    """Whether w, g and v of each tensor share a device, a dtype and one dense layout: what a
+    fused kernel needs, walking the three buffers in memory order."""
+    return all(
+        g.device == p.device
         and g.dtype == p.dtype
         and g.stride() == p.stride()
         and (p.is_contiguous() or p.is_contiguous(memory_format=torch.channels_last))
-        and (v is None or (v.dtype == p.dtype and v.stride() == p.stride()))
+        and (v is None or (v.device == p.device and v.dtype == p.dtype and v.stride() == p.stride()))
         for p, g, v in zip(params, grads, bufs or itertools.repeat(None))
+    )
+
+
+def _cpu_fused_able(params: list[torch.Tensor], grads: list[torch.Tensor], bufs: list[torch.Tensor] | None) -> bool:
+    """Whether ``_fused_step`` can take this group: CPU tensors laid out alike."""
+    return (
+        hasattr(torch, "_fused_sgd_")
+        and all(p.device.type == "cpu" for p in params)
+        and laid_out_alike(params, grads, bufs)
     )
 
 

@@ -177,17 +177,16 @@ _TABLES = _Tables()
 
 
 def able(params: list[torch.Tensor], grads: list[torch.Tensor], bufs: list[torch.Tensor] | None) -> bool:
-    """Whether the kernels can take this group: one device and one dtype they support for w,
-    g and v, each tensor densely laid out, and g and v laid out as w (the kernels walk the
-    three in memory order)."""
+    """Whether the kernels can take this group: one device and one dtype they support for all
+    its tensors (one launch reads them all through one pointer type), each laid out alike."""
+    from larsbench.workloads.lars import laid_out_alike
+
     first = params[0]
-    return first.dtype in DTYPES and all(
-        p.device == first.device and p.dtype == g.dtype == first.dtype and g.device == p.device
-        and g.stride() == p.stride()
-        and (p.is_contiguous() or p.is_contiguous(memory_format=torch.channels_last))
-        and (v is None or (v.dtype == p.dtype and v.stride() == p.stride() and v.device == p.device))
-        for p, g, v in zip(params, grads, bufs or [None] * len(params))
-    )  # fmt: skip
+    return (
+        first.dtype in DTYPES
+        and all(p.device == first.device and p.dtype == first.dtype for p in params)
+        and laid_out_alike(params, grads, bufs)
+    )
 
 
 def step(
