@@ -122,10 +122,19 @@ def record_figures(work: Path, folder: str, stage: str, key: str) -> list[dict[s
     return rows
 
 
+def loader_ratio(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The GPU loader's throughput against the CPU loader's, when both ran."""
+    speed = {row["name"].split()[3]: row["value"] for row in rows}
+    if not (speed.get("gpu") and speed.get("cpu")):
+        return []
+    return [figure("f. data_loader gpu / cpu throughput", speed["gpu"] / speed["cpu"], "x", note="same model, batch and steps")]
+
+
 def collect(work: Path, dry_run: bool) -> dict[str, Any]:
+    loaders = record_figures(work, "loaders", "f", "data_loader")
     figures = [
         *throughput_figures(work), *lars_step_figures(work), *harness_figures(work),
-        *record_figures(work, "runs", "e", "backend"), *record_figures(work, "loaders", "f", "data_loader"),
+        *record_figures(work, "runs", "e", "backend"), *loaders, *loader_ratio(loaders),
     ]  # fmt: skip
     if dry_run:  # toy sizes on a CPU: the targets are a GPU's
         for row in figures:
