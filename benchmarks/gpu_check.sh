@@ -17,7 +17,7 @@
 #                                            # (or GPU_CHECK_DRY_RUN=1)
 # GPU_CHECK_BUDGET (seconds, default 450) bounds the whole check: later stages get what is left.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 2
 
 DRY=${GPU_CHECK_DRY_RUN:-0}
 [[ ${1:-} == --dry-run ]] && DRY=1
@@ -72,9 +72,9 @@ run_stage() { # name, cap in seconds, function
 
 stage_tests() {
     local files
-    files=$(grep -rl --include='test_*.py' 'pytest.mark.gpu' tests | sort)
-    echo "files with CUDA-only tests: " $files
-    "$PY" -m pytest -q -p no:cacheprovider -m gpu -o addopts= -ra $files
+    mapfile -t files < <(grep -rl --include='test_*.py' 'pytest.mark.gpu' tests | sort)
+    echo "files with CUDA-only tests: ${files[*]}"
+    "$PY" -m pytest -q -p no:cacheprovider -m gpu -o addopts= -ra "${files[@]}"
 }
 
 stage_train() {
@@ -115,7 +115,7 @@ stage_runs() {
             "${size[@]}" --output "$WORK/runs" || failed=1
     done
     "$PY" -m larsbench report "$WORK/runs" -o "$WORK/report" || failed=1
-    return $failed
+    return "$failed"
 }
 
 stage_loaders() {
@@ -129,14 +129,14 @@ stage_loaders() {
         loaders=("cpu 0")
         note "data_loader gpu left out of the dry run: it decodes with nvjpeg on a CUDA device"
     fi
-    "$PY" -m benchmarks.gpu_data "$WORK/jpegs" --classes $classes "${set[@]}" || return 1
+    "$PY" -m benchmarks.gpu_data "$WORK/jpegs" --classes "$classes" "${set[@]}" || return 1
     for loader in "${loaders[@]}"; do
         read -r loader workers <<<"$loader"
         "$PY" -m larsbench run --data-loader "$loader" --data-workers "$workers" --dataset imagefolder \
-            --data-dir "$WORK/jpegs" --num-classes $classes --eval-every-epochs 1000 --precision bf16 --channels-last \
+            --data-dir "$WORK/jpegs" --num-classes "$classes" --eval-every-epochs 1000 --precision bf16 --channels-last \
             "${size[@]}" --output "$WORK/loaders" || failed=1
     done
-    return $failed
+    return "$failed"
 }
 export -f stage_tests stage_train stage_lars stage_harness stage_runs stage_loaders
 
