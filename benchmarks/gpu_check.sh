@@ -173,9 +173,10 @@ fi
 STAGES=("a.tests 100 stage_tests" "b.train 200 stage_train" "c.lars 80 stage_lars" "d.harness 80 stage_harness"
     "e.runs 120 stage_runs" "f.loaders 150 stage_loaders")
 # On the GPU the stages run one at a time (they time the device); a dry run times nothing and
-# runs two at a time, which halves its wall time on two cores.
-JOBS=$( ((DRY)) && echo "${GPU_CHECK_JOBS:-2}" || echo 1)
-# one thread per process there: OpenMP threads of two stages spinning on two cores waste both
+# runs three at a time: on two cores that halves its wall time (its processes spend part of
+# theirs waiting on launchers and rendezvous).
+JOBS=$( ((DRY)) && echo "${GPU_CHECK_JOBS:-3}" || echo 1)
+# one thread per process there: OpenMP threads of several stages spinning on two cores waste them
 ((DRY)) && export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 running=() # stage processes by pid: a bare `wait` would also wait for the tee behind this output
 for entry in "${STAGES[@]}"; do
