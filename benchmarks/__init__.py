@@ -4,4 +4,7 @@
   the suite's DDP step vs a bare DDP loop), each printed against its target.
 - ``python -m pytest benchmarks --benchmark-autosave``: pytest-benchmark timings for regression
   checks (``--benchmark-compare --benchmark-compare-fail=mean:10%``).
+- ``bash benchmarks/gpu_check.sh``: every GPU measurement in one run on a bare GPU machine
+  (``gpu_throughput``, ``gpu_lars_step``, the harness on NCCL, larsbench runs, ``gpu_data``
+  for the loaders, ``gpu_summary``); ``--dry-run`` on a CPU. See docs/gpu.md.
 """

@@ -2,8 +2,8 @@
 
 Run by ``benchmarks.run`` as
 ``python -m torch.distributed.run --standalone --nproc-per-node=2 --module benchmarks.harness_ddp``.
-Both sides train ResNet-50 (32 px, synthetic data, LARS, same micro-batch) in DDP over gloo,
-each on its own model built from the same seed; the suite's side is the real ``Trainer``. They alternate in blocks of 5 steps, in the
+Both sides train ResNet-50 (32 px, synthetic data, LARS, same micro-batch) in DDP over gloo
+(``--device cuda``: over NCCL, one GPU per rank), each on its own model built from the same seed; the suite's side is the real ``Trainer``. They alternate in blocks of 5 steps, in the
 order A B B A (the suite's side pays its loss reduction every 10 steps, its default
 ``log_every_steps``, as in a real run), so that drift and load from other processes hit both
 sides alike. Rank 0 prints
@@ -57,21 +57,21 @@ class BareSide:
     def __init__(self, spec, images: torch.Tensor, labels: torch.Tensor):
         self.spec = spec
         torch.manual_seed(spec.seed)
-        module = build_model(spec.model, spec.num_classes)
-        self.model = DistributedDataParallel(module)
+        module = build_model(spec.model, spec.num_classes).to(images.device)
+        self.model = DistributedDataParallel(module, device_ids=[images.device.index] if images.device.type == "cuda" else None)
         lr = spec.lr  # scaling_rule "none": the peak LR is the base LR
         self.optimizer = LARS(
             lars_param_groups(module, spec.weight_decay), lr=lr, momentum=spec.momentum,
             trust_coefficient=spec.trust_coefficient, eps=spec.lars_eps,
         )  # fmt: skip
         self.images, self.labels = images, labels
-        self.order = torch.randperm(len(labels))
+        self.order = torch.randperm(len(labels), device=labels.device)
         self.position = 0
 
     def _batch(self):
         mb = self.spec.micro_batch_size
         if self.position + mb > len(self.order):
-            self.order, self.position = torch.randperm(len(self.labels)), 0
+            self.order, self.position = torch.randperm(len(self.labels), device=self.labels.device), 0
         index = self.order[self.position : self.position + mb]
         self.position += mb
         return self.images[index], self.labels[index]
@@ -90,12 +90,18 @@ class BareSide:
             self.optimizer.zero_grad(set_to_none=True)
 
 
-def timed(side, steps: int) -> float:
-    dist.barrier()
+def timed(side, steps: int, device: torch.device) -> float:
+    finish(device)
     start = time.perf_counter()
     side.run(steps)
-    dist.barrier()  # the block ends when the slowest rank is done
+    finish(device)  # the block ends when the slowest rank's GPU is done
     return time.perf_counter() - start
+
+
+def finish(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    dist.barrier()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -105,16 +111,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--accumulation", type=int, default=1)
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--model", default="resnet50")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="cuda: one GPU per rank, NCCL")
     args = parser.parse_args(argv)
 
     env = environment.detect()
-    device = torch.device("cpu")
+    device = torch.device("cuda", env.local_rank) if args.device == "cuda" else torch.device("cpu")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
     block = 5  # steps per timed block
     total_steps = block * (2 * args.rounds + 1)
     spec = build_spec([("harness", {
         "backend": "ddp", "model": args.model, "dataset": "synthetic", "image_size": args.image_size,
         "world_size": env.world_size, "micro_batch_size": args.micro_batch,
-        "accumulation_steps": args.accumulation, "optimizer": "lars", "device": "cpu",
+        "accumulation_steps": args.accumulation, "optimizer": "lars", "device": args.device,
         "steps": total_steps,
         "synthetic_samples": env.world_size * args.micro_batch * args.accumulation * 80,
     })])  # fmt: skip
@@ -125,12 +134,12 @@ def main(argv: list[str] | None = None) -> None:
         train = suite.trainer.data.train
         bare = BareSide(spec, train.images, train.labels)
         sides = {"suite": suite, "bare": bare}
-        for side in sides.values():  # warm-up: allocator, momentum buffers, gloo buffers
-            timed(side, block)
+        for side in sides.values():  # warm-up: allocator, momentum buffers, gloo buffers, cuDNN's choices
+            timed(side, block, device)
         seconds: dict[str, list[float]] = {"suite": [], "bare": []}
         for _ in range(args.rounds):
             for name in ("suite", "bare", "bare", "suite"):
-                seconds[name].append(timed(sides[name], block))
+                seconds[name].append(timed(sides[name], block, device))
         suite.trainer.progress.close()
         clock = suite.trainer.clock
         if env.rank == 0:

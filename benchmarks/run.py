@@ -4,7 +4,9 @@
 2. Plain per-parameter LARS loop / LARS step (target >= 3.00x); the in-place loop's ratio
    and LARS against fused SGD are printed for information.
 3. The suite's DDP training step (2 CPU ranks, ResNet-50 at 32 px, synthetic data, LARS)
-   against a bare hand-written DDP loop: throughput ratio (target >= 98%).
+   against a bare hand-written DDP loop: throughput ratio (target >= 98%). ``--skip-lars
+   --harness-device cuda --harness-ranks 1`` measures it alone on one GPU over NCCL
+   (``benchmarks/gpu_check.sh`` does), ``--json FILE`` keeps the figures.
 
 Every figure is measured in this run, both sides of a ratio interleaved in one process (one
 torchrun launch for 3). Each ratio is the median of per-round ratios; the spread printed with
@@ -118,11 +120,13 @@ def lars_ratios(rounds: int, copies: int) -> list[bool]:
     return ok
 
 
-def harness_ratio(rounds: int, timeout: float) -> list[bool]:
+def harness_ratio(rounds: int, timeout: float, ranks: int = 2, harness_args: tuple[str, ...] = (), figures: dict | None = None) -> list[bool]:
+    """``harness_args`` go to ``benchmarks.harness_ddp`` (device, model, image size, micro-batch);
+    ``figures``, when given, receives the measured figures."""
     start = time.perf_counter()
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc-per-node=2",
-        "--module", "benchmarks.harness_ddp", "--rounds", str(rounds),
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", f"--nproc-per-node={ranks}",
+        "--module", "benchmarks.harness_ddp", "--rounds", str(rounds), *harness_args,
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     with OtherLoad() as load:
@@ -135,8 +139,9 @@ def harness_ratio(rounds: int, timeout: float) -> list[bool]:
     result = json.loads(results[-1][len("HARNESS "):])
     suite, bare = result["seconds"]["suite"], result["seconds"]["bare"]
     images = result["steps_per_block"] * result["global_batch"]
+    where = "GPU" if "cuda" in harness_args else "CPU"
     print(
-        f"DDP training step, {result['world_size']} CPU ranks, global batch {result['global_batch']}: "
+        f"DDP training step, {result['world_size']} {where} ranks, global batch {result['global_batch']}: "
         f"suite {images * len(suite) / sum(suite):.1f} img/s, bare loop {images * len(bare) / sum(bare):.1f} img/s, "
         f"suite data wait {result['data_wait_sec'] / result['suite_step_sec']:.2%} of step time"
         f"   ({time.perf_counter() - start:.0f} s; {load_note(load)})",
@@ -146,6 +151,9 @@ def harness_ratio(rounds: int, timeout: float) -> list[bool]:
     ratios = [
         (bare[i] + bare[i + 1]) / (suite[i] + suite[i + 1]) for i in range(0, len(suite) - 1, 2)
     ]
+    if figures is not None:
+        figures.update(result, ratios=ratios, ratio_median=statistics.median(ratios),
+                       suite_images_per_sec=images * len(suite) / sum(suite), bare_images_per_sec=images * len(bare) / sum(bare))  # fmt: skip
     return [line("suite DDP step / bare DDP loop throughput", ratios, 0.98, higher_is_better=True, percent=True)]
 
 
@@ -155,14 +163,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--copies", type=int, default=3, help="copies of the parameters per optimizer")
     parser.add_argument("--harness-rounds", type=int, default=6, help="A B B A rounds of 5-step blocks")
     parser.add_argument("--skip-harness", action="store_true", help="only the optimizer-step ratios")
+    parser.add_argument("--skip-lars", action="store_true", help="only the harness ratio")
     parser.add_argument("--harness-timeout", type=float, default=900.0)
+    parser.add_argument("--harness-ranks", type=int, default=2, help="ranks of the harness run (default 2)")
+    parser.add_argument("--harness-device", choices=("cpu", "cuda"), default="cpu", help="cuda: one GPU per rank, NCCL")
+    parser.add_argument("--harness-model", default="resnet50")
+    parser.add_argument("--harness-image-size", type=int, default=32)
+    parser.add_argument("--harness-micro-batch", type=int, default=16)
+    parser.add_argument("--json", type=Path, help="write the harness figures here")
     args = parser.parse_args(argv)
-    if args.copies < 1 or args.lars_rounds < 4:
-        parser.error("--copies must be at least 1 and --lars-rounds at least 4 (quartiles need four rounds)")
+    if args.copies < 1 or args.lars_rounds < 4 or args.harness_rounds < 2:
+        parser.error("--copies must be at least 1, --lars-rounds at least 4 and --harness-rounds at least 2 (quartiles need several rounds)")
     start = time.perf_counter()
-    ok = lars_ratios(args.lars_rounds, args.copies)
+    ok = [] if args.skip_lars else lars_ratios(args.lars_rounds, args.copies)
     if not args.skip_harness:
-        ok += harness_ratio(args.harness_rounds, args.harness_timeout)
+        harness_args = ("--device", args.harness_device, "--model", args.harness_model,
+                        "--image-size", str(args.harness_image_size), "--micro-batch", str(args.harness_micro_batch))  # fmt: skip
+        figures: dict = {}
+        ok += harness_ratio(args.harness_rounds, args.harness_timeout, args.harness_ranks, harness_args, figures)
+        if args.json:
+            args.json.write_text(json.dumps({"device": args.harness_device, **figures}, indent=1) + "\n")
     print(f"{sum(ok)}/{len(ok)} targets met in {time.perf_counter() - start:.0f} s")
     return 0 if all(ok) else 1
 

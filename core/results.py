@@ -20,12 +20,13 @@ from larsbench.core.files import append_lines, scan_lines
 from larsbench.core.layout import RESULTS_FILE
 
 # 2: precision, channels_last and compile became top-level keys (they define a setting).
-SCHEMA_VERSION = 2
+# 3: data_loader (cpu or gpu decoding) became a top-level key.
+SCHEMA_VERSION = 3
 
 REQUIRED_KEYS = (
     "run_id", "status", "backend", "model", "dataset", "image_size", "world_size",
     "micro_batch_size", "accumulation_steps", "global_batch_size", "optimizer", "lr",
-    "precision", "channels_last", "compile", "steps", "epochs", "throughput_images_per_sec",
+    "precision", "channels_last", "compile", "data_loader", "steps", "epochs", "throughput_images_per_sec",
     "step_time_p50_sec", "step_time_p95_sec", "final_top1", "target_top1",
     "time_to_accuracy_sec", "epochs_to_accuracy", "loss_curve", "param_checksum", "provenance",
 )  # fmt: skip
@@ -76,10 +77,13 @@ def read_record_file(path: str | Path, skip_arrays: tuple[str, ...] = ()) -> tup
 
 def migrate(record: dict[str, Any]) -> dict[str, Any]:
     """A record of an older schema in the current one (new keys from its recorded config)."""
-    if record.get("schema_version", SCHEMA_VERSION) < 2:
+    version = record.get("schema_version", SCHEMA_VERSION)
+    if version < SCHEMA_VERSION:
         config = (record.get("provenance") or {}).get("config") or {}
         record = {**record, "schema_version": SCHEMA_VERSION}
-        for key, default in (("precision", "fp32"), ("channels_last", False), ("compile", False)):
+        added = [("precision", "fp32"), ("channels_last", False), ("compile", False)] if version < 2 else []
+        # Before version 3 every run decoded its images on the CPU.
+        for key, default in [*added, ("data_loader", "cpu")]:
             record.setdefault(key, config.get(key, default))
     return record
 

@@ -120,6 +120,12 @@ class RunSpec:
         _doc("torch intra-op threads per rank; default: OMP_NUM_THREADS, which the launchers set to the "
              "cores a rank may use (its CPU affinity shared by the ranks on its node; Slurm's --cpus-per-task)"),
     ] = None
+    data_loader: Annotated[
+        Literal["cpu", "gpu"],
+        _doc("where JPEGs are decoded and augmented: cpu (PIL in the DataLoader workers) or gpu "
+             "(workers read file bytes, nvjpeg decodes each micro-batch on the GPU; CUDA, "
+             "imagefolder or generated data)"),
+    ] = "cpu"
     synthetic_samples: Annotated[PositiveInt, _doc("size of the synthetic train set")] = 1024
     train_images_per_class: Annotated[PositiveInt, _doc("generated set: train images/class")] = 64
     val_images_per_class: Annotated[PositiveInt, _doc("generated set: val images/class")] = 16

@@ -73,6 +73,7 @@ def _identity(spec: RunSpec, run_id: str, experiment: str, status: str, error: s
         "precision": spec.precision,
         "channels_last": spec.channels_last,
         "compile": spec.compile,
+        "data_loader": spec.data_loader,
         "seed": spec.seed,
         "repeat": spec.repeat,
     }

@@ -206,6 +206,8 @@ def check_spec(spec: RunSpec, origin: dict[str, str] | None = None) -> RunSpec:
                 f"the {spec.dataset} train set has {samples} images, fewer than one global batch "
                 f"({product}); raise {size_field} or lower the batch",
             )
+    if spec.data_loader == "gpu":
+        _check_gpu_loader(spec, where("data_loader"))
     if spec.steps is None and spec.warmup_epochs >= spec.epochs:
         raise ConfigError(
             where("warmup_epochs"),
@@ -290,6 +292,16 @@ def _check_imagefolder(spec: RunSpec, key: str) -> None:
                 f"{root / split} is not a directory; data_dir must hold train/ and val/ "
                 "with one sub-folder per class (ImageNet layout)",
             )
+
+
+def _check_gpu_loader(spec: RunSpec, key: str) -> None:
+    """The GPU loader decodes JPEG files on a CUDA device: it needs both."""
+    if spec.device == "cpu":
+        raise ConfigError(key, "'gpu' decodes on a CUDA device but device is 'cpu'; set device to cuda or auto, or data_loader to cpu")
+    if spec.dataset == "synthetic":
+        raise ConfigError(
+            key, "'gpu' decodes JPEG files, and synthetic data has none; use dataset imagefolder or generated, or data_loader cpu"
+        )
 
 
 def _check_keys(mapping: dict[str, Any], valid: tuple[str, ...], where: str) -> None:

@@ -7,6 +7,9 @@
   a ``DistributedSampler`` reseeded every epoch, and exact sharded evaluation.
 - ``generated``: ``imagefolder`` over a learnable set that ``workloads.generated`` writes once
   (into ``data_dir``, or a cache folder) before the ranks start.
+
+``data_loader: gpu`` swaps the ImageFolder decode and transforms for ``workloads.gpu_decode``
+(file bytes from the workers, nvjpeg and the crops on the GPU), with the same order and crops.
 """
 
 from __future__ import annotations
@@ -14,13 +17,14 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Protocol
 
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
+from larsbench.core.errors import ConfigError
 from larsbench.core.spec import RunSpec
 from larsbench.workloads.generated import generate_imagefolder
 
@@ -44,7 +48,7 @@ class TrainBatches(Protocol):
 @dataclasses.dataclass
 class RankData:
     train: TrainBatches
-    val: DataLoader | None
+    val: Iterable[tuple[torch.Tensor, torch.Tensor]] | None
     train_samples: int  # whole train set, all ranks
     input_shape: tuple[int, ...] = (3, 32, 32)  # one image as the model sees it (channels, height, width)
     val_samples: int | None = None  # whole validation set, all ranks (None: no evaluation)
@@ -86,7 +90,17 @@ def build_rank_data(spec: RunSpec, rank: int, world_size: int, device: torch.dev
         return RankData(train=train, val=None, train_samples=spec.synthetic_samples, input_shape=(3, spec.image_size, spec.image_size))
     if spec.data_dir is None:
         raise ValueError(f"dataset {spec.dataset!r} needs data_dir (prepare() sets it)")
-    return _imagefolder(spec, Path(spec.data_dir).expanduser(), rank, world_size, device)
+    root = Path(spec.data_dir).expanduser()
+    if spec.data_loader == "gpu":
+        if device.type != "cuda":
+            raise ConfigError(
+                "data_loader", f"'gpu' decodes on a CUDA device and this rank runs on {device.type}; "
+                "run where CUDA is visible, or set data_loader cpu",
+            )
+        from larsbench.workloads.gpu_decode import gpu_imagefolder  # it builds on this module
+
+        return gpu_imagefolder(spec, root, rank, world_size, device)
+    return _imagefolder(spec, root, rank, world_size, device)
 
 
 class SyntheticBatches:
@@ -164,7 +178,7 @@ class _SeededAugmentation(torch.utils.data.Dataset):
 class _EpochLoader:
     """A DataLoader over ``_EpochIndices``: reseeded, and skippable, per epoch."""
 
-    def __init__(self, loader: DataLoader, indices: _EpochIndices, micro_batch: int):
+    def __init__(self, loader: Iterable, indices: _EpochIndices, micro_batch: int):
         self.loader, self.indices, self.micro_batch = loader, indices, micro_batch
         self.sampler = indices.sampler  # the DistributedSampler that orders and shards
 
@@ -204,21 +218,31 @@ def _imagefolder(spec: RunSpec, root: Path, rank: int, world_size: int, device: 
             ]
         ),
     )
+    train, indices, val = epoch_loaders(
+        spec, _SeededAugmentation(train_set, spec.seed), val_set, rank, world_size, pin_memory=device.type == "cuda"
+    )
+    return RankData(
+        train=_EpochLoader(train, indices, spec.micro_batch_size), val=val, train_samples=len(train_set),
+        input_shape=(3, spec.image_size, spec.image_size), val_samples=len(val_set),
+    )
+
+
+def epoch_loaders(
+    spec: RunSpec, train_set, val_set, rank: int, world_size: int, *, pin_memory: bool, collate=None
+) -> tuple[DataLoader, _EpochIndices, DataLoader]:
+    """The DataLoaders both data paths share: ``train_set`` takes ``(epoch, index)`` from this
+    rank's ``DistributedSampler`` shard (reseeded per epoch, skippable), ``val_set`` plain
+    indices, each val image on exactly one rank."""
     indices = _EpochIndices(
         DistributedSampler(train_set, num_replicas=world_size, rank=rank, shuffle=True, seed=spec.seed, drop_last=True)
     )
     common = dict(
         num_workers=spec.data_workers,
-        pin_memory=device.type == "cuda",
+        pin_memory=pin_memory,
         persistent_workers=spec.data_workers > 0,
+        collate_fn=collate,
     )
-    train = DataLoader(
-        _SeededAugmentation(train_set, spec.seed),
-        batch_size=spec.micro_batch_size,
-        sampler=indices,
-        drop_last=True,
-        **common,
-    )
+    train = DataLoader(train_set, batch_size=spec.micro_batch_size, sampler=indices, drop_last=True, **common)
     # Every val image exactly once across ranks (no sampler padding): the reduced counts are exact.
     val = DataLoader(
         Subset(val_set, range(rank, len(val_set), world_size)),
@@ -226,7 +250,4 @@ def _imagefolder(spec: RunSpec, root: Path, rank: int, world_size: int, device: 
         shuffle=False,
         **common,
     )
-    return RankData(
-        train=_EpochLoader(train, indices, spec.micro_batch_size), val=val, train_samples=len(train_set),
-        input_shape=(3, spec.image_size, spec.image_size), val_samples=len(val_set),
-    )
+    return train, indices, val

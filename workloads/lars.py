@@ -26,13 +26,16 @@ writes w and v.
   CPU only.
 - Elsewhere (GPUs), ``torch._foreach_*`` kernels over the whole group with the per-tensor
   scales kept as device tensors: ``step`` never reads a tensor value on the host.
+- On CUDA with ``fused=True``, two Triton kernels per cache-sized block of tensors
+  (``workloads.lars_triton``): the norms, then the update while w and g are still in L2, so
+  memory sees about fused SGD's traffic; no host read either. Opt-in until measured on a GPU.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
 import torch
@@ -57,7 +60,8 @@ class LARS(Optimizer):
         fused: the update's implementation, as torch.optim's ``fused``/``foreach``: None (the
             default) runs torch's fused kernel where every tensor of a group is on the CPU and
             laid out alike, else the foreach kernels; False always the foreach kernels; True
-            the fused kernel, and an error for a group it cannot take.
+            the device's fused kernel (CPU: torch's fused SGD kernel; CUDA: the Triton kernels
+            of ``workloads.lars_triton``), and an error for a group it cannot take.
     """
 
     def __init__(
@@ -116,7 +120,7 @@ class LARS(Optimizer):
             if any(g.is_sparse for g in grads):
                 raise RuntimeError("LARS does not support sparse gradients")
             bufs = self._momentum_buffers(params) if group["momentum"] else None
-            step = _fused_step if _use_fused(group["fused"], params, grads, bufs) else _foreach_step
+            step = _select_step(group["fused"], params, grads, bufs)
             layer_stats = step(params, grads, bufs, group)
             if layer_stats is not None:
                 stats.append(layer_stats)
@@ -174,28 +178,68 @@ def _norms(tensors: list[torch.Tensor]) -> torch.Tensor:
     return torch.stack(torch._foreach_norm(tensors))
 
 
-def _use_fused(
+class FusedKernel(NamedTuple):
+    """A device's fused step: whether it can take a group, the step, whether ``fused=None``
+    picks it, and what it needs (for the error when ``fused=True`` and it cannot)."""
+
+    able: Callable[[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor] | None], bool]
+    step: Callable[..., LayerStats | None]
+    default: bool
+    needs: str
+
+
+def _select_step(
     fused: bool | None, params: list[torch.Tensor], grads: list[torch.Tensor], bufs: list[torch.Tensor] | None
-) -> bool:
-    """Whether ``_fused_step`` can take this group: CPU tensors, and w, g, v of each tensor in
-    one dtype and one dense layout (the kernel walks the three buffers in memory order)."""
+) -> Callable[..., LayerStats | None]:
     if fused is False:
-        return False
-    able = hasattr(torch, "_fused_sgd_") and all(
-        p.device.type == "cpu"
-        and g.device == p.device
+        return _foreach_step
+    device = params[0].device.type
+    kernel = FUSED_KERNELS.get(device)
+    if kernel is not None and (fused or kernel.default) and kernel.able(params, grads, bufs):
+        return kernel.step
+    if fused:
+        needs = kernel.needs if kernel else f"a device with a fused kernel ({', '.join(FUSED_KERNELS)}), not {device}"
+        raise RuntimeError(f"LARS(fused=True) needs {needs}; use fused=None to fall back to the foreach kernels")
+    return _foreach_step
+
+
+def laid_out_alike(params: list[torch.Tensor], grads: list[torch.Tensor], bufs: list[torch.Tensor] | None) -> bool:
+    """Whether w, g and v of each tensor share a device, a dtype and one dense layout: what a
+    fused kernel needs, walking the three buffers in memory order."""
+    return all(
+        g.device == p.device
         and g.dtype == p.dtype
         and g.stride() == p.stride()
         and (p.is_contiguous() or p.is_contiguous(memory_format=torch.channels_last))
-        and (v is None or (v.dtype == p.dtype and v.stride() == p.stride()))
+        and (v is None or (v.device == p.device and v.dtype == p.dtype and v.stride() == p.stride()))
         for p, g, v in zip(params, grads, bufs or itertools.repeat(None))
     )
-    if fused and not able:
-        raise RuntimeError(
-            "LARS(fused=True) needs CPU tensors with w, g and the momentum buffer in one dtype "
-            "and one dense layout; use fused=None to fall back to the foreach kernels"
-        )
-    return able
+
+
+def _cpu_fused_able(params: list[torch.Tensor], grads: list[torch.Tensor], bufs: list[torch.Tensor] | None) -> bool:
+    """Whether ``_fused_step`` can take this group: CPU tensors laid out alike."""
+    return (
+        hasattr(torch, "_fused_sgd_")
+        and all(p.device.type == "cpu" for p in params)
+        and laid_out_alike(params, grads, bufs)
+    )
+
+
+def _triton_able(params: list[torch.Tensor], grads: list[torch.Tensor], bufs: list[torch.Tensor] | None) -> bool:
+    try:
+        from larsbench.workloads import lars_triton  # imports Triton: only when asked for
+    except ImportError:
+        return False
+    return lars_triton.able(params, grads, bufs)
+
+
+def _triton_step(
+    params: list[torch.Tensor], grads: list[torch.Tensor], bufs: list[torch.Tensor] | None, group: dict[str, Any]
+) -> LayerStats | None:
+    from larsbench.workloads import lars_triton
+
+    norms = lars_triton.step(params, grads, bufs, group)
+    return None if norms is None else LayerStats(params, *norms, group["lr"])
 
 
 def _fused_step(
@@ -285,6 +329,17 @@ def _plain_update(
     if beta:
         torch._foreach_mul_(params, list((1 - ratio * beta).unbind(0)))
     torch._foreach_addcmul_(params, grads, list(ratio.unbind(0)), value=-1)
+
+
+FUSED_KERNELS: dict[str, FusedKernel] = {
+    "cpu": FusedKernel(
+        _cpu_fused_able, _fused_step, True, "CPU tensors with w, g and the momentum buffer in one dtype and one dense layout"
+    ),
+    "cuda": FusedKernel(
+        _triton_able, _triton_step, False,
+        "Triton, and w, g and the momentum buffer in one dtype (fp32, fp16 or bf16) and one dense layout on one GPU",
+    ),
+}  # fmt: skip
 
 
 def lars_param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:

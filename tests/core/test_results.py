@@ -128,3 +128,17 @@ def test_skipped_arrays_are_left_undecoded_and_nothing_else_changes(tmp_path):
     assert by_id["spaced"]["loss_curve"] == curve  # not the compact form: left whole
     assert by_id["nested"]["loss_curve"] == [[1, [2]], [3]]  # the cut would spoil it: decoded whole
     assert read_record_file(path)[0][0]["loss_curve"] == curve  # without skip_arrays, untouched
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_an_older_record_reads_with_the_loader_it_ran_with(tmp_path, version):
+    path = tmp_path / "results.jsonl"
+    old = record("a", schema_version=version)
+    for key in ("data_loader", "precision", "channels_last", "compile")[: 1 if version == 2 else None]:
+        del old[key]  # what that version wrote
+    path.write_text(json.dumps(old) + "\n" + json.dumps({**old, "run_id": "b", "provenance": {"config": {"data_loader": "gpu"}}}) + "\n")
+    first, second = read_records(path)
+    assert (first["data_loader"], second["data_loader"]) == ("cpu", "gpu")
+    assert first["schema_version"] == second["schema_version"] == 3
+    if version == 1:
+        assert first["precision"] == "fp32" and first["compile"] is False

@@ -87,6 +87,9 @@ def test_bundled_default_shows_every_headline_metric():
         ("defaults: {dataset: imagefolder, data_dir: /nonexistent}\n", "defaults.data_dir", "not a directory"),
         ("defaults: {micro_batch_size: 600, synthetic_samples: 512}\n", "defaults.synthetic_samples", "fewer than one global batch"),
         ("defaults: {warmup_epochs: 2, epochs: 1}\n", "defaults.warmup_epochs", "shorter than training"),
+        ("defaults: {data_loader: tpu}\n", "defaults.data_loader", "'cpu' or 'gpu'"),
+        ("defaults: {data_loader: gpu, device: cpu, dataset: generated}\n", "defaults.data_loader", "device is 'cpu'"),
+        ("defaults: {data_loader: gpu, device: cuda}\n", "defaults.data_loader", "synthetic data has none"),
         ("sweep: {optimizer: lars}\n", "sweep.optimizer", "list of values"),
         ("runs: []\n", "runs", "non-empty list"),
         ("colour: red\n", "exp.yaml", "unknown key 'colour'"),
@@ -154,3 +157,10 @@ def test_the_mlperf_section_reaches_every_run_and_is_validated():
         with pytest.raises(ConfigError) as info:
             resolve_experiment({"mlperf": bad, "defaults": {"model": "tiny_cnn"}}, {}, "exp.yaml")
         assert info.value.key.endswith(f"mlperf.{key}")
+
+
+def test_the_gpu_loader_is_accepted_for_jpeg_data_on_cuda_or_auto():
+    for device in ("cuda", "auto"):
+        s = spec(data_loader="gpu", device=device, dataset="generated")
+        assert (s.data_loader, s.device) == ("gpu", device)
+    assert spec().data_loader == "cpu"

@@ -2,8 +2,10 @@
 
 On CPU the default step reads each tensor's lr·λ on the host for the fused kernel, which costs
 nothing there; GPUs run the foreach kernels. That path is checked on CPU (``fused=False``) by
-making every host read (item, bool, tolist) raise during step(); on a CUDA machine
-torch.cuda.set_sync_debug_mode("error") checks the real thing (skipped elsewhere, with a reason).
+making every host read (item, bool, tolist) raise during step(), as is the Triton path
+(``fused=True`` on CUDA; interpreted on the CPU in test_lars_triton.py). On a CUDA machine
+torch.cuda.set_sync_debug_mode("error") checks the real thing for both GPU paths, the foreach
+kernels (the default) and the Triton kernels (skipped elsewhere, with a reason).
 """
 
 from __future__ import annotations
@@ -48,9 +50,10 @@ def test_step_reads_no_tensor_value_on_the_host(monkeypatch, momentum):
     reason="needs a CUDA device: checks with torch.cuda.set_sync_debug_mode that LARS.step() never synchronises",
 )
 @pytest.mark.parametrize("momentum", [0.9, 0.0])
-def test_step_does_not_synchronise_cuda(momentum):
+@pytest.mark.parametrize("fused", [None, True], ids=["foreach", "triton"])
+def test_step_does_not_synchronise_cuda(momentum, fused):
     model = _model_with_grads(torch.device("cuda"))
-    opt = LARS(lars_param_groups(model, 5e-4), lr=0.1, momentum=momentum, eps=1e-8)
+    opt = LARS(lars_param_groups(model, 5e-4), lr=0.1, momentum=momentum, eps=1e-8, fused=fused)
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")  # any synchronising call raises
     try:
