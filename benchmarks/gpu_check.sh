@@ -112,7 +112,7 @@ stage_runs() {
     fi
     for backend in "${backends[@]}"; do
         "$PY" -m larsbench run --backend "$backend" --world-size 1 --dataset synthetic --precision bf16 --channels-last \
-            "${size[@]}" --output "$WORK/runs" || failed=1
+            "${size[@]}" --no-report --output "$WORK/runs" || failed=1
     done
     "$PY" -m larsbench report "$WORK/runs" -o "$WORK/report" || failed=1
     return "$failed"
@@ -134,7 +134,7 @@ stage_loaders() {
         read -r loader workers <<<"$loader"
         "$PY" -m larsbench run --data-loader "$loader" --data-workers "$workers" --dataset imagefolder \
             --data-dir "$WORK/jpegs" --num-classes "$classes" --eval-every-epochs 1000 --precision bf16 --channels-last \
-            "${size[@]}" --output "$WORK/loaders" || failed=1
+            "${size[@]}" --no-report --output "$WORK/loaders" || failed=1
     done
     return "$failed"
 }
