@@ -200,6 +200,11 @@ def default_of(name: str, settings: dict[str, Any]) -> Any:
     return DEFAULTS[name]
 
 
+def _at_default(name: str, value: Any, settings: dict[str, Any]) -> bool:
+    # An unresolved spec's lr is None: the optimizer's default LR, once resolved.
+    return value == default_of(name, settings) or (name == "lr" and value is None)
+
+
 def measured_settings(config: dict[str, Any]) -> dict[str, Any]:
     """The ``measure`` fields of a spec dict (a record's ``provenance.config``); fields the dict
     lacks (a record written before the field existed) take their defaults."""
@@ -230,19 +235,25 @@ _HEAD = (
 )  # fmt: skip
 
 
+def short_label(settings: dict[str, Any]) -> str:
+    """The head of ``run_label``: backend, model, image size, data, batch split and recipe."""
+    s = measured_settings(settings)
+    recipe = recipe_label(s["optimizer"], s["scaling_rule"], s["warmup_epochs"])
+    batch = f"gb{s['global_batch_size']}={s['world_size']}x{s['micro_batch_size']}x{s['accumulation_steps']}"
+    return f"{s['backend']}-{s['model']}-{s['image_size']}px-{s['dataset']}-{batch}-{recipe}"
+
+
 def run_label(settings: dict[str, Any]) -> str:
     """A run's label: ``ddp-resnet50-32px-synthetic-gb64=2x16x2-lars+warmup2`` (global batch =
     ranks × micro-batch × accumulation) followed by every other ``measure`` setting that is not
     at its default (``-precision=bf16-data_workers=4``). Two different settings therefore never
     share a label."""
     s = measured_settings(settings)
-    recipe = recipe_label(s["optimizer"], s["scaling_rule"], s["warmup_epochs"])
-    batch = f"gb{s['global_batch_size']}={s['world_size']}x{s['micro_batch_size']}x{s['accumulation_steps']}"
-    head = f"{s['backend']}-{s['model']}-{s['image_size']}px-{s['dataset']}-{batch}-{recipe}"
+    head = short_label(s)
     extras = [
         f"{name}={_compact(value)}"
         for name, value in s.items()
-        if name not in _HEAD and value != default_of(name, s)
+        if name not in _HEAD and not _at_default(name, value, s)
     ]
     return "-".join([head, *extras])
 

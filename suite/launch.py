@@ -25,7 +25,7 @@ from larsbench.core.errors import ConfigError
 from larsbench.core.layout import RunFiles
 from larsbench.core.preemption import PREEMPT_SIGNAL
 from larsbench.core.results import check_writable, read_records
-from larsbench.core.spec import RunSpec
+from larsbench.core.spec import RunSpec, short_label
 from larsbench.loop.checkpoint import latest_valid
 from larsbench.loop.progress import read_status
 from larsbench.loop.record import append_failure, rank_errors_text
@@ -44,7 +44,8 @@ def run_experiment(
     results = check_writable(output)
     records = []
     for index, spec in enumerate(experiment.runs, start=1):
-        console.rule(f"run {index}/{len(experiment.runs)}: {spec.label}", style="dim")
+        repeat = f" (repeat {spec.repeat + 1})" if spec.repeat else ""
+        console.rule(f"run {index}/{len(experiment.runs)}: {short_label(spec.to_dict())}{repeat}", style="dim")
         records.append(launch_run(prepare(spec), results, experiment.name, console, run_id, verbose))
     return records
 
