@@ -116,6 +116,7 @@ def test_header_values_are_quoted_for_sbatch(job):
     assert f"\ntouch {job['pwned']}\n" not in text
 
 
+@pytest.mark.multiprocess  # the job's python steps: several interpreter starts
 def test_failed_run_gets_a_failed_record(job):
     done = run_script(job, STUB_SRUN_EXIT="3")
     assert done.returncode == 3, done.stdout + done.stderr
@@ -137,6 +138,7 @@ def test_preempted_run_is_requeued(job):
     assert read_records(job) == []
 
 
+@pytest.mark.multiprocess  # the job's python steps: several interpreter starts
 def test_preempted_run_past_max_requeues_gets_a_preempted_record(job):
     done = run_script(job, STUB_SRUN_EXIT="75", SLURM_RESTART_COUNT="10")
     assert done.returncode == 75
