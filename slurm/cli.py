@@ -67,6 +67,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_slurm(args: argparse.Namespace, console: Console) -> int:
+    from larsbench.backends.registry import get_backend
     from larsbench.slurm import nightly, submit, sweep
     from larsbench.core.spec import RUN_FIELDS
     from larsbench.core.results import check_writable
@@ -74,6 +75,7 @@ def cmd_slurm(args: argparse.Namespace, console: Console) -> int:
     def say(text: str) -> None:
         console.print(text, markup=False, highlight=False, soft_wrap=True)
 
+    request = _comm_request(args) if args.comm else None
     overrides = {name: getattr(args, name) for name in RUN_FIELDS if hasattr(args, name)}
     experiment, section = sweep.load(args.experiment, overrides, args.repeats)
     options = merge(section, flag_options(args))
@@ -81,11 +83,12 @@ def cmd_slurm(args: argparse.Namespace, console: Console) -> int:
         output = nightly.night_output(args.nightly, args.output)
     else:
         output = args.output or Path(experiment.output or "results")
+    if request is not None:
+        for name in sorted({spec.backend for spec in experiment.runs}):
+            get_backend(name).check_available()
     check_writable(output)
-    if args.comm:
-        if args.nightly is not None:
-            raise ConfigError("--comm", "measures collectives once, not a nightly grid; drop --nightly or --comm")
-        return _comm(args, experiment, options, output, console, say)
+    if request is not None:
+        return _comm(args, request, experiment, options, output, console, say)
     scripts = sweep.plan(sweep.prepare_data(experiment), options, output)
     sweep.write(scripts)
     for job in scripts:
@@ -143,13 +146,13 @@ def _recorded(output: Path, task, since: float) -> str | None:
     return "COMPLETED" if found[-1].get("status") == "ok" else "FAILED"
 
 
-def _comm(args: argparse.Namespace, experiment, options: dict, output: Path, console: Console, say) -> int:
-    from larsbench.backends.registry import get_backend
-    from larsbench.core.files import read_lines
-    from larsbench.slurm import comm, submit
-    from larsbench.suite.comm import COMM_FILE, comm_table, parse_size, size_sweep
+def _comm_request(args: argparse.Namespace) -> tuple[list[int], list[str]]:
+    """The message sizes and operations of ``--comm``, checked before anything is written."""
+    from larsbench.suite.comm import parse_size, size_sweep
     from larsbench.suite.comm_worker import OPERATIONS
 
+    if args.nightly is not None:
+        raise ConfigError("--comm", "measures collectives once, not a nightly grid; drop --nightly or --comm")
     smallest, largest = parse_size(args.min_bytes, "--min-bytes"), parse_size(args.max_bytes, "--max-bytes")
     if smallest > largest:
         raise ConfigError("--min-bytes", f"{args.min_bytes} is larger than --max-bytes {args.max_bytes}")
@@ -159,9 +162,17 @@ def _comm(args: argparse.Namespace, experiment, options: dict, output: Path, con
             raise ConfigError("--operations", f"unknown operation {op!r}; choose from {', '.join(OPERATIONS)}")
     if args.iterations < 3:
         raise ConfigError("--iterations", "must be at least 3 (a median needs a few)")
-    for name in sorted({spec.backend for spec in experiment.runs}):
-        get_backend(name).check_available()
-    jobs = comm.plan_comm(experiment, options, output, size_sweep(smallest, largest), operations, args.iterations, os.getcwd())
+    return size_sweep(smallest, largest), operations
+
+
+def _comm(args: argparse.Namespace, request: tuple[list[int], list[str]], experiment, options: dict, output: Path,
+          console: Console, say) -> int:  # fmt: skip
+    from larsbench.core.files import read_lines
+    from larsbench.slurm import comm, submit
+    from larsbench.suite.comm import COMM_FILE, comm_table
+
+    sizes, operations = request
+    jobs = comm.plan_comm(experiment, options, output, sizes, operations, args.iterations, os.getcwd())
     comm.write_comm_jobs(jobs)
     for job in jobs:
         say(f"{job.script}  (collectives of {', '.join(m.backend for m in job.measures)}, "
