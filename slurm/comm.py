@@ -17,7 +17,9 @@ from typing import Any
 from larsbench.core.files import atomic_write
 from larsbench.core.errors import ConfigError
 from larsbench.slurm.options import Shape, default_python, resolve_path, shape_for
-from larsbench.slurm.script import ShellVar, check_line, comment_text, header_lines, join_words
+from larsbench.slurm.script import (
+    RANK_ENVIRONMENT, ShellVar, check_line, comment_text, header_lines, join_words, setup_lines, srun_words,
+)
 from larsbench.slurm.sweep import safe_name
 from larsbench.suite.comm import COMM_FILE
 from larsbench.suite.config import Experiment
@@ -89,10 +91,7 @@ def render_comm_script(
     fails when any of them did."""
     values = {"job_name": job_name, "nodes": shape.nodes, "ntasks_per_node": shape.ntasks_per_node, "chdir": chdir, "output": output}
     values.update(placement)
-    ranks = shape.nodes * shape.ntasks_per_node
-    srun = ["srun", "--kill-on-bad-exit=1", f"--nodes={shape.nodes}", f"--ntasks={ranks}", f"--ntasks-per-node={shape.ntasks_per_node}"]
-    if placement.get("cpus_per_task") is not None:
-        srun.append(f"--cpus-per-task={placement['cpus_per_task']}")
+    srun = srun_words(shape.nodes, shape.ntasks_per_node, placement.get("cpus_per_task"))
     lines = [
         "#!/bin/bash",
         *header_lines(values, extra_sbatch),
@@ -103,15 +102,12 @@ def render_comm_script(
         "",
         "set -o pipefail",
     ]
-    if setup:
-        lines += ["", "# Environment setup from the config, run as written (not quoted: shell by design).", *setup]
+    lines += setup_lines(setup)
     lines += [
         "",
         f"python={shlex.quote(python)}",
         f"results={shlex.quote(results)}",
-        "export OMP_NUM_THREADS=${OMP_NUM_THREADS:-${SLURM_CPUS_PER_TASK:-1}}",
-        "export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}",
-        "export PYTHONSAFEPATH=1",
+        *RANK_ENVIRONMENT,
         'echo "larsbench: collectives on $SLURM_JOB_NODELIST"',
         "status=0",
     ]

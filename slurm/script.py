@@ -111,6 +111,30 @@ def header_lines(values: dict[str, Any], extra_sbatch: Sequence[str] = ()) -> li
     return header
 
 
+def setup_lines(setup: Sequence[str]) -> list[str]:
+    """The config's setup lines, run as written (the one unquoted part of a script)."""
+    return ["", "# Environment setup from the config, run as written (not quoted: shell by design).", *setup] if setup else []
+
+
+# How every rank starts, whatever the job runs.
+RANK_ENVIRONMENT = (
+    "export OMP_NUM_THREADS=${OMP_NUM_THREADS:-${SLURM_CPUS_PER_TASK:-1}}",
+    "# waiting OpenMP threads sleep instead of spinning on a core another process needs",
+    "export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}",
+    "# no working directory on the ranks' sys.path: nothing in it can shadow a module",
+    "export PYTHONSAFEPATH=1",
+)
+
+
+def srun_words(nodes: int, ntasks_per_node: int, cpus_per_task: int | None) -> list[str]:
+    """``srun`` for one rank per task over the whole allocation; a failing rank ends the step."""
+    words = ["srun", "--kill-on-bad-exit=1", f"--nodes={nodes}", f"--ntasks={nodes * ntasks_per_node}", f"--ntasks-per-node={ntasks_per_node}"]
+    if cpus_per_task is not None:
+        # Since Slurm 22.05 srun no longer inherits the job's --cpus-per-task.
+        words.append(f"--cpus-per-task={cpus_per_task}")
+    return words
+
+
 def render_script(
     *,
     # -- user options (experiment `slurm:` section or command-line flags) ----------------------
@@ -179,12 +203,7 @@ def render_script(
     assert set(values) == set(SBATCH_OPTIONS)
     header = header_lines(values, extra_sbatch)
 
-    ranks = nodes * ntasks_per_node
-    srun = ["srun", "--kill-on-bad-exit=1", f"--nodes={nodes}", f"--ntasks={ranks}", f"--ntasks-per-node={ntasks_per_node}"]
-    if cpus_per_task is not None:
-        # Since Slurm 22.05 srun no longer inherits the job's --cpus-per-task.
-        srun.append(f"--cpus-per-task={cpus_per_task}")
-    srun += [
+    srun = srun_words(nodes, ntasks_per_node, cpus_per_task) + [
         ShellVar("python"), "-m", "larsbench.suite.worker", "--spec-json", ShellVar("spec"), "--run-id", ShellVar("run_id"),
         "--results", ShellVar("results"), "--experiment", ShellVar("experiment"),
     ]  # fmt: skip
@@ -212,8 +231,7 @@ def render_script(
         "",
         "set -eo pipefail",
     ]
-    if setup:
-        lines += ["", "# Environment setup from the config, run as written (not quoted: shell by design).", *setup]
+    lines += setup_lines(setup)
     lines += [
         "",
         f"python={shlex.quote(python)}",
@@ -226,11 +244,7 @@ def render_script(
         "# Same job id after a requeue, so the same run id: a requeued run resumes its checkpoint.",
         "run_id=${SLURM_CLUSTER_NAME:-slurm}-${SLURM_ARRAY_JOB_ID:-$SLURM_JOB_ID}${SLURM_ARRAY_TASK_ID:+_$SLURM_ARRAY_TASK_ID}",
         f"export LARSBENCH_ALLOCATION={shlex.quote(json.dumps(allocation or {}, sort_keys=True, separators=(',', ':')))}",
-        "export OMP_NUM_THREADS=${OMP_NUM_THREADS:-${SLURM_CPUS_PER_TASK:-1}}",
-        "# waiting OpenMP threads sleep instead of spinning on a core another process needs",
-        "export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}",
-        "# no working directory on the ranks' sys.path: nothing in it can shadow a module",
-        "export PYTHONSAFEPATH=1",
+        *RANK_ENVIRONMENT,
         '# queue time of this start (Slurm\'s StartTime - SubmitTime), kept apart from training time',
         'export LARSBENCH_QUEUE_SEC=$("$python" -m larsbench.slurm.job queue-time || true)',
         'echo "larsbench: run $run_id (index $index, restart ${SLURM_RESTART_COUNT:-0}) on $SLURM_JOB_NODELIST"',

@@ -28,17 +28,14 @@ def in_ci() -> bool:
     return os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
 
 
-@pytest.fixture(scope="session")
-def slurm_cluster():
-    """A running local Slurm; SLURM_CONF points at it for this session. Started if needed
-    (idempotent) and stopped afterwards only if this fixture started it."""
-    if shutil.which("sbatch") is None and not in_ci():
-        pytest.skip("Slurm is not installed (no sbatch on PATH); `bash slurm/local_cluster.sh start` "
-                    "installs (apt, root) and starts a single-node cluster; in CI these tests never skip")  # fmt: skip
-    was_up = subprocess.run(["bash", str(LOCAL_CLUSTER), "status"], capture_output=True, text=True).returncode == 0
-    started = subprocess.run(["bash", str(LOCAL_CLUSTER), "start"], capture_output=True, text=True, timeout=600)
+def start_cluster(args: list[str], what: str) -> tuple[bool, dict[str, str]]:
+    """Start a local cluster (idempotent): whether it was up already, and its ``export`` line's
+    variables. In CI a cluster that cannot start fails the test; elsewhere it skips it."""
+    command = ["bash", str(LOCAL_CLUSTER)]
+    was_up = subprocess.run([*command, "status", *args], capture_output=True, text=True).returncode == 0
+    started = subprocess.run([*command, "start", *args], capture_output=True, text=True, timeout=600)
     if started.returncode != 0:
-        message = f"local Slurm did not start: {started.stderr.strip()[-2000:]}"
+        message = f"{what} did not start: {started.stderr.strip()[-2000:]}"
         if in_ci():
             pytest.fail(message)
         pytest.skip(message)
@@ -46,6 +43,17 @@ def slurm_cluster():
         word.split("=", 1) for line in started.stdout.splitlines() if line.startswith("export ")
         for word in shlex.split(line)[1:]
     )  # fmt: skip
+    return was_up, exports
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """A running local Slurm; SLURM_CONF points at it for this session. Started if needed
+    (idempotent) and stopped afterwards only if this fixture started it."""
+    if shutil.which("sbatch") is None and not in_ci():
+        pytest.skip("Slurm is not installed (no sbatch on PATH); `bash slurm/local_cluster.sh start` "
+                    "installs (apt, root) and starts a single-node cluster; in CI these tests never skip")  # fmt: skip
+    was_up, exports = start_cluster([], "local Slurm")
     saved = {k: os.environ.get(k) for k in exports}
     os.environ.update(exports)
     yield exports
@@ -82,24 +90,13 @@ def slurm_nodes():
     if reason and not in_ci():
         pytest.skip(f"a 2-node Slurm needs root, Slurm and iproute2 ({reason}); `bash slurm/local_cluster.sh start --nodes 2` "
                     "builds one from network namespaces; in CI these tests never skip")  # fmt: skip
-    command = ["bash", str(LOCAL_CLUSTER)]
-    was_up = subprocess.run([*command, "status", "--nodes", "2"], capture_output=True, text=True).returncode == 0
-    started = subprocess.run([*command, "start", "--nodes", "2"], capture_output=True, text=True, timeout=600)
-    if started.returncode != 0:
-        message = f"the 2-node Slurm did not start: {started.stderr.strip()[-2000:]}"
-        if in_ci():
-            pytest.fail(message)
-        pytest.skip(message)
-    exports = dict(
-        word.split("=", 1) for line in started.stdout.splitlines() if line.startswith("export ")
-        for word in shlex.split(line)[1:]
-    )  # fmt: skip
+    was_up, exports = start_cluster(["--nodes", "2"], "the 2-node Slurm")
     folder = Path(exports["LARSBENCH_SLURM_NODES_DIR"])
     env = {**os.environ, "SLURM_CONF": exports["SLURM_CONF"], "PATH": f"{folder / 'bin'}{os.pathsep}{os.environ['PATH']}",
            "PYTHONWARNINGS": "ignore"}  # fmt: skip
     yield Nodes(env, folder)
     if not was_up:
-        subprocess.run([*command, "stop", "--nodes", "2"], capture_output=True, timeout=120)
+        subprocess.run(["bash", str(LOCAL_CLUSTER), "stop", "--nodes", "2"], capture_output=True, timeout=120)
 
 
 def larsbench_slurm(*args: str, timeout: float = 300, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
