@@ -126,6 +126,16 @@ class RunSpec:
              "(workers read file bytes, nvjpeg decodes each micro-batch on the GPU; CUDA, "
              "imagefolder or generated data)"),
     ] = "cpu"
+    network_interface: Annotated[
+        Text | None,
+        _doc("network interface the ranks' collectives use on every node (ib0, eth0): sets GLOO_SOCKET_IFNAME, "
+             "NCCL_SOCKET_IFNAME and HOROVOD_GLOO_IFACE; default: each library's own choice"),
+    ] = None
+    conditions: Annotated[
+        dict[str, str] | None,
+        _doc("conditions set outside larsbench that change what is measured, as name: value (e.g. "
+             "{link_rate: 1gbit} on a shaped network): recorded, and part of the run's setting and label"),
+    ] = None
     synthetic_samples: Annotated[PositiveInt, _doc("size of the synthetic train set")] = 1024
     train_images_per_class: Annotated[PositiveInt, _doc("generated set: train images/class")] = 64
     val_images_per_class: Annotated[PositiveInt, _doc("generated set: val images/class")] = 16

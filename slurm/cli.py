@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import time
 from pathlib import Path
 
 from rich.console import Console
 
+from larsbench.core.errors import ConfigError
 from larsbench.slurm.options import add_option_flags, flag_options, merge
 
 EPILOG = """\
@@ -21,6 +23,10 @@ Slurm options may also come from the experiment file's 'slurm:' section (same na
 node) share one script, a job array when there are several; its runs file (next to it) maps
 array index -> run. Each job writes its record to OUTPUT/results.jsonl, a failed run included.
 'setup' lines are shell, run as written; every other value is quoted.
+
+With --comm, the jobs measure collectives instead of training: `larsbench comm` on the
+allocation of each shape the experiment's runs take (across its nodes), once per backend, device
+and network interface those runs use; records go to OUTPUT/comm.jsonl.
 
 With --nightly DIR (for cron; see docs/history.md) a second script, <name>-history.sbatch, runs
 `larsbench history DIR -o DIR/report --fail-on-step` once the grid's jobs have ended; with
@@ -49,12 +55,19 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     slurm.add_argument("--nightly", type=Path, metavar="DIR",
                        help="history folder: the grid writes to DIR/runs/<UTC time>, and a job that runs after it "
                        "(afterany) writes `larsbench history` of all of DIR to DIR/report and fails on a regression step")  # fmt: skip
+    comm = slurm.add_argument_group("collectives (--comm)")
+    comm.add_argument("--comm", action="store_true", help="measure the collectives (larsbench comm) on the runs' allocations instead of training")
+    comm.add_argument("--min-bytes", default="4K", metavar="SIZE", help="smallest message (default 4K)")
+    comm.add_argument("--max-bytes", default="256M", metavar="SIZE", help="largest message (default 256M)")
+    comm.add_argument("--operations", default="all_reduce,all_gather,broadcast", help="comma-separated (default: all three)")
+    comm.add_argument("--iterations", type=int, default=20, metavar="N", help="timed collectives per size, at most (default 20)")
     add_run_flags(slurm)
     add_option_flags(slurm)
     slurm.set_defaults(handler=cmd_slurm)
 
 
 def cmd_slurm(args: argparse.Namespace, console: Console) -> int:
+    from larsbench.backends.registry import get_backend
     from larsbench.slurm import nightly, submit, sweep
     from larsbench.core.spec import RUN_FIELDS
     from larsbench.core.results import check_writable
@@ -62,6 +75,7 @@ def cmd_slurm(args: argparse.Namespace, console: Console) -> int:
     def say(text: str) -> None:
         console.print(text, markup=False, highlight=False, soft_wrap=True)
 
+    request = _comm_request(args) if args.comm else None
     overrides = {name: getattr(args, name) for name in RUN_FIELDS if hasattr(args, name)}
     experiment, section = sweep.load(args.experiment, overrides, args.repeats)
     options = merge(section, flag_options(args))
@@ -69,7 +83,12 @@ def cmd_slurm(args: argparse.Namespace, console: Console) -> int:
         output = nightly.night_output(args.nightly, args.output)
     else:
         output = args.output or Path(experiment.output or "results")
+    if request is not None:
+        for name in sorted({spec.backend for spec in experiment.runs}):
+            get_backend(name).check_available()
     check_writable(output)
+    if request is not None:
+        return _comm(args, request, experiment, options, output, console, say)
     scripts = sweep.plan(sweep.prepare_data(experiment), options, output)
     sweep.write(scripts)
     for job in scripts:
@@ -85,6 +104,7 @@ def cmd_slurm(args: argparse.Namespace, console: Console) -> int:
             + ("; the history script with sbatch --dependency=afterany:<the grid's job ids>" if history else ""))  # fmt: skip
         return 0
     job_ids = []
+    submitted = time.time()
     for job in scripts:
         job_ids.append(submit.sbatch(job.script))
         say(f"submitted {job.script.name}: job {job_ids[-1]}")
@@ -98,7 +118,7 @@ def cmd_slurm(args: argparse.Namespace, console: Console) -> int:
     def progress(tasks: list[submit.Task]) -> None:
         say(f"jobs {', '.join(job_ids)}: {submit.summary(tasks) or 'not listed yet'}")
 
-    tasks = submit.wait(job_ids, args.poll_seconds, on_change=progress)
+    tasks = submit.wait(job_ids, args.poll_seconds, on_change=progress, settled=lambda task: _recorded(output, task, submitted))
     for task in tasks:
         if task.state != "COMPLETED":
             say(f"job {task.job_id}: {task.state}")
@@ -109,3 +129,71 @@ def cmd_slurm(args: argparse.Namespace, console: Console) -> int:
         verdict = "passed" if gate is not None and gate.state == "COMPLETED" else "failed or did not run"
         say(f"history gate {verdict}: {history.report / 'history.md'}; log {history.log(job_ids[-1])}")
     return status
+
+
+def _recorded(output: Path, task, since: float) -> str | None:
+    """COMPLETED or FAILED for a job task whose run has written its record since ``since``
+    (its script has ended), else None. A run id ends with its job (array task) id."""
+    from larsbench.core.results import read_records
+
+    results = output / "results.jsonl"
+    found = [
+        r for r in (read_records(results) if results.exists() else [])
+        if str(r.get("run_id", "")).endswith(f"-{task.job_id}") and (r.get("timestamp_end") or 0) >= since
+    ]  # fmt: skip
+    if not found:
+        return None
+    return "COMPLETED" if found[-1].get("status") == "ok" else "FAILED"
+
+
+def _comm_request(args: argparse.Namespace) -> tuple[list[int], list[str]]:
+    """The message sizes and operations of ``--comm``, checked before anything is written."""
+    from larsbench.suite.comm import parse_size, size_sweep
+    from larsbench.suite.comm_worker import OPERATIONS
+
+    if args.nightly is not None:
+        raise ConfigError("--comm", "measures collectives once, not a nightly grid; drop --nightly or --comm")
+    smallest, largest = parse_size(args.min_bytes, "--min-bytes"), parse_size(args.max_bytes, "--max-bytes")
+    if smallest > largest:
+        raise ConfigError("--min-bytes", f"{args.min_bytes} is larger than --max-bytes {args.max_bytes}")
+    operations = [op.strip() for op in args.operations.split(",") if op.strip()]
+    for op in operations:
+        if op not in OPERATIONS:
+            raise ConfigError("--operations", f"unknown operation {op!r}; choose from {', '.join(OPERATIONS)}")
+    if args.iterations < 3:
+        raise ConfigError("--iterations", "must be at least 3 (a median needs a few)")
+    return size_sweep(smallest, largest), operations
+
+
+def _comm(args: argparse.Namespace, request: tuple[list[int], list[str]], experiment, options: dict, output: Path,
+          console: Console, say) -> int:  # fmt: skip
+    from larsbench.core.files import read_lines
+    from larsbench.slurm import comm, submit
+    from larsbench.suite.comm import COMM_FILE, comm_table
+
+    sizes, operations = request
+    jobs = comm.plan_comm(experiment, options, output, sizes, operations, args.iterations, os.getcwd())
+    comm.write_comm_jobs(jobs)
+    for job in jobs:
+        say(f"{job.script}  (collectives of {', '.join(m.backend for m in job.measures)}, "
+            f"{job.shape.nodes} node(s) x {job.shape.ntasks_per_node} rank(s))")  # fmt: skip
+    if not (args.submit or args.wait):
+        say("submit with: sbatch SCRIPT (or run again with --submit)")
+        return 0
+    submitted = {submit.sbatch(job.script): job for job in jobs}
+    for job_id, job in submitted.items():
+        say(f"submitted {job.script.name}: job {job_id}")
+    if not args.wait:
+        return 0
+    tasks = submit.wait(list(submitted), args.poll_seconds, on_change=lambda t: say(f"jobs {', '.join(submitted)}: {submit.summary(t)}"))
+    suffixes = [s for job_id, job in submitted.items() for s in comm.run_id_suffixes(job, job_id)]
+    results = output / COMM_FILE
+    records = [r for r in (read_lines(results) if results.exists() else []) if str(r.get("run_id", "")).endswith(tuple(suffixes))]
+    if records:
+        say("")
+        console.print(comm_table(records, f"collectives: {len(records)} measurement(s) → {results}"))
+    measured = {str(r["run_id"]) for r in records}
+    missing = [s for s in suffixes if not any(m.endswith(s) for m in measured)]
+    for suffix in missing:
+        say(f"no measurements from run *{suffix}; see the job's log in {output / 'slurm' / 'logs'}")
+    return 1 if missing or submit.exit_status(tasks) else 0

@@ -85,11 +85,15 @@ def wait(
     poll_seconds: float = 1.0,
     on_change: Callable[[list[Task]], None] | None = None,
     states: Callable[[list[str]], list[Task]] = job_states,
+    settled: Callable[[Task], str | None] | None = None,
 ) -> list[Task]:
     """Block until every job (every array task) is finished; their final states.
 
     Polls squeue rather than ``sbatch --wait`` (which sleeps 2 s, then 10 s between checks).
-    A requeued job goes back to PENDING and is waited for again.
+    A requeued job goes back to PENDING and is waited for again. ``settled`` gives the final
+    state of a task Slurm still shows COMPLETING, when something else says its script has ended
+    (its record is written), else None: Slurm keeps a job COMPLETING until every node has
+    released it, and a node it cannot reach holds it there until Slurm gives up on the node.
     """
     last: list[Task] | None = None
     missing_since: float | None = None
@@ -97,6 +101,8 @@ def wait(
     while True:
         try:
             tasks = states(job_ids)
+            if settled is not None:
+                tasks = [_settle(t, settled) for t in tasks]
             failing_since = None
         except RuntimeError as exc:  # slurmctld busy or restarting: try again for a while
             failing_since = failing_since or time.monotonic()
@@ -119,6 +125,11 @@ def wait(
         else:
             missing_since = None
         time.sleep(poll_seconds)
+
+
+def _settle(task: Task, settled: Callable[[Task], str | None]) -> Task:
+    final = settled(task) if task.state == "COMPLETING" else None
+    return Task(task.job_id, final) if final else task
 
 
 def _base(job_id: str) -> str:

@@ -81,7 +81,7 @@ def test_nightly_submits_the_history_job_after_the_grid(tmp_path, monkeypatch):
         return str(40 + len(calls))
 
     monkeypatch.setattr(submit, "sbatch", sbatch)
-    monkeypatch.setattr(submit, "wait", lambda ids, poll, on_change: [submit.Task("41", "COMPLETED"), submit.Task("42", "FAILED")])
+    monkeypatch.setattr(submit, "wait", lambda ids, poll, on_change, settled: [submit.Task("41", "COMPLETED"), submit.Task("42", "FAILED")])
     status, out = run(*TINY, "--nightly", str(tmp_path), "--wait")
     assert calls == [("cli-1n1t.sbatch", None), ("cli-history.sbatch", ["41"])]
     assert status == 1
