@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from larsbench.core.layout import RunFiles
 from larsbench.core.results import read_records
 from tests.conftest import REPO
 
@@ -25,16 +26,21 @@ def test_killing_a_rank_fails_the_run_promptly_and_names_it(tmp_path, backend):
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, "PYTHONWARNINGS": "ignore"},
     )  # fmt: skip
-    log = out / "mllog" / "doomed.log"
-    deadline = time.time() + 120
-    while time.time() < deadline and not (log.exists() and "run_start" in log.read_text()):
-        time.sleep(0.2)
-    time.sleep(1.0)
-    victim = int((out / ".larsbench" / "pids" / "doomed.rank1").read_text())
-    os.kill(victim, signal.SIGKILL)
-    killed_at = time.time()
-    output, _ = launcher.communicate(timeout=120)
-    stopped_after = time.time() - killed_at
+    try:
+        log = out / "mllog" / "doomed.log"
+        deadline = time.time() + 120
+        while time.time() < deadline and not (log.exists() and "run_start" in log.read_text()):
+            time.sleep(0.2)
+        time.sleep(1.0)
+        victim = RunFiles(out, "doomed").rank_pids()[1]
+        os.kill(victim, signal.SIGKILL)
+        killed_at = time.time()
+        output, _ = launcher.communicate(timeout=120)
+        stopped_after = time.time() - killed_at
+    finally:  # a failed check must not leave a 100,000-step run behind
+        if launcher.poll() is None:
+            launcher.kill()
+            launcher.communicate()
     assert launcher.returncode == 1, output[-3000:]
     assert stopped_after < 60, f"the surviving rank took {stopped_after:.0f} s to stop"
     records = read_records(out)
