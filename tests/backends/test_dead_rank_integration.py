@@ -24,7 +24,7 @@ def test_killing_a_rank_fails_the_run_promptly_and_names_it(tmp_path, backend):
          "--micro-batch", "4", "--steps", "100000", "--log-every-steps", "5", "--device", "cpu",
          "--collective-timeout-sec", "60", "--output", str(out), "--run-id", "doomed"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        env={**os.environ, "PYTHONWARNINGS": "ignore"}, start_new_session=True,
     )  # fmt: skip
     try:
         log = out / "mllog" / "doomed.log"
@@ -39,7 +39,7 @@ def test_killing_a_rank_fails_the_run_promptly_and_names_it(tmp_path, backend):
         stopped_after = time.time() - killed_at
     finally:  # a failed check must not leave a 100,000-step run behind
         if launcher.poll() is None:
-            launcher.kill()
+            os.killpg(launcher.pid, signal.SIGKILL)  # the launcher and the ranks it started
             launcher.communicate()
     assert launcher.returncode == 1, output[-3000:]
     assert stopped_after < 60, f"the surviving rank took {stopped_after:.0f} s to stop"
