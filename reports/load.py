@@ -29,6 +29,8 @@ SETTING_FIELDS = (
     "base_lr", "warmup_epochs", "target_top1", "precision",
 )  # fmt: skip
 # The workload: records that differ here never share a table, plot or scaling group.
+# Metrics summarised with a 95% confidence interval of their mean over a setting's ok runs.
+CI_METRICS = ("final_top1", "best_top1", "epochs_to_accuracy", "time_to_accuracy_sec")
 WORKLOAD_FIELDS = ("model", "dataset", "image_size", "num_classes", "device", "hardware")
 
 METRICS = (
@@ -277,6 +279,10 @@ def summarize_repeats(frame: pd.DataFrame) -> pd.DataFrame:
             row[metric] = values.mean() if len(values) else float("nan")
             row[metric + "_min"] = values.min() if len(values) else float("nan")
             row[metric + "_max"] = values.max() if len(values) else float("nan")
+        for metric in CI_METRICS:  # the study's question is accuracy: its repeats (seeds) get an interval too
+            spread = summarize(list(ok[metric].dropna()))
+            row[metric + "_ci_low"] = _or_nan(spread and spread.ci_low)
+            row[metric + "_ci_high"] = _or_nan(spread and spread.ci_high)
         out.append(row)
     summary = pd.DataFrame(out)
     if summary.empty:

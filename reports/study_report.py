@@ -36,13 +36,16 @@ def _fmt(value: Any, pattern: str, scale: float = 1.0, unit: str = "") -> str:
 
 
 def _with_range(row: pd.Series, metric: str, pattern: str, scale: float = 1.0, unit: str = "") -> str:
-    """Mean over the ok repeats, and their min–max where there are several (as the main table)."""
+    """Mean over the ok repeats; where there are several, the 95% confidence interval of the
+    mean (when the metric has one), then n and the min–max."""
     text = _fmt(row[metric], pattern, scale, unit)
     n = row.get(metric + "_n", 0)
+    if n <= 1:
+        return text
+    if not _missing(row.get(metric + "_ci_low")):
+        text += f" [{_fmt(row[metric + '_ci_low'], pattern, scale)}, {_fmt(row[metric + '_ci_high'], pattern, scale)}]"
     low, high = _fmt(row[metric + "_min"], pattern, scale), _fmt(row[metric + "_max"], pattern, scale)
-    if n > 1:
-        text += f" (n={n})" if low == high else f" ({low}–{high}, n={n})"
-    return text
+    return text + (f" (n={n})" if low == high else f" (n={n}; {low}–{high})")
 
 
 def _throughput(row: pd.Series) -> str:
@@ -123,7 +126,8 @@ def study_blocks(summary: pd.DataFrame, workload: str, prefix: Path, images: lis
         Heading("Large-batch study", 3),
         Text(
             "Recipes (optimizer, `-` LR scaling rule, `+warmupE` for E warm-up epochs) by global batch, for the "
-            "runs that measured accuracy. Over repeats: the mean, with min–max and n where there are several; "
+            "runs that measured accuracy. Over repeats (seeds): the mean with its 95% confidence interval "
+            "(Student's t) in brackets, then n and the min–max; "
             "best top-1 is the highest evaluation of a run. Images/s are this study's own runs."
         ),
         study_table(series),

@@ -78,8 +78,10 @@ def test_study_section_in_the_report(tmp_path, cli):
     assert code == 0, out
     md = (tmp_path / "out" / "report.md").read_text()
     study_md = md.split("### Large-batch study")[1].split("### LARS telemetry")[0]
-    # Repeats pool (mean with min–max); best top-1 comes from the eval history.
-    row = "| lars+warmup0.5 | 8 = 1×8×1 | 2 | 52.0% (50.0–54.0, n=2) | 60.0% | 2 (n=2) | 13.0 (12.0–14.0, n=2) | 100.0 ± 0.0 | ok |"
+    # Repeats pool: the mean, its 95% CI (t with 1 degree of freedom: 12.7 × 0.0283 / √2 = 0.254
+    # around 52%), n and min–max; best top-1 comes from the eval history.
+    row = ("| lars+warmup0.5 | 8 = 1×8×1 | 2 | 52.0% [26.6, 77.4] (n=2; 50.0–54.0) | 60.0% | 2 [2, 2] (n=2) "
+           "| 13.0 [0.3, 25.7] (n=2; 12.0–14.0) | 100.0 ± 0.0 | ok |")
     assert row in study_md
     assert "| sgd-linear | 16 = 1×8×2 | 0.2 | 45.0% | — | 2.5 | 16.0 | 100.0 | ok |" in study_md
     assert "| sgd-linear | 32 = 1×8×4 | 0.4 | — | — | — | — | — | diverged at step 12 |" in study_md
