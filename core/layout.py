@@ -12,6 +12,7 @@ record points to by relative path, so a folder can be moved or archived whole::
     checkpoints/<run_id>/step-N/    checkpoints a preempted run resumes from
     .larsbench/errors/<run_id>.rankR   the one-line reason rank R failed
     .larsbench/pids/<run_id>.rankR     rank R's process id, while it runs
+    .larsbench/reserve              room kept while runs go, freed to record a failure on a full disk
 """
 
 from __future__ import annotations
@@ -61,6 +62,10 @@ class RunFiles:
     @property
     def checkpoints(self) -> Path:
         return self.folder / "checkpoints" / self.run_id
+
+    @property
+    def reserve(self) -> Path:
+        return self.folder / ".larsbench" / "reserve"
 
     def error(self, rank: int) -> Path:
         return self.folder / ".larsbench" / "errors" / f"{self.run_id}.rank{rank}"
