@@ -133,28 +133,34 @@ class Backend(ABC):
         self.precision.optimizer_step(optimizer)
         optimizer.zero_grad(set_to_none=True)
 
-    # -- collectives for metrics -------------------------------------------------------------
+    # -- collectives (metrics, and larsbench comm), through the library's own API -------------
+    def collectives(self) -> Any:
+        """The module whose ``all_reduce``, ``broadcast`` and ``all_gather_into_tensor`` (and
+        ``ReduceOp``) this backend's collectives go through: ``torch.distributed`` here."""
+        return dist
+
     def all_reduce(self, tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
         """Reduce ``tensor`` in place across ranks (``sum`` or ``mean``) and return it."""
+        if op not in ("sum", "mean"):
+            raise ValueError(f"unsupported reduction {op!r}")
         if self.world_size > 1:
-            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+            api = self.collectives()
+            api.all_reduce(tensor, op=api.ReduceOp.SUM)
         if op == "mean":
             tensor /= self.world_size
-        elif op != "sum":
-            raise ValueError(f"unsupported reduction {op!r}")
         return tensor
 
     def broadcast_(self, tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
         """Overwrite ``tensor`` on every rank with rank ``src``'s copy."""
         if self.world_size > 1:
-            dist.broadcast(tensor, src=src)
+            self.collectives().broadcast(tensor, src=src)
         return tensor
 
     def all_gather(self, tensor: torch.Tensor) -> torch.Tensor:
         """Every rank's ``tensor``, concatenated along the first dimension in rank order."""
         out = tensor.new_empty((self.world_size * tensor.shape[0], *tensor.shape[1:]))
         if self.world_size > 1:
-            dist.all_gather_into_tensor(out, tensor)
+            self.collectives().all_gather_into_tensor(out, tensor)
         else:
             out.copy_(tensor)
         return out

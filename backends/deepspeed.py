@@ -178,34 +178,10 @@ class DeepSpeedBackend(Backend):
     def step(self, optimizer) -> None:
         self.engine.step()  # optimizer step at the boundary, then zero_grad
 
-    # -- collectives through DeepSpeed's own communication API (deepspeed.comm) ---------------
-    def all_reduce(self, tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
-        import deepspeed.comm as ds_comm
+    def collectives(self) -> Any:
+        import deepspeed.comm as ds_comm  # DeepSpeed's own communication API
 
-        if op not in ("sum", "mean"):
-            raise ValueError(f"unsupported reduction {op!r}")
-        if self.world_size > 1:
-            ds_comm.all_reduce(tensor, op=ds_comm.ReduceOp.SUM)
-        if op == "mean":
-            tensor /= self.world_size
-        return tensor
-
-    def broadcast_(self, tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
-        import deepspeed.comm as ds_comm
-
-        if self.world_size > 1:
-            ds_comm.broadcast(tensor, src=src)
-        return tensor
-
-    def all_gather(self, tensor: torch.Tensor) -> torch.Tensor:
-        import deepspeed.comm as ds_comm
-
-        out = tensor.new_empty((self.world_size * tensor.shape[0], *tensor.shape[1:]))
-        if self.world_size > 1:
-            ds_comm.all_gather_into_tensor(out, tensor)
-        else:
-            out.copy_(tensor)
-        return out
+        return ds_comm
 
     def transport(self) -> dict[str, Any]:
         from deepspeed.comm import comm  # its module global: the package re-exports a stale None

@@ -11,7 +11,8 @@ record points to by relative path, so a folder can be moved or archived whole::
     .larsbench/progress/<run_id>.json  rank 0's progress, shown live by the launcher
     checkpoints/<run_id>/step-N/    checkpoints a preempted run resumes from
     .larsbench/errors/<run_id>.rankR   the one-line reason rank R failed
-    .larsbench/pids/<run_id>.rankR     rank R's process id, while it runs
+    .larsbench/pids/<run_id>.rankR     rank R's process id and host: ``PID HOST``
+    .larsbench/stopped/<run_id>        why the Slurm job stopped a step that could not end
     .larsbench/reserve              room kept while runs go, freed to record a failure on a full disk
 """
 
@@ -73,25 +74,44 @@ class RunFiles:
     def pid(self, rank: int) -> Path:
         return self.folder / ".larsbench" / "pids" / f"{self.run_id}.rank{rank}"
 
+    @property
+    def stopped(self) -> Path:
+        return self.folder / ".larsbench" / "stopped" / self.run_id
+
     def rank_errors(self) -> dict[int, str]:
         """rank → the one line it left on failing."""
         return {rank: path.read_text().strip() for rank, path in self._per_rank("errors").items()}
 
     def rank_pids(self) -> dict[int, int]:
         """rank → process id, for the ranks that started."""
-        pids = {}
-        for rank, path in self._per_rank("pids").items():
-            try:
-                pids[rank] = int(path.read_text())
-            except (OSError, ValueError):
-                continue
-        return pids
+        return {rank: pid for rank, (pid, _) in self._started().items()}
+
+    def rank_hosts(self) -> dict[int, str]:
+        """rank → the host it started on (a pid means something only there)."""
+        return {rank: host for rank, (_, host) in self._started().items() if host}
+
+    def silent_ranks(self) -> list[int]:
+        """Ranks that started and left no error while a peer reported one: killed outright
+        (SIGKILL, the OOM killer), or cut off before they could say anything."""
+        reported = set(self.rank_errors())
+        return sorted(set(self._started()) - reported) if reported else []
 
     def clear_rank_files(self) -> None:
         """Forget an earlier attempt's pids and errors (a resume reuses the run id)."""
         for kind in ("errors", "pids"):
             for path in self._per_rank(kind).values():
                 path.unlink(missing_ok=True)
+        self.stopped.unlink(missing_ok=True)
+
+    def _started(self) -> dict[int, tuple[int, str | None]]:
+        started = {}
+        for rank, path in self._per_rank("pids").items():
+            try:
+                words = path.read_text().split()
+                started[rank] = (int(words[0]), words[1] if len(words) > 1 else None)
+            except (OSError, ValueError, IndexError):
+                continue
+        return started
 
     def relative(self, path: Path) -> str:
         return str(path.relative_to(self.folder))

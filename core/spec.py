@@ -128,6 +128,16 @@ class RunSpec:
              "(workers read file bytes, nvjpeg decodes each micro-batch on the GPU; CUDA, "
              "imagefolder or generated data)"),
     ] = "cpu"
+    network_interface: Annotated[
+        Text | None,
+        _doc("network interface the ranks' collectives use on every node (ib0, eth0): sets GLOO_SOCKET_IFNAME, "
+             "NCCL_SOCKET_IFNAME and HOROVOD_GLOO_IFACE; default: each library's own choice"),
+    ] = None
+    conditions: Annotated[
+        dict[str, str] | None,
+        _doc("conditions set outside larsbench that change what is measured, as name: value (e.g. "
+             "{link_rate: 1gbit} on a shaped network): recorded, and part of the run's setting and label"),
+    ] = None
     synthetic_samples: Annotated[PositiveInt, _doc("size of the synthetic train set")] = 1024
     train_images_per_class: Annotated[PositiveInt, _doc("generated set: train images/class")] = 64
     val_images_per_class: Annotated[PositiveInt, _doc("generated set: val images/class")] = 16
@@ -205,6 +215,11 @@ def default_of(name: str, settings: dict[str, Any]) -> Any:
     return DEFAULTS[name]
 
 
+def _at_default(name: str, value: Any, settings: dict[str, Any]) -> bool:
+    # An unresolved spec's lr is None: the optimizer's default LR, once resolved.
+    return value == default_of(name, settings) or (name == "lr" and value is None)
+
+
 def measured_settings(config: dict[str, Any]) -> dict[str, Any]:
     """The ``measure`` fields of a spec dict (a record's ``provenance.config``); fields the dict
     lacks (a record written before the field existed) take their defaults."""
@@ -235,19 +250,25 @@ _HEAD = (
 )  # fmt: skip
 
 
+def short_label(settings: dict[str, Any]) -> str:
+    """The head of ``run_label``: backend, model, image size, data, batch split and recipe."""
+    s = measured_settings(settings)
+    recipe = recipe_label(s["optimizer"], s["scaling_rule"], s["warmup_epochs"])
+    batch = f"gb{s['global_batch_size']}={s['world_size']}x{s['micro_batch_size']}x{s['accumulation_steps']}"
+    return f"{s['backend']}-{s['model']}-{s['image_size']}px-{s['dataset']}-{batch}-{recipe}"
+
+
 def run_label(settings: dict[str, Any]) -> str:
     """A run's label: ``ddp-resnet50-32px-synthetic-gb64=2x16x2-lars+warmup2`` (global batch =
     ranks × micro-batch × accumulation) followed by every other ``measure`` setting that is not
     at its default (``-precision=bf16-data_workers=4``). Two different settings therefore never
     share a label."""
     s = measured_settings(settings)
-    recipe = recipe_label(s["optimizer"], s["scaling_rule"], s["warmup_epochs"])
-    batch = f"gb{s['global_batch_size']}={s['world_size']}x{s['micro_batch_size']}x{s['accumulation_steps']}"
-    head = f"{s['backend']}-{s['model']}-{s['image_size']}px-{s['dataset']}-{batch}-{recipe}"
+    head = short_label(s)
     extras = [
         f"{name}={_compact(value)}"
         for name, value in s.items()
-        if name not in _HEAD and value != default_of(name, s)
+        if name not in _HEAD and not _at_default(name, value, s)
     ]
     return "-".join([head, *extras])
 

@@ -18,7 +18,15 @@ import statistics
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats as scipy_stats
+
+
+def _scipy_stats():
+    # Imported when a statistic is computed, not with the module: it takes seconds, and every
+    # rank of every run imports this module at start-up.
+    from scipy import stats
+
+    return stats
+
 
 # MLPerf's olympic mean needs at least this many results (the ResNet rule is 5).
 OLYMPIC_MIN_N = 5
@@ -45,6 +53,7 @@ class Summary:
 
 def summarize(values: list[float] | tuple[float, ...]) -> Summary | None:
     """The summary of the finite values, or None when there are none."""
+    scipy_stats = _scipy_stats()
     data = [float(v) for v in values if v is not None and math.isfinite(v)]
     if not data:
         return None
@@ -64,6 +73,7 @@ def summarize(values: list[float] | tuple[float, ...]) -> Summary | None:
 def changed(baseline: list[float] | tuple[float, ...], current: list[float] | tuple[float, ...], alpha: float = 0.05) -> bool | None:
     """Whether the means differ beyond the noise (Welch's t-test at ``alpha``); None when a
     side has fewer than two values (no noise estimate: only a threshold can decide)."""
+    scipy_stats = _scipy_stats()
     if len(baseline) < 2 or len(current) < 2:
         return None
     if statistics.pvariance(baseline) == 0 and statistics.pvariance(current) == 0:
@@ -121,6 +131,7 @@ def _shift(times: list[float]) -> int | None:
     """The start of a persistent level change, or None. The candidate is ruptures' best
     single split of the series; it counts when the two sides' medians differ by more than
     ``SHIFT`` and a Mann-Whitney test says they are not one distribution."""
+    scipy_stats = _scipy_stats()
     import ruptures
 
     series = np.log(np.asarray(times, dtype=float))  # relative changes weigh alike at any speed

@@ -29,6 +29,7 @@ from typing import Any, Protocol
 
 import torch
 
+from larsbench.core.errors import ConfigError
 from larsbench.core.files import atomic_write
 
 KEEP = 2  # the newest complete checkpoint and the one before it
@@ -64,6 +65,13 @@ class Checkpointer:
         optimizer that a backend rebuilds at wrap must load after it)."""
         assert self.found is not None, "restore() without a checkpoint found"
         main = self.found[0]
+        missing = [name for name in names if name not in main]
+        if missing:
+            raise ConfigError(
+                "--run-id",
+                f"its checkpoint holds no {', '.join(missing)} (written by another larsbench version); "
+                "start a new run id",
+            )
         for name in names:
             self.parts[name].load_state_dict(main[name])
 

@@ -28,11 +28,14 @@ def build_record(
     error: str | None = None,
     device: str | None = None,
     files: RunFiles | None = None,
+    unreachable_nodes: list[str] | None = None,
 ) -> dict[str, Any]:
     """The record for a finished run (``metrics``), or for one that failed before finishing
-    (no metrics: every measurement is null, never a made-up value). ``files`` names the side
-    files the run left (event log, telemetry, run log), relative to the results folder."""
-    m = metrics or RunMetrics(status=status or "failed")
+    (no metrics: every measurement is null, never a made-up value, but ``ranks`` still says
+    where each rank that started ran). ``files`` names the side files the run left (event log,
+    telemetry, run log), relative to the results folder. ``unreachable_nodes``: the nodes a
+    failed Slurm job could not reach when it ended (None: not checked)."""
+    m = metrics or RunMetrics(status=status or "failed", rank_hosts=_started_hosts(files))
     return {
         **_identity(spec, run_id, experiment, status or m.status, error, device),
         **_progress(m, metrics is not None),
@@ -43,8 +46,15 @@ def build_record(
         "transport": ((provenance or {}).get("transport") or {}).get("collectives"),
         "steps_file": _side_file(files, "steps"),
         "log": _side_file(files, "log"),
+        "unreachable_nodes": unreachable_nodes,
         "provenance": provenance,
     }
+
+
+def _started_hosts(files: RunFiles | None) -> list[str | None]:
+    """Rank → host from the ranks' pid files (None for a rank that never started)."""
+    hosts = files.rank_hosts() if files is not None else {}
+    return [hosts.get(rank) for rank in range(max(hosts) + 1)] if hosts else []
 
 
 def _identity(spec: RunSpec, run_id: str, experiment: str, status: str, error: str | None, device: str | None) -> dict[str, Any]:
@@ -186,6 +196,7 @@ def append_failure(
     status: str = "failed",
     env: Any = None,
     versions: dict[str, str] | None = None,
+    unreachable_nodes: list[str] | None = None,
 ) -> dict[str, Any]:
     """Write the record of a run that ended without one (failed or preempted): every
     measurement null, ``error`` saying why. Used by the local launcher and the Slurm job."""
@@ -193,6 +204,8 @@ def append_failure(
     from larsbench.loop import provenance
 
     info = provenance.collect(spec.to_dict(), env, versions or {})
-    record = build_record(spec, files.run_id, experiment, info, status=status, error=reason, files=files)
+    record = build_record(
+        spec, files.run_id, experiment, info, status=status, error=reason, files=files, unreachable_nodes=unreachable_nodes
+    )
     append_record(files.results, record)
     return record

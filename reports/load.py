@@ -132,6 +132,42 @@ def setting_label(s: dict[str, Any]) -> str:
     return f"{run_label(s)} on {s.get('hardware')}" + (f" × {nodes} nodes" if nodes != 1 else "")
 
 
+def setting_text(name: str, value: Any) -> str:
+    """A setting in a label: ``precision=bf16``; a mapping by its entries (``link_rate=1gbit``)."""
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={v}" for k, v in sorted(value.items()))
+    return f"{name}={value}"
+
+
+def telling_apart(settings: dict[str, dict[str, Any]], ignore: Iterable[str] = ()) -> dict[str, str]:
+    """key → ``" (precision=bf16)"``: the settings (beyond ``ignore``) in which these differ,
+    for things that would otherwise read alike; ``""`` when nothing sets them apart."""
+    names = sorted({n for s in settings.values() for n in s} - set(ignore))
+    varying = [n for n in names if len({json.dumps(s.get(n), sort_keys=True, default=str) for s in settings.values()}) > 1]
+    return {
+        key: f" ({', '.join(setting_text(n, s.get(n)) for n in varying)})" if varying else ""
+        for key, s in settings.items()
+    }  # fmt: skip
+
+
+# Settings a table row shows in columns of their own (the rest tell rows apart only where needed).
+SHOWN = ("backend", "optimizer", "scaling_rule", "warmup_epochs", "world_size", "micro_batch_size",
+         "accumulation_steps", "global_batch_size")  # fmt: skip
+
+
+def distinguishing_settings(summary: pd.DataFrame) -> dict[str, str]:
+    """settings key → ``" (precision=bf16)"``: for rows whose columns would read alike, the
+    settings without a column of their own that tell them apart (never two identical rows)."""
+    out: dict[str, str] = {}
+    settings = {key: json.loads(key) for key in summary["settings_key"]}
+    alike: dict[str, list[str]] = {}
+    for key, s in settings.items():
+        alike.setdefault(json.dumps([s.get(n) for n in SHOWN] + [s.get("hardware")], default=str), []).append(key)
+    for keys in alike.values():
+        out.update(telling_apart({k: settings[k] for k in keys}, SHOWN))
+    return out
+
+
 def key_of(values: dict[str, Any], exclude: Iterable[str] = ()) -> str:
     """A hashable, order-independent key for a settings dict (JSON, sorted)."""
     skip = set(exclude)

@@ -15,6 +15,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FixedLocator, NullLocator  # noqa: E402
 
+from larsbench.reports.load import distinguishing_settings  # noqa: E402
 from larsbench.reports.scaling import KINDS, Series  # noqa: E402
 
 COLORS = plt.get_cmap("tab10").colors
@@ -286,7 +287,9 @@ def plot_step_split(summary: pd.DataFrame, workload: str, path: Path) -> Path | 
     separated = rows["compute_fraction"].notna().any() or rows["comm_fraction"].notna().any()
     rest_label = "other" if separated else "compute + communication (not separated)"
     fig, (ax,) = figure(1, workload, height=1.6 + 0.38 * len(rows))
-    labels = [f"{r.backend} · N={r.world_size} · B={r.global_batch_size} · {r.recipe}" for r in rows.itertuples()]
+    others = distinguishing_settings(rows)
+    labels = [f"{r.backend} · N={r.world_size} · B={r.global_batch_size} · {r.recipe}{others.get(r.settings_key, '')}"
+              for r in rows.itertuples()]  # fmt: skip
     left = [0.0] * len(rows)
     for column, name, color in SPLIT_PARTS:
         if column != "data_split_fraction" and not separated:

@@ -17,7 +17,7 @@ from larsbench.reports import plots
 from larsbench.reports.attribution import PARTS, attribute
 from larsbench.reports.comm import comm_blocks
 from larsbench.reports.mlperf import mlperf_blocks
-from larsbench.reports.load import records_frame, summarize_repeats
+from larsbench.reports.load import distinguishing_settings, records_frame, summarize_repeats
 from larsbench.reports.render import Block, Bullets, Heading, PlotSpec, Table, Text, draw_plots, to_html, to_markdown
 from larsbench.reports.scaling import KINDS, Series, efficiency_index, scaling_series
 from larsbench.reports.study_report import study_blocks, telemetry_blocks
@@ -128,28 +128,6 @@ def flagged_notes(summary: pd.DataFrame) -> list[str]:
         if r["stragglers"]:
             notes.append(f"Straggler, {where}: {r['stragglers']}.")
     return notes
-
-
-# Settings the main table shows in columns of their own.
-_SHOWN = ("backend", "optimizer", "scaling_rule", "warmup_epochs", "world_size", "micro_batch_size",
-          "accumulation_steps", "global_batch_size")  # fmt: skip
-
-
-def distinguishing_settings(summary: pd.DataFrame) -> dict[str, str]:
-    """settings key → ``" (precision=bf16)"``: for rows whose columns would read alike, the
-    settings without a column of their own that tell them apart (never two identical rows)."""
-    out: dict[str, str] = {}
-    settings = {key: json.loads(key) for key in summary["settings_key"]}
-    alike: dict[str, list[str]] = {}
-    for key, s in settings.items():
-        alike.setdefault(json.dumps([s.get(n) for n in _SHOWN] + [s.get("hardware")], default=str), []).append(key)
-    for keys in alike.values():
-        names = sorted({n for k in keys for n in settings[k]} - set(_SHOWN))
-        varying = [n for n in names if len({json.dumps(settings[k].get(n), sort_keys=True) for k in keys}) > 1]
-        for key in keys:
-            shown = ", ".join(f"{n}={settings[key].get(n)}" for n in varying)
-            out[key] = f" ({shown})" if shown else ""
-    return out
 
 
 def efficiency_blocks(series: list[Series]) -> list[Block]:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from larsbench.reports.load import key_of
+from larsbench.reports.load import key_of, telling_apart
 
 AXIS = ("world_size", "micro_batch_size", "accumulation_steps", "global_batch_size", "num_nodes")
 
@@ -69,6 +69,7 @@ class Series:
     fixed_batch: int | None
     baseline_world_size: int
     split: str = ""  # "acc 2, 1 node" when a group was split to keep one point per world size
+    distinct: str = ""  # " (link_rate=1gbit)": what sets it apart from series that would read alike
     note: str | None = None  # why efficiency is not computed
     points: list[Point] = field(default_factory=list)
 
@@ -80,7 +81,7 @@ class Series:
     def label(self) -> str:
         fixed = KINDS[self.kind].fixed_label
         split = f", {self.split}" if self.split else ""
-        return f"{self.backend} · {self.recipe} · {fixed} {self.fixed_batch}{split}"
+        return f"{self.backend} · {self.recipe} · {fixed} {self.fixed_batch}{split}{self.distinct}"
 
 
 def scaling_series(summary: pd.DataFrame, kind: str, baseline_world_size: int | None = None) -> list[Series]:
@@ -96,6 +97,13 @@ def scaling_series(summary: pd.DataFrame, kind: str, baseline_world_size: int | 
     for rows in groups.values():
         for split, part in _split_collisions(rows):
             series.append(_build(spec, part, split, baseline_world_size))
+    alike: dict[str, list[Series]] = {}
+    for s in series:
+        alike.setdefault(s.label, []).append(s)
+    for group in alike.values():
+        apart = telling_apart({str(i): json.loads(s.points[0].settings_key) for i, s in enumerate(group)}, AXIS)
+        for i, s in enumerate(group):
+            s.distinct = apart[str(i)]
     return series
 
 

@@ -9,13 +9,14 @@ describes the step that the run's final state went through.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from larsbench.core.files import scan_lines
 
 REQUIRED = ("step", "layer", "layer_index", "trust_ratio", "lr", "effective_lr")
 NUMERIC = ("step", "layer_index", "w_norm", "g_norm", "trust_ratio", "lr", "effective_lr")
@@ -58,25 +59,12 @@ def telemetry_file(value: Any, folder: Path | None) -> Path | None:
 def load_telemetry(path: Path) -> tuple[pd.DataFrame | None, str | None]:
     """(rows, warning). Rows are None when the file is missing or unusable; a warning also
     reports skipped torn lines (a crash mid-write) in an otherwise usable file."""
+    # Line by line (core.files.scan_lines) rather than pandas.read_json(lines=True): one torn line
+    # from a crashed writer would make pandas reject the whole file, and the rest is still good.
     try:
-        text = path.read_text(encoding="utf-8")
+        parsed, torn = scan_lines(path)
     except OSError as exc:
         return None, f"{path}: cannot read ({exc.strerror or exc})"
-    # Parsed line by line rather than with pandas.read_json(lines=True): one torn line from a
-    # crashed writer would make pandas reject the whole file, and the rest is still good.
-    parsed, torn = [], 0
-    for line in text.splitlines():
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError:
-            torn += 1
-            continue
-        if isinstance(row, dict):
-            parsed.append(row)
-        else:
-            torn += 1
     if not parsed:
         return None, f"{path}: holds no telemetry rows" + (f" ({torn} unreadable line(s))" if torn else "")
     rows = pd.DataFrame(parsed)

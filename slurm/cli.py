@@ -10,10 +10,12 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import time
 from pathlib import Path
 
 from rich.console import Console
 
+from larsbench.core.errors import ConfigError
 from larsbench.slurm.options import add_option_flags, flag_options, merge
 
 EPILOG = """\
@@ -22,6 +24,10 @@ Slurm options may also come from the experiment file's 'slurm:' section (same na
 node) share one script, a job array when there are several; its runs file (next to it) maps
 array index -> run. Each job writes its record to OUTPUT/results.jsonl, a failed run included.
 'setup' lines are shell, run as written; every other value is quoted.
+
+With --comm, the jobs measure collectives instead of training: `larsbench comm` on the
+allocation of each shape the experiment's runs take (across its nodes), once per backend, device
+and network interface those runs use; records go to OUTPUT/comm.jsonl.
 
 With --nightly DIR (for cron; see docs/history.md) a second script, <name>-history.sbatch, runs
 `larsbench history DIR -o DIR/report --fail-on-step` once the grid's jobs have ended; with
@@ -60,15 +66,19 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     slurm.add_argument("--nightly", type=Path, metavar="DIR",
                        help="history folder: the grid writes to DIR/runs/<UTC time>, and a job that runs after it "
                        "(afterany) writes `larsbench history` of all of DIR to DIR/report and fails on a regression step")  # fmt: skip
+    comm = slurm.add_argument_group("collectives (--comm)")
+    comm.add_argument("--comm", action="store_true", help="measure the collectives (larsbench comm) on the runs' allocations instead of training")
+    comm.add_argument("--min-bytes", default="4K", metavar="SIZE", help="smallest message (default 4K)")
+    comm.add_argument("--max-bytes", default="256M", metavar="SIZE", help="largest message (default 256M)")
+    comm.add_argument("--operations", default="all_reduce,all_gather,broadcast", help="comma-separated (default: all three)")
+    comm.add_argument("--iterations", type=int, default=20, metavar="N", help="timed collectives per size, at most (default 20)")
     add_run_flags(slurm)
     add_option_flags(slurm)
     slurm.set_defaults(handler=cmd_slurm)
 
 
 def cmd_slurm(args: argparse.Namespace, console: Console) -> int:
-    from larsbench.core.errors import ConfigError
-    from larsbench.core.files import made_folders
-    from larsbench.core.results import check_writable
+    from larsbench.backends.registry import get_backend
     from larsbench.core.spec import RUN_FIELDS
     from larsbench.slurm import nightly, submit, sweep
 
@@ -77,6 +87,7 @@ def cmd_slurm(args: argparse.Namespace, console: Console) -> int:
 
     submit.check_seconds(args.poll_seconds, "--poll-seconds")
     submit.check_seconds(args.controller_timeout, "--controller-timeout")
+    request = _comm_request(args) if args.comm else None
     overrides = {name: getattr(args, name) for name in RUN_FIELDS if hasattr(args, name)}
     if args.wait and args.nightly is None and args.output is not None and submit.uncollected_jobs(args.output):
         return _reattach(args.output, args, say)  # the experiment may be gone or slow to prepare: not needed
@@ -88,18 +99,18 @@ def cmd_slurm(args: argparse.Namespace, console: Console) -> int:
         output = args.output or Path(experiment.output or "results")
         if args.wait and submit.uncollected_jobs(output):
             return _reattach(output, args, say)
+    if request is not None:
+        for name in sorted({spec.backend for spec in experiment.runs}):
+            get_backend(name).check_available()
     if args.submit or args.wait:
         submit.require("sbatch", *(["squeue"] if args.wait else []))
+    if request is not None:
+        return _comm(args, request, experiment, options, output, console, say)
     scripts = sweep.plan(sweep.prepare_data(experiment), options, output)
     history = None
     if args.nightly is not None:
         history = nightly.plan_history(args.nightly, output, options.get("job_name") or experiment.name, options, os.getcwd())
-    try:
-        with made_folders(output):  # a refused output folder is not left behind
-            check_writable(output)
-            sweep.write(scripts, [(history.script, history.text)] if history else [])
-    except OSError as exc:
-        raise ConfigError("--output", f"cannot write to {output} ({exc.strerror or exc}); choose a writable folder") from None
+    _write(output, lambda: sweep.write(scripts, [(history.script, history.text)] if history else []))
     for job in scripts:
         runs = f"{len(job.runs)} runs (job array)" if len(job.runs) > 1 else "1 run"
         say(f"{job.script}  ({runs}, {job.shape.nodes} node(s) x {job.shape.ntasks_per_node} rank(s))")
@@ -125,6 +136,20 @@ def cmd_slurm(args: argparse.Namespace, console: Console) -> int:
     return status
 
 
+def _write(output: Path, write) -> None:
+    """``write`` the scripts (all or none, ``sweep.write``) into ``output``; an output folder
+    that cannot take them is refused and not left behind."""
+    from larsbench.core.files import made_folders
+    from larsbench.core.results import check_writable
+
+    try:
+        with made_folders(output):
+            check_writable(output)
+            write()
+    except OSError as exc:
+        raise ConfigError("--output", f"cannot write to {output} ({exc.strerror or exc}); choose a writable folder") from None
+
+
 def _submitted(output: Path, job_id: str, script: Path, say, note: str = "") -> str:
     from larsbench.slurm import submit
 
@@ -142,16 +167,20 @@ def _reattach(output: Path, args: argparse.Namespace, say) -> int:
     job_ids = submit.uncollected_jobs(output)
     say(f"{submit.jobs_file(output)}: jobs {', '.join(job_ids)} were submitted and not yet seen to end; "
         "waiting for them instead of submitting again")  # fmt: skip
-    return _wait(output, job_ids, args, say)[0]
+    records = [p for p in (output / "results.jsonl", output / "comm.jsonl") if p.exists()]
+    return _wait(output, job_ids, args, say, submit.submitted_since(output, job_ids), records)[0]
 
 
-def _wait(output: Path, job_ids: list[str], args: argparse.Namespace, say) -> tuple[int, list]:
-    """Wait for ``job_ids``; their combined status. Cut short (the controller gone, the
-    process stopped), the jobs stay noted as uncollected and the message says how to pick
-    them up again."""
-    from larsbench.core.errors import ConfigError
+def _wait(
+    output: Path, job_ids: list[str], args: argparse.Namespace, say, since: float | None = None, records: list[Path] | None = None,
+    settle: bool = True,
+) -> tuple[int, list]:  # fmt: skip
+    """Wait for ``job_ids`` (submitted at ``since``, default now); their combined status. Cut
+    short (the controller gone, the process stopped), the jobs stay noted as uncollected and the
+    message says how to pick them up again."""
     from larsbench.slurm import submit
 
+    since = time.time() if since is None else since
     again = f"`larsbench slurm --output {shlex.quote(str(output))} --wait` picks them up again"
 
     def progress(tasks: list[submit.Task]) -> None:
@@ -161,7 +190,8 @@ def _wait(output: Path, job_ids: list[str], args: argparse.Namespace, say) -> tu
         say(f"the Slurm controller does not answer ({error}); asking again for up to {args.controller_timeout:g} s")
 
     try:
-        tasks = submit.wait(job_ids, args.poll_seconds, on_change=progress, controller_timeout=args.controller_timeout, on_outage=outage)
+        tasks = submit.wait(job_ids, args.poll_seconds, on_change=progress, controller_timeout=args.controller_timeout,
+                            on_outage=outage, settled=(lambda task: _recorded(output, task, since)) if settle else None)  # fmt: skip
     except submit.ControllerGone as exc:
         raise ConfigError("--wait", f"no answer from the Slurm controller for {args.controller_timeout:g} s ({exc}); jobs "
                           f"{', '.join(job_ids)} may still run and are kept in {submit.jobs_file(output)}: once Slurm is back, {again}") from None  # fmt: skip
@@ -176,5 +206,72 @@ def _wait(output: Path, job_ids: list[str], args: argparse.Namespace, say) -> tu
         if task.state != "COMPLETED":
             say(f"job {task.job_id}: {task.state}")
     status = submit.exit_status(tasks)
-    say(f"{'all jobs completed' if status == 0 else 'not every job completed'}; records in {output / 'results.jsonl'}")
+    where = ", ".join(str(p) for p in (records or [output / "results.jsonl"]))
+    say(f"{'all jobs completed' if status == 0 else 'not every job completed'}; records in {where}")
     return status, tasks
+
+
+def _recorded(output: Path, task, since: float) -> str | None:
+    """COMPLETED or FAILED for a job task whose run has written its record since ``since``
+    (its script has ended), else None. A run id ends with its job (array task) id."""
+    from larsbench.core.results import read_records
+
+    results = output / "results.jsonl"
+    found = [
+        r for r in (read_records(results) if results.exists() else [])
+        if str(r.get("run_id", "")).endswith(f"-{task.job_id}") and (r.get("timestamp_end") or 0) >= since
+    ]  # fmt: skip
+    if not found:
+        return None
+    return "COMPLETED" if found[-1].get("status") == "ok" else "FAILED"
+
+
+def _comm_request(args: argparse.Namespace) -> tuple[list[int], list[str]]:
+    """The message sizes and operations of ``--comm``, checked before anything is written."""
+    from larsbench.suite.comm import parse_size, size_sweep
+    from larsbench.suite.comm_worker import OPERATIONS
+
+    if args.nightly is not None:
+        raise ConfigError("--comm", "measures collectives once, not a nightly grid; drop --nightly or --comm")
+    smallest, largest = parse_size(args.min_bytes, "--min-bytes"), parse_size(args.max_bytes, "--max-bytes")
+    if smallest > largest:
+        raise ConfigError("--min-bytes", f"{args.min_bytes} is larger than --max-bytes {args.max_bytes}")
+    operations = [op.strip() for op in args.operations.split(",") if op.strip()]
+    for op in operations:
+        if op not in OPERATIONS:
+            raise ConfigError("--operations", f"unknown operation {op!r}; choose from {', '.join(OPERATIONS)}")
+    if args.iterations < 3:
+        raise ConfigError("--iterations", "must be at least 3 (a median needs a few)")
+    return size_sweep(smallest, largest), operations
+
+
+def _comm(args: argparse.Namespace, request: tuple[list[int], list[str]], experiment, options: dict, output: Path,
+          console: Console, say) -> int:  # fmt: skip
+    from larsbench.core.files import read_lines
+    from larsbench.slurm import comm, submit
+    from larsbench.suite.comm import COMM_FILE, comm_table
+
+    sizes, operations = request
+    jobs = comm.plan_comm(experiment, options, output, sizes, operations, args.iterations, os.getcwd())
+    _write(output, lambda: comm.write_comm_jobs(jobs))
+    for job in jobs:
+        say(f"{job.script}  (collectives of {', '.join(m.backend for m in job.measures)}, "
+            f"{job.shape.nodes} node(s) x {job.shape.ntasks_per_node} rank(s))")  # fmt: skip
+    if not (args.submit or args.wait):
+        say("submit with: sbatch SCRIPT (or run again with --submit)")
+        return 0
+    submitted = {_submitted(output, submit.sbatch(job.script), job.script, say): job for job in jobs}
+    if not args.wait:
+        return 0
+    results = output / COMM_FILE
+    status, _ = _wait(output, list(submitted), args, say, records=[results], settle=False)
+    suffixes = [s for job_id, job in submitted.items() for s in comm.run_id_suffixes(job, job_id)]
+    records = [r for r in (read_lines(results) if results.exists() else []) if str(r.get("run_id", "")).endswith(tuple(suffixes))]
+    if records:
+        say("")
+        console.print(comm_table(records, f"collectives: {len(records)} measurement(s) → {results}"))
+    measured = {str(r["run_id"]) for r in records}
+    missing = [s for s in suffixes if not any(m.endswith(s) for m in measured)]
+    for suffix in missing:
+        say(f"no measurements from run *{suffix}; see the job's log in {output / 'slurm' / 'logs'}")
+    return 1 if missing or status else 0

@@ -23,7 +23,7 @@ from typing import Any
 
 from larsbench.core.errors import ConfigError
 from larsbench.slurm.options import default_python, resolve_path
-from larsbench.slurm.script import check_line, comment_text, header_lines
+from larsbench.slurm.script import check_line, comment_text, header_lines, setup_lines
 from larsbench.slurm.sweep import safe_name
 
 RUNS, REPORT = "runs", "report"
@@ -89,8 +89,7 @@ def render_history_script(
         "",
         "set -o pipefail",
     ]
-    if setup:
-        lines += ["", "# Environment setup from the config, run as written (not quoted: shell by design).", *setup]
+    lines += setup_lines(setup)
     lines += ["", shlex.join(command), ""]
     return "\n".join(lines)
 

@@ -14,9 +14,11 @@ command there). The one exception is ``setup``: those lines are shell, run as wr
 
 What the script does (the contract with ``larsbench.suite.worker``, see ``slurm/__init__.py``):
 picks its run from the runs file (``SLURM_ARRAY_TASK_ID``, 0 outside an array), derives a run
-id that survives a requeue, starts the ranks with ``srun python -m larsbench.suite.worker`` in the
-background, forwards the pre-time-limit ``USR1`` to them, requeues the job when they exit
-with the preempted status, and writes a ``failed`` record when they fail without one.
+id that survives a requeue, checks the allocation against the shape it asked for, starts the
+ranks with ``srun python -m larsbench.suite.worker`` in the background next to a watchdog that
+stops ``srun`` when the step cannot end, forwards the pre-time-limit ``USR1`` to the ranks,
+requeues the job when they exit with the preempted status, and writes a ``failed`` record when
+they fail without one.
 """
 
 from __future__ import annotations
@@ -109,6 +111,30 @@ def header_lines(values: dict[str, Any], extra_sbatch: Sequence[str] = ()) -> li
     return header
 
 
+def setup_lines(setup: Sequence[str]) -> list[str]:
+    """The config's setup lines, run as written (the one unquoted part of a script)."""
+    return ["", "# Environment setup from the config, run as written (not quoted: shell by design).", *setup] if setup else []
+
+
+# How every rank starts, whatever the job runs.
+RANK_ENVIRONMENT = (
+    "export OMP_NUM_THREADS=${OMP_NUM_THREADS:-${SLURM_CPUS_PER_TASK:-1}}",
+    "# waiting OpenMP threads sleep instead of spinning on a core another process needs",
+    "export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}",
+    "# no working directory on the ranks' sys.path: nothing in it can shadow a module",
+    "export PYTHONSAFEPATH=1",
+)
+
+
+def srun_words(nodes: int, ntasks_per_node: int, cpus_per_task: int | None) -> list[str]:
+    """``srun`` for one rank per task over the whole allocation; a failing rank ends the step."""
+    words = ["srun", "--kill-on-bad-exit=1", f"--nodes={nodes}", f"--ntasks={nodes * ntasks_per_node}", f"--ntasks-per-node={ntasks_per_node}"]
+    if cpus_per_task is not None:
+        # Since Slurm 22.05 srun no longer inherits the job's --cpus-per-task.
+        words.append(f"--cpus-per-task={cpus_per_task}")
+    return words
+
+
 def render_script(
     *,
     # -- user options (experiment `slurm:` section or command-line flags) ----------------------
@@ -138,6 +164,11 @@ def render_script(
         PositiveInt, _doc("seconds before the time limit at which the ranks checkpoint and requeue")
     ] = 300,
     max_requeues: Annotated[NonNegativeInt, _doc("requeues of a preempted run before giving up")] = 10,
+    stop_margin_seconds: Annotated[
+        PositiveInt,
+        _doc("seconds srun may still run after a rank failed (or every rank on the first node ended) before the "
+             "job stops it: a node srun cannot reach never lets it end; keep it above Slurm's KillWait"),
+    ] = 60,
     array_throttle: Annotated[PositiveInt | None, _doc("at most this many runs of a job array at once")] = None,
     # -- filled in by larsbench -----------------------------------------------------------------
     runs_file: str,
@@ -172,20 +203,18 @@ def render_script(
     assert set(values) == set(SBATCH_OPTIONS)
     header = header_lines(values, extra_sbatch)
 
-    ranks = nodes * ntasks_per_node
-    srun = ["srun", "--kill-on-bad-exit=1", f"--nodes={nodes}", f"--ntasks={ranks}", f"--ntasks-per-node={ntasks_per_node}"]
-    if cpus_per_task is not None:
-        # Since Slurm 22.05 srun no longer inherits the job's --cpus-per-task.
-        srun.append(f"--cpus-per-task={cpus_per_task}")
-    srun += [
+    srun = srun_words(nodes, ntasks_per_node, cpus_per_task) + [
         ShellVar("python"), "-m", "larsbench.suite.worker", "--spec-json", ShellVar("spec"), "--run-id", ShellVar("run_id"),
         "--results", ShellVar("results"), "--experiment", ShellVar("experiment"),
     ]  # fmt: skip
-    finalize = [
-        ShellVar("python"), "-m", "larsbench.slurm.job", "finalize", "--runs", ShellVar("runs"), "--index", ShellVar("index"),
-        "--run-id", ShellVar("run_id"), "--results", ShellVar("results"), "--experiment", ShellVar("experiment"),
-        "--exit-code", ShellVar("status"),
+    run = [
+        "--runs", ShellVar("runs"), "--index", ShellVar("index"), "--run-id", ShellVar("run_id"),
+        "--results", ShellVar("results"), "--experiment", ShellVar("experiment"),
     ]  # fmt: skip
+    job = [ShellVar("python"), "-m", "larsbench.slurm.job"]
+    finalize = [*job, "finalize", *run, "--exit-code", ShellVar("status")]
+    watch = [*job, "watch", "--run-id", ShellVar("run_id"), "--results", ShellVar("results"), "--pid", ShellVar("srun_pid"),
+             "--margin", str(stop_margin_seconds)]  # fmt: skip
 
     what = f"{count} runs as a job array (one run per array index)" if count > 1 else "1 run"
     listing = [f"#   {i}: {comment_text(label)}" for i, label in enumerate(labels[:40])]
@@ -202,8 +231,7 @@ def render_script(
         "",
         "set -eo pipefail",
     ]
-    if setup:
-        lines += ["", "# Environment setup from the config, run as written (not quoted: shell by design).", *setup]
+    lines += setup_lines(setup)
     lines += [
         "",
         f"python={shlex.quote(python)}",
@@ -216,14 +244,12 @@ def render_script(
         "# Same job id after a requeue, so the same run id: a requeued run resumes its checkpoint.",
         "run_id=${SLURM_CLUSTER_NAME:-slurm}-${SLURM_ARRAY_JOB_ID:-$SLURM_JOB_ID}${SLURM_ARRAY_TASK_ID:+_$SLURM_ARRAY_TASK_ID}",
         f"export LARSBENCH_ALLOCATION={shlex.quote(json.dumps(allocation or {}, sort_keys=True, separators=(',', ':')))}",
-        "export OMP_NUM_THREADS=${OMP_NUM_THREADS:-${SLURM_CPUS_PER_TASK:-1}}",
-        "# waiting OpenMP threads sleep instead of spinning on a core another process needs",
-        "export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}",
-        "# no working directory on the ranks' sys.path: nothing in it can shadow a module",
-        "export PYTHONSAFEPATH=1",
+        *RANK_ENVIRONMENT,
         '# queue time of this start (Slurm\'s StartTime - SubmitTime), kept apart from training time',
         'export LARSBENCH_QUEUE_SEC=$("$python" -m larsbench.slurm.job queue-time || true)',
         'echo "larsbench: run $run_id (index $index, restart ${SLURM_RESTART_COUNT:-0}) on $SLURM_JOB_NODELIST"',
+        "# Forget an earlier start's rank files; an allocation unlike the one asked for fails here (exit 2).",
+        join_words([*job, "prepare", *run]),
         "",
         f"# Slurm sends USR1 to this script {signal_seconds} s before the time limit (--signal={signal}).",
         f"# It is passed on to every rank (srun relays it); the ranks checkpoint and exit with {EXIT_PREEMPTED}",
@@ -236,12 +262,17 @@ def render_script(
         "",
         join_words(srun) + " &",
         "srun_pid=$!",
+        "# srun waits to hear from every node's step daemon: one it cannot reach would hold the job until",
+        f"# Slurm gives up on the node. The watchdog stops srun {stop_margin_seconds} s after the step began to fail.",
+        join_words(watch) + " &",
+        "watch_pid=$!",
         "status=0",
         'wait "$srun_pid" || status=$?',
         'while kill -0 "$srun_pid" 2>/dev/null; do  # a trapped signal interrupted wait: srun still runs',
         '    status=0',
         '    wait "$srun_pid" || status=$?',
         "done",
+        'wait "$watch_pid" || true',
         "",
         f"if (( status == {EXIT_PREEMPTED} || (signalled && status != 0) )); then",
         f"    if (( ${{SLURM_RESTART_COUNT:-0}} < {max_requeues} )); then",

@@ -125,6 +125,7 @@ def wait(
     states: Callable[[list[str]], list[Task]] = job_states,
     controller_timeout: float = CONTROLLER_TIMEOUT,
     on_outage: Callable[[str], None] | None = None,
+    settled: Callable[[Task], str | None] | None = None,
 ) -> list[Task]:
     """Block until every job (every array task) is finished; their final states.
 
@@ -132,6 +133,10 @@ def wait(
     A requeued job goes back to PENDING and is waited for again. While squeue fails (the
     controller busy, restarting or gone) it keeps asking, saying so once (``on_outage``), and
     raises ``ControllerGone`` after ``controller_timeout`` seconds without an answer.
+    ``settled`` gives the final state of a task Slurm still shows COMPLETING, when something
+    else says its script has ended (its record is written), else None: Slurm keeps a job
+    COMPLETING until every node has released it, and a node it cannot reach holds it there
+    until Slurm gives up on the node.
     """
     last: list[Task] | None = None
     missing_since: float | None = None
@@ -139,6 +144,8 @@ def wait(
     while True:
         try:
             tasks = states(job_ids)
+            if settled is not None:
+                tasks = [_settle(t, settled) for t in tasks]
             failing_since = None
         except RuntimeError as exc:
             if failing_since is None:
@@ -164,6 +171,11 @@ def wait(
         else:
             missing_since = None
         time.sleep(poll_seconds)
+
+
+def _settle(task: Task, settled: Callable[[Task], str | None]) -> Task:
+    final = settled(task) if task.state == "COMPLETING" else None
+    return Task(task.job_id, final) if final else task
 
 
 def _base(job_id: str) -> str:
@@ -212,6 +224,20 @@ def note_collected(output: str | Path, tasks: list[Task]) -> None:
     append_lines(jobs_file(output), [
         json.dumps({"job_id": job, "collected_utc": _now(), "states": summary(mine)}) for job, mine in by_job.items()
     ])  # fmt: skip
+
+
+def submitted_since(output: str | Path, job_ids: Iterable[str]) -> float | None:
+    """When the first of ``job_ids`` was submitted (Unix time, to the second below), from the
+    jobs file; None when it does not say."""
+    path, wanted = jobs_file(output), set(job_ids)
+    times = []
+    for entry in read_lines(path) if path.is_file() else []:
+        if str(entry.get("job_id")) in wanted and "submitted_utc" in entry:
+            try:
+                times.append(datetime.datetime.fromisoformat(str(entry["submitted_utc"])).timestamp())
+            except ValueError:
+                continue
+    return min(times, default=None)
 
 
 def uncollected_jobs(output: str | Path) -> list[str]:

@@ -80,11 +80,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", required=True, type=Path)
     parser.add_argument("--run-id", required=True)
     parser.add_argument("--timeout-sec", type=float, default=600.0)
+    parser.add_argument("--network-interface", help="interface for the collectives (GLOO_SOCKET_IFNAME, NCCL_SOCKET_IFNAME, HOROVOD_GLOO_IFACE)")
     args = parser.parse_args(argv)
 
     env = environment.detect()
     backend = None
     try:
+        environment.check_rendezvous(env)
+        if args.network_interface:
+            environment.use_interface(args.network_interface)
         backend = get_backend(args.backend)(None)
         device = pick_device(args.device, env.local_rank, "--device")
         backend.setup(env, device, args.timeout_sec)

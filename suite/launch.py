@@ -27,8 +27,9 @@ from larsbench.core.errors import ConfigError
 from larsbench.core.files import RESERVE_BYTES, free_reserve, hold_reserve, space_note
 from larsbench.core.layout import RunFiles
 from larsbench.core.preemption import PREEMPT_SIGNAL
+from larsbench.core.process import alive as process_alive
 from larsbench.core.results import check_writable, read_records
-from larsbench.core.spec import RunSpec
+from larsbench.core.spec import RunSpec, short_label
 from larsbench.loop.checkpoint import latest_valid
 from larsbench.loop.progress import read_status
 from larsbench.loop.record import append_failure, build_record, rank_errors_text
@@ -59,7 +60,8 @@ def run_experiment(
     records = []
     try:
         for index, spec in enumerate(experiment.runs, start=1):
-            console.rule(f"run {index}/{len(experiment.runs)}: {spec.label}", style="dim")
+            repeat = f" (repeat {spec.repeat + 1})" if spec.repeat else ""
+            console.rule(f"run {index}/{len(experiment.runs)}: {short_label(spec.to_dict())}{repeat}", style="dim")
             records.append(launch_run(prepare(spec), results, experiment.name, console, run_id, verbose))
     finally:
         free_reserve(reserve)
@@ -224,12 +226,8 @@ def _silent_ranks(files: RunFiles, vanished: list[int]) -> list[int]:
     """Ranks that died without leaving an error: the watcher's first-vanished ones, or, when
     every rank went within one poll, those that said nothing while a peer reported an error
     (typically the peer's 'connection reset' from the killed rank)."""
-    started = set(files.rank_pids())
     reported = set(files.rank_errors())
-    first = [rank for rank in vanished if rank not in reported]
-    if first:
-        return first
-    return sorted(started - reported) if reported else []
+    return [rank for rank in vanished if rank not in reported] or files.silent_ranks()
 
 
 @contextlib.contextmanager
@@ -243,7 +241,7 @@ def _watching_ranks(files: RunFiles, interval: float = 0.1) -> Iterator[list[int
     def watch() -> None:
         while not done.wait(interval) and not vanished:
             pids = files.rank_pids()
-            alive = {rank: _alive(pid) for rank, pid in pids.items()}
+            alive = {rank: process_alive(pid) for rank, pid in pids.items()}
             if len(alive) > 1 and any(alive.values()) and not all(alive.values()):
                 vanished.extend(sorted(rank for rank, up in alive.items() if not up))
 
@@ -254,21 +252,6 @@ def _watching_ranks(files: RunFiles, interval: float = 0.1) -> Iterator[list[int
     finally:
         done.set()
         thread.join()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie (exited, not yet reaped by its launcher) counts as gone.
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return True
 
 
 @contextlib.contextmanager

@@ -12,6 +12,7 @@ import errno
 import json
 import os
 import signal
+import socket
 import sys
 import traceback
 from pathlib import Path
@@ -45,7 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     files = RunFiles.of(args.results, args.run_id)
     # Installed first: until then the preemption signal's default action would kill the rank.
     ctx = RunContext(files=files, preemption=PreemptionNotice())
-    _leave(files.pid(env.rank), str(os.getpid()))
+    # With its host: on several nodes a pid alone names no process, and the host names the node
+    # that a rank which fell silent ran on.
+    _leave(files.pid(env.rank), f"{os.getpid()} {socket.gethostname()}")
     # A launcher (torchrun, srun --kill-on-bad-exit) stops the survivors of a dead rank with
     # SIGTERM: saying so leaves the rank that died as the only one without a word.
     signal.signal(
@@ -60,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"the run asks for {spec.world_size} ranks but {env.source} started {env.world_size};"
                 " make the launcher's task count match world_size",
             )
+        environment.check_rendezvous(env)
+        if spec.network_interface is not None:
+            environment.use_interface(spec.network_interface)
         if spec.threads_per_rank is not None:  # also exported as OMP_NUM_THREADS by the launchers
             torch.set_num_threads(spec.threads_per_rank)
         backend = get_backend(spec.backend)(spec.backend_config)

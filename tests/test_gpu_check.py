@@ -10,7 +10,12 @@ import subprocess
 import sys
 import tarfile
 
+import pytest
+
 from tests.conftest import REPO
+
+# It starts launchers, ranks and benchmark scripts: about a minute on 2 cores.
+pytestmark = pytest.mark.multiprocess
 
 STAGES = {
     "setup": ("skipped", "dry run: uses this environment, installs nothing"),

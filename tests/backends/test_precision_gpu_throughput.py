@@ -2,11 +2,14 @@
 a script and prints the figures it exists for. Its real numbers come from a GPU."""
 
 import subprocess
+
+import pytest
 import sys
 
 from tests.conftest import REPO
 
 
+@pytest.mark.multiprocess  # a benchmark script in a fresh interpreter
 def test_gpu_throughput_script_runs_on_the_cpu():
     result = subprocess.run(
         [sys.executable, "benchmarks/gpu_throughput.py", "--model", "tiny_cnn", "--batch", "8", "--image-size", "16",

@@ -81,3 +81,16 @@ def test_resuming_with_other_settings_is_refused():
             resume_with(**changes)
         (name,) = changes
         assert info.value.key == "--run-id" and name in info.value.message
+
+
+def test_a_checkpoint_missing_a_part_is_refused_with_one_line(tmp_path):
+    import pytest
+
+    from larsbench.core.errors import ConfigError
+
+    checkpoint.save(tmp_path, 5, 0, 1, {"spec": {}, "model": {}}, lambda: None)  # an older layout
+    saver = checkpoint.Checkpointer(tmp_path, 0, 1, lambda: None)
+    assert saver.find()
+    with pytest.raises(ConfigError) as info:
+        saver.restore(["model", "optimizer", "progress"])
+    assert info.value.key == "--run-id" and "optimizer, progress" in info.value.message

@@ -76,3 +76,13 @@ def test_other_hardware_or_workload_never_joins_a_scaling_group():
         record(world_size=4, throughput_images_per_sec=320.0, image_size=64),
     ]
     assert series_of(runs, "weak") == []
+
+
+def test_series_that_differ_only_in_a_condition_say_which():
+    runs = [record(world_size=n, throughput_images_per_sec=t, conditions={"link_rate": rate})
+            for rate, t2 in (("unlimited", 180.0), ("1gbit", 90.0)) for n, t in ((1, 100.0), (2, t2))]  # fmt: skip
+    series = sorted(series_of(runs, "weak"), key=lambda s: s.points[1].efficiency)
+    assert [s.label.rsplit(" ", 1)[1] for s in series] == ["(link_rate=1gbit)", "(link_rate=unlimited)"]
+    assert [s.points[1].efficiency for s in series] == pytest.approx([0.45, 0.9])
+    (alone,) = series_of(runs[:2], "weak")
+    assert alone.distinct == ""  # nothing to tell apart

@@ -14,7 +14,7 @@ def test_valid_options_are_the_renderers_user_keywords():
     assert valid_options() == (
         "job_name", "nodes", "ntasks_per_node", "partition", "account", "qos", "time", "gpus_per_node",
         "cpus_per_task", "mem", "constraint", "extra_sbatch", "setup", "python", "signal_seconds",
-        "max_requeues", "array_throttle",
+        "max_requeues", "stop_margin_seconds", "array_throttle",
     )  # fmt: skip
 
 

@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,19 @@ from tests.slurm.conftest import REPO, wait_for
 
 STUB_SRUN = """#!/bin/bash
 printf '%s\\0' "$@" > "$STUB_DIR/srun.args"
+if [[ -n $STUB_SRUN_HANG ]]; then
+    # rank 1 fails, and the step never ends: srun waiting on a node it cannot reach
+    args=("$@")
+    for ((i = 0; i < ${#args[@]}; i++)); do
+        [[ ${args[i]} == --results ]] && results=${args[i + 1]}
+        [[ ${args[i]} == --run-id ]] && run_id=${args[i + 1]}
+    done
+    mkdir -p "$(dirname "$results")/.larsbench/errors"
+    echo "RuntimeError: Timed out waiting 10000ms for recv operation to complete" \\
+        > "$(dirname "$results")/.larsbench/errors/$run_id.rank1"
+    trap '' TERM INT
+    while true; do sleep 0.05; done
+fi
 if [[ -n $STUB_SRUN_WAIT ]]; then
     trap 'echo usr1 >> "$STUB_DIR/srun.signals"; exit 75' USR1
     touch "$STUB_DIR/srun.started"
@@ -53,7 +67,7 @@ def job(tmp_path):
     options = merge(
         {"job_name": f"job {bad}", "partition": f"p {bad}", "account": bad, "qos": bad, "constraint": bad,
          "mem": bad, "gpus_per_node": bad, "extra_sbatch": [f"--comment={bad}"], "setup": ["echo setup-ran"],
-         "python": sys.executable},
+         "python": sys.executable, "stop_margin_seconds": 2},
         {},
     )  # fmt: skip
     (script,) = plan(resolve_experiment(doc, {}, "evil.yaml"), options, output, tmp_path / f"wd {bad}")
@@ -70,7 +84,8 @@ def run_script(job, wait=True, **env):
     environ = {
         **{k: v for k, v in os.environ.items() if not k.startswith("SLURM_")},
         "PATH": f"{job['stubs']}:{os.environ['PATH']}", "STUB_DIR": str(job["tmp"]),
-        "SLURM_JOB_ID": "77", "SLURM_CLUSTER_NAME": "test", "SLURM_JOB_NODELIST": "localhost", **env,
+        "SLURM_JOB_ID": "77", "SLURM_CLUSTER_NAME": "test", "SLURM_JOB_NODELIST": "localhost",
+        "SLURM_JOB_NUM_NODES": "1", "SLURM_TASKS_PER_NODE": "1", **env,
     }  # fmt: skip
     command = ["bash", str(job["script"].script)]
     if not wait:
@@ -116,6 +131,7 @@ def test_header_values_are_quoted_for_sbatch(job):
     assert f"\ntouch {job['pwned']}\n" not in text
 
 
+@pytest.mark.multiprocess  # the job's python steps: several interpreter starts
 def test_failed_run_gets_a_failed_record(job):
     done = run_script(job, STUB_SRUN_EXIT="3")
     assert done.returncode == 3, done.stdout + done.stderr
@@ -130,6 +146,19 @@ def test_failed_run_gets_a_failed_record(job):
     assert len(read_records(job)) == 1
 
 
+def test_a_step_that_cannot_end_is_stopped_and_recorded(job):
+    begun = time.monotonic()
+    done = run_script(job, STUB_SRUN_HANG="1")
+    took = time.monotonic() - begun
+    assert done.returncode == 137, done.stdout + done.stderr
+    assert took < 30, f"the script took {took:.0f} s to give up on the step"
+    assert "srun still ran 2 s after rank1 failed, so the job stopped it" in done.stdout
+    (record,) = read_records(job)
+    assert record["status"] == "failed"
+    assert record["error"].startswith("srun still ran 2 s after rank1 failed")
+    assert record["error"].endswith("rank1: RuntimeError: Timed out waiting 10000ms for recv operation to complete")
+
+
 def test_preempted_run_is_requeued(job):
     done = run_script(job, STUB_SRUN_EXIT="75")
     assert done.returncode == 0, done.stdout + done.stderr
@@ -137,6 +166,7 @@ def test_preempted_run_is_requeued(job):
     assert read_records(job) == []
 
 
+@pytest.mark.multiprocess  # the job's python steps: several interpreter starts
 def test_preempted_run_past_max_requeues_gets_a_preempted_record(job):
     done = run_script(job, STUB_SRUN_EXIT="75", SLURM_RESTART_COUNT="10")
     assert done.returncode == 75

@@ -73,3 +73,12 @@ def test_wait_follows_requeues_until_every_task_is_done():
 @pytest.mark.parametrize(("states", "status"), [(["COMPLETED"], 0), (["COMPLETED", "FAILED"], 1), (["TIMEOUT"], 1), ([], 1)])
 def test_exit_status(states, status):
     assert exit_status([Task(str(i), s) for i, s in enumerate(states)]) == status
+
+
+def test_a_task_stuck_completing_is_done_once_something_says_it_ended():
+    """Slurm keeps a job COMPLETING while a node it cannot reach still holds it; the run's record
+    (here: the settled callback) says the script has ended."""
+    sequence = iter([[Task("9", "RUNNING")], [Task("9", "COMPLETING")], [Task("9", "COMPLETING")]])
+    recorded = iter([None, "FAILED"])
+    final = wait(["9"], poll_seconds=0, states=lambda ids: next(sequence), settled=lambda task: next(recorded))
+    assert final == [Task("9", "FAILED")] and exit_status(final) == 1
