@@ -14,6 +14,7 @@ wait cut short: the controller went away, the waiting process was stopped) are w
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 import math
 import os
@@ -93,14 +94,14 @@ class Task:
         return self.state in TERMINAL
 
 
-def job_states(job_ids: Iterable[str]) -> list[Task]:
+def job_states(job_ids: Iterable[str], timeout: float = SQUEUE_TIMEOUT) -> list[Task]:
     """Every job and array task of ``job_ids`` Slurm still knows (finished ones included,
-    for MinJobAge seconds)."""
+    for MinJobAge seconds). RuntimeError when squeue fails or takes over ``timeout`` seconds."""
     ids = list(job_ids)
     try:
-        done = _run(["squeue", "--noheader", "--states=all", "--jobs=" + ",".join(ids), "--format=%i|%T"], timeout=SQUEUE_TIMEOUT)
+        done = _run(["squeue", "--noheader", "--states=all", "--jobs=" + ",".join(ids), "--format=%i|%T"], timeout=timeout)
     except subprocess.TimeoutExpired:
-        raise RuntimeError(f"squeue did not answer within {SQUEUE_TIMEOUT:.0f} s") from None
+        raise RuntimeError(f"squeue did not answer within {timeout:g} s") from None
     if done.returncode != 0:
         if "Invalid job id" in done.stderr:
             return []
@@ -122,7 +123,7 @@ def wait(
     job_ids: list[str],
     poll_seconds: float = 1.0,
     on_change: Callable[[list[Task]], None] | None = None,
-    states: Callable[[list[str]], list[Task]] = job_states,
+    states: Callable[[list[str]], list[Task]] | None = None,
     controller_timeout: float = CONTROLLER_TIMEOUT,
     on_outage: Callable[[str], None] | None = None,
     settled: Callable[[Task], str | None] | None = None,
@@ -132,7 +133,8 @@ def wait(
     Polls squeue rather than ``sbatch --wait`` (which sleeps 2 s, then 10 s between checks).
     A requeued job goes back to PENDING and is waited for again. While squeue fails (the
     controller busy, restarting or gone) it keeps asking, saying so once (``on_outage``), and
-    raises ``ControllerGone`` after ``controller_timeout`` seconds without an answer.
+    raises ``ControllerGone`` after ``controller_timeout`` seconds without an answer. ``states``
+    defaults to squeue (``job_states``), each call cut off after ``controller_timeout`` seconds.
     ``settled`` gives the final state of a task Slurm still shows COMPLETING, when something
     else says its script has ended (its record is written), else None: Slurm keeps a job
     COMPLETING until every node has released it, and a node it cannot reach holds it there
@@ -141,7 +143,12 @@ def wait(
     last: list[Task] | None = None
     missing_since: float | None = None
     failing_since: float | None = None
+    if states is None:
+        # squeue itself retries an unreachable controller for about 20 s before it fails:
+        # a shorter timeout would otherwise not be kept.
+        states = functools.partial(job_states, timeout=min(SQUEUE_TIMEOUT, controller_timeout))
     while True:
+        asked = time.monotonic()
         try:
             tasks = states(job_ids)
             if settled is not None:
@@ -149,7 +156,7 @@ def wait(
             failing_since = None
         except RuntimeError as exc:
             if failing_since is None:
-                failing_since = time.monotonic()
+                failing_since = asked  # no answer since the question was asked
                 if on_outage is not None:
                     on_outage(str(exc))
             if time.monotonic() - failing_since > controller_timeout:
