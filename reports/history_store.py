@@ -33,10 +33,10 @@ from pathlib import Path
 from typing import Any
 
 from larsbench.core.errors import ConfigError
-from larsbench.core.files import not_a_file, warn_unreadable
+from larsbench.core.files import not_a_file
 from larsbench.core.layout import RESULTS_FILE
-from larsbench.core.results import latest_per_run, read_record_file
-from larsbench.reports.load import key_of, setting_label, settings
+from larsbench.core.results import latest_per_run
+from larsbench.reports.load import key_of, read_results_file, setting_label, settings
 
 NIGHT_ENDS = 12
 FIX = "give results.jsonl files that larsbench run or slurm wrote, or folders holding them"
@@ -152,18 +152,9 @@ def _load(sources: list[Path], night_ends: int, option: str) -> Store:
     statuses: Counter = Counter()
     undated = 0
     for source in sources:
-        try:
-            found, skipped = read_record_file(source, SKIPPED_ARRAYS)
-        except OSError as exc:
-            raise ConfigError(option, f"{source}: cannot read it ({exc.strerror or exc}); {FIX}") from None
-        except ValueError as exc:  # a newer schema: the message names the file and the fix
-            raise ConfigError(option, str(exc)) from None
-        if not found:
-            unreadable_text = f" ({skipped} unreadable line{'s' if skipped != 1 else ''})" if skipped else ""
-            raise ConfigError(option, f"{source}: holds no result records{unreadable_text}; {FIX}")
+        found, skipped = read_results_file(source, option, SKIPPED_ARRAYS, FIX)
         if skipped:
             unreadable[source] = skipped
-            warn_unreadable(source, skipped)
         for record in latest_per_run(found):
             stamp = parse_timestamp(record)
             if stamp is None:

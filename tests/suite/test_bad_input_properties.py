@@ -221,15 +221,22 @@ def test_run_and_slurm_with_a_bad_experiment_file(tmp_path, kind, name, cut, com
 needs_mount = pytest.mark.skipif(not can_mount(), reason="a full disk is a tmpfs: mounting one needs root (CI runs as root)")
 
 
+# Valid settings: only the output is wrong.
+WRITERS = {
+    "run": ["run", "--model", "tiny_cnn", "--steps", "1"],
+    "comm": ["comm", "--backend", "ddp", "--world-size", "1", "--iterations", "3", "--max-bytes", "4K"],
+}
+
+
 @needs_mount
 @FEW
-@given(kind=st.sampled_from(OUTPUT_KINDS), name=NAMES)
-def test_run_into_a_bad_output(tmp_path, kind, name):
+@given(kind=st.sampled_from(OUTPUT_KINDS), name=NAMES, command=st.sampled_from(sorted(WRITERS)))
+def test_run_and_comm_into_a_bad_output(tmp_path, kind, name, command):
     shutil.rmtree(tmp_path / "case", ignore_errors=True)
     with tiny_disk(0) as disk:
         out = make_output(kind, tmp_path / "case", name, disk)
         before = snapshot(tmp_path / "case", disk)
-        result = larsbench("run", "--model", "tiny_cnn", "--steps", "1", "--output", out)
+        result = larsbench(*WRITERS[command], "--output", out)
         check_refused(result, ("--output",))
         assert snapshot(tmp_path / "case", disk) == before
 
@@ -323,16 +330,3 @@ def test_comm_flag_values(world, iterations, low, high, operations, backends, de
         assert key in ("--world-size", "--device"), result.stderr
     if device not in ("auto", "cpu", "cuda"):
         assert key == "--device", result.stderr
-
-
-@needs_mount
-@FEW
-@given(kind=st.sampled_from(OUTPUT_KINDS), name=NAMES)
-def test_comm_into_a_bad_output(tmp_path, kind, name):
-    shutil.rmtree(tmp_path / "case", ignore_errors=True)
-    with tiny_disk(0) as disk:
-        out = make_output(kind, tmp_path / "case", name, disk)
-        before = snapshot(tmp_path / "case", disk)
-        result = larsbench("comm", "--backend", "ddp", "--world-size", "1", "--iterations", "3", "--max-bytes", "4K", "--output", out)
-        check_refused(result, ("--output",))
-        assert snapshot(tmp_path / "case", disk) == before
