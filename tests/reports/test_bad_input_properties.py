@@ -23,6 +23,8 @@ from tests.reports.report_records import record, write
 
 FEW = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 MANY = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+# Each example of these renders a whole report (plots included) on a fresh tmpfs: ~1.5 s apiece.
+RENDERS = settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 CUTS = st.floats(0.05, 0.999)
 
 
@@ -232,7 +234,7 @@ def output_case(tmp_path: Path, kind: str, name: str, disk: Path | None) -> Path
 
 
 @needs_mount
-@FEW
+@RENDERS
 @given(kind=OUTPUTS, name=NAMES, free=st.sampled_from([0, 8, 40, 120]), command=st.sampled_from(["report", "history"]))
 def test_report_and_history_into_a_bad_output(tmp_path, kind, name, free, command):
     source = tmp_path / "in" / "results.jsonl"
