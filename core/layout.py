@@ -13,6 +13,7 @@ record points to by relative path, so a folder can be moved or archived whole::
     .larsbench/errors/<run_id>.rankR   the one-line reason rank R failed
     .larsbench/pids/<run_id>.rankR     rank R's process id and host: ``PID HOST``
     .larsbench/stopped/<run_id>        why the Slurm job stopped a step that could not end
+    .larsbench/reserve              room kept while runs go, freed to record a failure on a full disk
 """
 
 from __future__ import annotations
@@ -62,6 +63,10 @@ class RunFiles:
     @property
     def checkpoints(self) -> Path:
         return self.folder / "checkpoints" / self.run_id
+
+    @property
+    def reserve(self) -> Path:
+        return self.folder / ".larsbench" / "reserve"
 
     def error(self, rank: int) -> Path:
         return self.folder / ".larsbench" / "errors" / f"{self.run_id}.rank{rank}"

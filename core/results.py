@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from larsbench.core.errors import ConfigError
-from larsbench.core.files import append_lines, scan_lines
+from larsbench.core.files import append_lines, made_folders, scan_lines, warn_unreadable
 from larsbench.core.layout import RESULTS_FILE
 
 # 2: precision, channels_last and compile became top-level keys (they define a setting).
@@ -53,8 +52,7 @@ def read_records(paths: str | Path | Iterable[str | Path]) -> list[dict[str, Any
         if path.is_dir():
             path = path / RESULTS_FILE
         found, skipped = read_record_file(path)
-        if skipped:
-            warnings.warn(f"{skipped} unreadable line(s) skipped in {path}", stacklevel=2)
+        warn_unreadable(path, skipped)
         records.extend(found)
     return records
 
@@ -100,14 +98,16 @@ def latest_per_run(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def check_writable(output_dir: str | Path) -> Path:
     """Fail before training, not after hours of it, when results cannot be written."""
     output = Path(output_dir)
+    probe = output / f".write-probe-{os.getpid()}"
     try:
-        output.mkdir(parents=True, exist_ok=True)
-        probe = output / f".write-probe-{os.getpid()}"
-        with probe.open("wb") as handle:
-            handle.write(b"x" * 4096)
-            handle.flush()
-            os.fsync(handle.fileno())
-        probe.unlink()
+        with made_folders(output):  # a refused folder is not left behind, nor the parents made for it
+            try:
+                with probe.open("wb") as handle:
+                    handle.write(b"x" * 4096)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+            finally:
+                probe.unlink(missing_ok=True)
     except OSError as exc:
         raise ConfigError("--output", f"cannot write results to {output} ({exc.strerror or exc}); choose a writable folder") from None
     return output / RESULTS_FILE

@@ -3,12 +3,13 @@ readable by ``larsbench.core.results.read_records`` and therefore by ``larsbench
 
 from __future__ import annotations
 
+import errno
 import json
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
-from larsbench.core.files import atomic_write
+from larsbench.core.files import atomic_write, made_folders, not_a_file
 
 
 def select(records: list[dict[str, Any]], experiment: str | None = None, label: str | None = None) -> list[dict[str, Any]]:
@@ -24,5 +25,9 @@ def select(records: list[dict[str, Any]], experiment: str | None = None, label: 
 def save_baseline(records: list[dict[str, Any]], path: str | Path) -> Path:
     """Write ``records`` to ``path`` so that a reader sees the old file or the new one, never half."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return atomic_write(path, "".join(json.dumps(r, allow_nan=False, separators=(",", ":")) + "\n" for r in records))
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "a folder; name a file", str(path))
+    if path.is_symlink() and not path.exists():  # replacing the link would hide where it was meant to go
+        raise FileNotFoundError(errno.ENOENT, not_a_file(path), str(path))
+    with made_folders(path.parent):
+        return atomic_write(path, "".join(json.dumps(r, allow_nan=False, separators=(",", ":")) + "\n" for r in records))

@@ -101,7 +101,7 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
     try:
         files = build_report(records, args.output, [str(p) for p in args.results], args.baseline_world_size, folders, comm)
     except OSError as exc:
-        raise ConfigError("--output", f"cannot write the report to {args.output} ({exc.strerror or exc})") from None
+        raise ConfigError("--output", f"cannot write the report to {args.output} ({_why(exc)}); choose a writable folder with room for it") from None
     extra = f" and {len(comm)} collective measurement(s)" if comm else ""
     console.print(f"report of {len(records)} run(s){extra}: {files.markdown}, {files.html} and {len(files.images)} plot(s) in {args.output}")
     return 0
@@ -165,16 +165,14 @@ def cmd_history(args: argparse.Namespace, console: Console) -> int:
         raise ConfigError("--min-nights", "must be at least 2: one night is an outlier, not a level")
     if not 0 <= args.night_ends <= 23:
         raise ConfigError("--night-ends", "must be an hour from 0 to 23 (UTC)")
-    store = load_store(args.results, args.night_ends)
-    for path, count in store.unreadable.items():
-        console.print(f"{count} unreadable line{'s' if count != 1 else ''} skipped in {escape(str(path))}", soft_wrap=True)
+    store = load_store(args.results, args.night_ends)  # unreadable lines: one notice per file
     if not store.nights:
         raise ConfigError("RESULTS", f"none of the {store.undated} record(s) has a provenance.timestamp_utc; a history needs to know when each run ran")
     history = build_history(store, args.metric, args.tolerance, args.min_nights)
     try:
         files = write_history(history, args.output, [str(p) for p in args.results])
     except OSError as exc:
-        raise ConfigError("--output", f"cannot write the report to {args.output} ({exc.strerror or exc})") from None
+        raise ConfigError("--output", f"cannot write the report to {args.output} ({_why(exc)}); choose a writable folder with room for it") from None
     findings = history.findings
     console.print(
         f"history of {store.records} run(s) on {len(store.nights)} night(s), {len(store.settings)} setting(s): "
@@ -207,10 +205,14 @@ def cmd_baseline_save(args: argparse.Namespace, console: Console) -> int:
     try:
         path = save_baseline(chosen, args.output)
     except OSError as exc:
-        raise ConfigError("--output", f"cannot write {args.output} ({exc.strerror or exc})") from None
+        raise ConfigError("--output", f"cannot write {args.output} ({_why(exc)}); choose a writable file name in a folder with room for it") from None
     skipped = len(records) - len(chosen)
     console.print(f"saved {len(chosen)} ok run(s) to {path}" + (f" ({skipped} not ok or not selected, left out)" if skipped else ""))
     return 0
+
+
+def _why(exc: OSError) -> str:
+    return exc.strerror or str(exc)
 
 
 def report_after_run(output: Path, console: Console) -> None:

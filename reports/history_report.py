@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from larsbench.core.files import whole_folder
 from larsbench.reports import history_plots
 from larsbench.reports.history import METRICS, Change, Finding, History, Series, changes_text, provenance_changes
 from larsbench.reports.history_store import SettingRuns
@@ -43,10 +44,18 @@ def night_changes(runs: SettingRuns) -> dict[int, list[Change]]:
 
 
 def write_history(history: History, out_dir: Path, sources: list[str]) -> HistoryFiles:
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """The report's files in ``out_dir``, written whole or not at all (``core.files.whole_folder``)."""
+    out_dir = Path(out_dir)
+    with whole_folder(out_dir) as staging:
+        files = _write(history, staging, sources)
+    kept = {p.name for p in files.images}
     for old in out_dir.glob("s*-*.png"):  # a nightly report folder is rewritten: no stale plots
-        if PLOT_NAME.fullmatch(old.name):
+        if PLOT_NAME.fullmatch(old.name) and old.name not in kept:
             old.unlink()
+    return HistoryFiles(*(out_dir / p.name for p in (files.markdown, files.html, files.json)), [out_dir / p.name for p in files.images])
+
+
+def _write(history: History, out_dir: Path, sources: list[str]) -> HistoryFiles:
     blocks = _overview(history, sources) + _steps(history)
     images: list[Path] = []
     by_setting: dict[str, list[Series]] = {}

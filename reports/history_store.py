@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import gc
+import os
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -32,11 +33,13 @@ from pathlib import Path
 from typing import Any
 
 from larsbench.core.errors import ConfigError
+from larsbench.core.files import not_a_file
 from larsbench.core.layout import RESULTS_FILE
-from larsbench.core.results import latest_per_run, read_record_file
-from larsbench.reports.load import key_of, setting_label, settings
+from larsbench.core.results import latest_per_run
+from larsbench.reports.load import key_of, read_results_file, setting_label, settings
 
 NIGHT_ENDS = 12
+FIX = "give results.jsonl files that larsbench run or slurm wrote, or folders holding them"
 # Per-step arrays a history never reads: left undecoded (see ``core.files.scan_lines``).
 SKIPPED_ARRAYS = ("loss_curve",)
 
@@ -80,18 +83,28 @@ def find_sources(paths: Iterable[str | Path], option: str = "RESULTS") -> list[P
         elif (path / RESULTS_FILE).is_file():
             found.append(path / RESULTS_FILE)
         elif path.is_dir():
-            nested = sorted(path.rglob(RESULTS_FILE))
+            nested = sorted(p for p in _walk(path) if p.name == RESULTS_FILE and p.is_file())
             if not nested:
-                raise ConfigError(option, f"{path}: no {RESULTS_FILE} in this folder or below it")
+                raise ConfigError(option, f"{path}: no {RESULTS_FILE} in this folder or below it; {FIX}")
             found += nested
         else:
-            raise ConfigError(option, f"{path}: no such results file or folder")
+            why = not_a_file(path)
+            raise ConfigError(option, f"{path}: {'no such results file or folder' if why == 'no such file' else why}; {FIX}")
     if not found:
-        raise ConfigError(option, "no result files given")
+        raise ConfigError(option, f"no result files given; {FIX}")
     unique: dict[Path, Path] = {}
     for path in found:  # each file once, named as the arguments name it
         unique.setdefault(path.resolve(), path)
     return list(unique.values())
+
+
+def _walk(folder: Path) -> list[Path]:
+    """Every file below ``folder``, following no symbolic link to a folder (a link loop would
+    never end), skipping folders that cannot be listed."""
+    files = []
+    for root, _, names in os.walk(folder, onerror=lambda exc: None):
+        files += [Path(root) / name for name in names]
+    return files
 
 
 def night_date(timestamp: datetime.datetime, night_ends: int = NIGHT_ENDS) -> str:
@@ -139,14 +152,9 @@ def _load(sources: list[Path], night_ends: int, option: str) -> Store:
     statuses: Counter = Counter()
     undated = 0
     for source in sources:
-        try:
-            found, skipped = read_record_file(source, SKIPPED_ARRAYS)
-        except (OSError, ValueError) as exc:
-            raise ConfigError(option, f"{source}: {getattr(exc, 'strerror', None) or exc}") from None
+        found, skipped = read_results_file(source, option, SKIPPED_ARRAYS, FIX)
         if skipped:
             unreadable[source] = skipped
-        if not found:
-            raise ConfigError(option, f"{source}: holds no result records" + (f" ({skipped} unreadable lines)" if skipped else ""))
         for record in latest_per_run(found):
             stamp = parse_timestamp(record)
             if stamp is None:

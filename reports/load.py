@@ -11,14 +11,15 @@ runs on different machines, precisions or workloads never pool or match.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from larsbench.core.errors import ConfigError
-from larsbench.core.results import latest_per_run, read_records
+from larsbench.core.files import not_a_file, warn_unreadable
+from larsbench.core.results import latest_per_run, read_record_file
 from larsbench.core.spec import RUN_FIELDS, measured_settings, recipe_label, run_label
 from larsbench.core.stats import summarize
 
@@ -59,20 +60,38 @@ def load_records_with_folders(
         target = path / "results.jsonl" if path.is_dir() else path
         if missing_ok and (target.name == "comm.jsonl" or not target.exists()):
             continue
-        if not target.is_file():
-            raise ConfigError(option, f"{target}: no such results file")
-        try:
-            found = read_records(target)
-        except (OSError, ValueError) as exc:
-            raise ConfigError(option, f"{target}: {exc}") from None
-        if not found:
-            raise ConfigError(option, f"{target}: holds no result records")
+        found, _ = read_results_file(target, option)
         records.extend(found)
         folder_of.update((id(r), target.parent) for r in found)
     if not records and not missing_ok:
-        raise ConfigError(option, "no result files given")
+        raise ConfigError(option, "no result files given; name a results.jsonl or the folder holding one")
     kept = latest_per_run(records)
     return kept, {str(r.get("run_id")): folder_of[id(r)] for r in kept}
+
+
+FIX = "give a results.jsonl that larsbench run or slurm wrote, or the folder holding one"
+
+
+def read_results_file(
+    target: Path, option: str = "RESULTS", skip_arrays: Sequence[str] = (), fix: str = FIX
+) -> tuple[list[dict[str, Any]], int]:
+    """The records of one results file and how many of its lines were unreadable (said once, as
+    a notice); a file that is missing, unreadable or holds no records is a ``ConfigError``
+    naming ``option`` and ending in ``fix``. ``skip_arrays``: see ``core.files.scan_lines``."""
+    why = not_a_file(target)
+    if why is not None:
+        raise ConfigError(option, f"{target}: {'no such results file' if why == 'no such file' else why}; {fix}")
+    try:
+        found, skipped = read_record_file(target, tuple(skip_arrays))
+    except OSError as exc:
+        raise ConfigError(option, f"{target}: cannot read it ({exc.strerror or exc}); {fix}") from None
+    except ValueError as exc:  # a newer schema: the message names the file and the fix
+        raise ConfigError(option, str(exc)) from None
+    if not found:
+        unreadable = f" ({skipped} unreadable line{'s' if skipped != 1 else ''})" if skipped else ""
+        raise ConfigError(option, f"{target}: holds no result records{unreadable}; {fix}")
+    warn_unreadable(target, skipped)
+    return found, skipped
 
 
 def run_device(record: dict[str, Any]) -> str | None:

@@ -29,6 +29,13 @@ def figure(panels: int, workload: str, height: float = 4.2):
 
 
 def save(fig, path: Path) -> Path:
+    try:
+        return _save(fig, path)
+    finally:
+        plt.close(fig)  # also when the disk is full: a figure left open holds its memory
+
+
+def _save(fig, path: Path) -> Path:
     fig.tight_layout()
     fig.canvas.draw()  # lay out tick labels, then hang each legend just below its x-axis label
     for ax in fig.axes:
@@ -39,7 +46,6 @@ def save(fig, path: Path) -> Path:
             ax.legend(handles, labels, ncol=ncol, fontsize=8, loc="upper center",
                       bbox_to_anchor=(0.5, label_box.y0 - 0.02), frameon=False)  # fmt: skip
     fig.savefig(path, dpi=DPI, bbox_inches="tight")  # "tight" grows the canvas to hold the legends
-    plt.close(fig)
     return path
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import pandas as pd
 
+from larsbench.core.files import whole_folder
 from larsbench.reports import plots
 from larsbench.reports.attribution import PARTS, attribute
 from larsbench.reports.comm import comm_blocks
@@ -226,8 +227,24 @@ def build_report(
     comm: list[dict[str, Any]] | None = None,
 ) -> ReportFiles:
     """``folders``: run id → folder of its results file, against which a record's relative
-    ``telemetry`` path resolves (see ``load_records_with_folders``); else the working directory."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    ``telemetry`` path resolves (see ``load_records_with_folders``); else the working directory.
+    The folder is written whole or not at all (``core.files.whole_folder``)."""
+    out_dir = Path(out_dir)
+    with whole_folder(out_dir) as staging:
+        files = _build(records, staging, sources, baseline_world_size, folders, comm)
+    return ReportFiles(
+        out_dir / files.markdown.name, out_dir / files.html.name, [out_dir / p.relative_to(staging) for p in files.images]
+    )
+
+
+def _build(
+    records: list[dict[str, Any]],
+    out_dir: Path,
+    sources: list[str],
+    baseline_world_size: int | None,
+    folders: dict[str, Path] | None,
+    comm: list[dict[str, Any]] | None,
+) -> ReportFiles:
     images: list[Path] = []
     if not records:
         blocks = [Heading("Scaling report", 1), Bullets([f"Sources: {', '.join(f'`{s}`' for s in sources)}", "No training runs."])]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import time
 from pathlib import Path
 
@@ -33,8 +34,13 @@ With --nightly DIR (for cron; see docs/history.md) a second script, <name>-histo
 --submit it is submitted with --dependency=afterany on them, and its job fails (status 1) when
 the newest nights of a series form a regression step.
 
+Every submitted job id is kept in DIR/slurm/jobs.jsonl. A wait cut short (the Slurm controller
+gone for --controller-timeout seconds, the waiting process stopped) leaves them there: once Slurm
+answers again, `larsbench slurm --output DIR --wait` waits for those jobs instead of submitting.
+
 exit status: 0 scripts written (and, with --wait, every job completed), 1 a job did not
-complete (with --nightly: or the gate found a regression), 2 bad input."""
+complete (with --nightly: or the gate found a regression), 2 bad input, sbatch or squeue
+missing, or the controller gone while waiting."""
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -49,9 +55,14 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     slurm.add_argument("--output", type=Path, metavar="DIR",
                        help="results folder (default: the experiment's 'output', else ./results); scripts go to DIR/slurm/")  # fmt: skip
     slurm.add_argument("--submit", action="store_true", help="submit the scripts with sbatch and print the job ids")
-    slurm.add_argument("--wait", action="store_true", help="submit, wait for every job; exit 0 only if all completed")
+    slurm.add_argument("--wait", action="store_true",
+                       help="submit, wait for every job; exit 0 only if all completed. When DIR/slurm/jobs.jsonl holds jobs "
+                       "submitted earlier that no wait saw end, wait for those instead of submitting again")  # fmt: skip
     slurm.add_argument("--repeats", type=int, metavar="N", help="run every setting N times (array tasks); overrides the experiment's 'repeats'")
     slurm.add_argument("--poll-seconds", type=float, default=1.0, metavar="S", help="squeue polling interval for --wait")
+    slurm.add_argument("--controller-timeout", type=float, default=120.0, metavar="S",
+                       help="how long --wait keeps asking a Slurm controller that does not answer before it gives up "
+                       "(default 120); the jobs stay noted in DIR/slurm/jobs.jsonl and a later --wait picks them up")  # fmt: skip
     slurm.add_argument("--nightly", type=Path, metavar="DIR",
                        help="history folder: the grid writes to DIR/runs/<UTC time>, and a job that runs after it "
                        "(afterany) writes `larsbench history` of all of DIR to DIR/report and fails on a regression step")  # fmt: skip
@@ -68,67 +79,136 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
 def cmd_slurm(args: argparse.Namespace, console: Console) -> int:
     from larsbench.backends.registry import get_backend
-    from larsbench.slurm import nightly, submit, sweep
     from larsbench.core.spec import RUN_FIELDS
-    from larsbench.core.results import check_writable
+    from larsbench.slurm import nightly, submit, sweep
 
     def say(text: str) -> None:
         console.print(text, markup=False, highlight=False, soft_wrap=True)
 
+    submit.check_seconds(args.poll_seconds, "--poll-seconds")
+    submit.check_seconds(args.controller_timeout, "--controller-timeout")
     request = _comm_request(args) if args.comm else None
     overrides = {name: getattr(args, name) for name in RUN_FIELDS if hasattr(args, name)}
+    if args.wait and args.nightly is None and args.output is not None and submit.uncollected_jobs(args.output):
+        return _reattach(args.output, args, say)  # the experiment may be gone or slow to prepare: not needed
     experiment, section = sweep.load(args.experiment, overrides, args.repeats)
     options = merge(section, flag_options(args))
     if args.nightly is not None:
         output = nightly.night_output(args.nightly, args.output)
     else:
         output = args.output or Path(experiment.output or "results")
+        if args.wait and submit.uncollected_jobs(output):
+            return _reattach(output, args, say)
     if request is not None:
         for name in sorted({spec.backend for spec in experiment.runs}):
             get_backend(name).check_available()
-    check_writable(output)
+    if args.submit or args.wait:
+        submit.require("sbatch", *(["squeue"] if args.wait else []))
     if request is not None:
         return _comm(args, request, experiment, options, output, console, say)
     scripts = sweep.plan(sweep.prepare_data(experiment), options, output)
-    sweep.write(scripts)
-    for job in scripts:
-        runs = f"{len(job.runs)} runs (job array)" if len(job.runs) > 1 else "1 run"
-        say(f"{job.script}  ({runs}, {job.shape.nodes} node(s) x {job.shape.ntasks_per_node} rank(s))")
     history = None
     if args.nightly is not None:
         history = nightly.plan_history(args.nightly, output, options.get("job_name") or experiment.name, options, os.getcwd())
-        nightly.write_history_job(history)
+    _write(output, lambda: sweep.write(scripts, [(history.script, history.text)] if history else []))
+    for job in scripts:
+        runs = f"{len(job.runs)} runs (job array)" if len(job.runs) > 1 else "1 run"
+        say(f"{job.script}  ({runs}, {job.shape.nodes} node(s) x {job.shape.ntasks_per_node} rank(s))")
+    if history is not None:
         say(f"{history.script}  (the history of {args.nightly} and its gate, after the grid; report in {history.report})")
     if not (args.submit or args.wait):
         say("submit with: sbatch SCRIPT (or run again with --submit)"
             + ("; the history script with sbatch --dependency=afterany:<the grid's job ids>" if history else ""))  # fmt: skip
         return 0
     job_ids = []
-    submitted = time.time()
     for job in scripts:
-        job_ids.append(submit.sbatch(job.script))
-        say(f"submitted {job.script.name}: job {job_ids[-1]}")
+        job_ids.append(_submitted(output, submit.sbatch(job.script), job.script, say))
     if history is not None:
         grid = list(job_ids)
-        job_ids.append(submit.sbatch(history.script, after=grid))
-        say(f"submitted {history.script.name}: job {job_ids[-1]} (after jobs {', '.join(grid)} end)")
+        job_ids.append(_submitted(output, submit.sbatch(history.script, after=grid), history.script, say, f" (after jobs {', '.join(grid)} end)"))
     if not args.wait:
         return 0
-
-    def progress(tasks: list[submit.Task]) -> None:
-        say(f"jobs {', '.join(job_ids)}: {submit.summary(tasks) or 'not listed yet'}")
-
-    tasks = submit.wait(job_ids, args.poll_seconds, on_change=progress, settled=lambda task: _recorded(output, task, submitted))
-    for task in tasks:
-        if task.state != "COMPLETED":
-            say(f"job {task.job_id}: {task.state}")
-    status = submit.exit_status(tasks)
-    say(f"{'all jobs completed' if status == 0 else 'not every job completed'}; records in {output / 'results.jsonl'}")
+    status, tasks = _wait(output, job_ids, args, say)
     if history is not None:
         gate = next((t for t in tasks if t.job_id == job_ids[-1]), None)
         verdict = "passed" if gate is not None and gate.state == "COMPLETED" else "failed or did not run"
         say(f"history gate {verdict}: {history.report / 'history.md'}; log {history.log(job_ids[-1])}")
     return status
+
+
+def _write(output: Path, write) -> None:
+    """``write`` the scripts (all or none, ``sweep.write``) into ``output``; an output folder
+    that cannot take them is refused and not left behind."""
+    from larsbench.core.files import made_folders
+    from larsbench.core.results import check_writable
+
+    try:
+        with made_folders(output):
+            check_writable(output)
+            write()
+    except OSError as exc:
+        raise ConfigError("--output", f"cannot write to {output} ({exc.strerror or exc}); choose a writable folder") from None
+
+
+def _submitted(output: Path, job_id: str, script: Path, say, note: str = "") -> str:
+    from larsbench.slurm import submit
+
+    say(f"submitted {script.name}: job {job_id}{note}")
+    try:
+        submit.note_submitted(output, job_id, script)
+    except OSError as exc:  # the job runs regardless; its id is on the console
+        say(f"job {job_id} could not be noted in {submit.jobs_file(output)} ({exc.strerror or exc}); keep its id to follow it")
+    return job_id
+
+
+def _reattach(output: Path, args: argparse.Namespace, say) -> int:
+    from larsbench.slurm import submit
+
+    job_ids = submit.uncollected_jobs(output)
+    say(f"{submit.jobs_file(output)}: jobs {', '.join(job_ids)} were submitted and not yet seen to end; "
+        "waiting for them instead of submitting again")  # fmt: skip
+    records = [p for p in (output / "results.jsonl", output / "comm.jsonl") if p.exists()]
+    return _wait(output, job_ids, args, say, submit.submitted_since(output, job_ids), records)[0]
+
+
+def _wait(
+    output: Path, job_ids: list[str], args: argparse.Namespace, say, since: float | None = None, records: list[Path] | None = None,
+    settle: bool = True,
+) -> tuple[int, list]:  # fmt: skip
+    """Wait for ``job_ids`` (submitted at ``since``, default now); their combined status. Cut
+    short (the controller gone, the process stopped), the jobs stay noted as uncollected and the
+    message says how to pick them up again."""
+    from larsbench.slurm import submit
+
+    since = time.time() if since is None else since
+    again = f"`larsbench slurm --output {shlex.quote(str(output))} --wait` picks them up again"
+
+    def progress(tasks: list[submit.Task]) -> None:
+        say(f"jobs {', '.join(job_ids)}: {submit.summary(tasks) or 'not listed yet'}")
+
+    def outage(error: str) -> None:
+        say(f"the Slurm controller does not answer ({error}); asking again for up to {args.controller_timeout:g} s")
+
+    try:
+        tasks = submit.wait(job_ids, args.poll_seconds, on_change=progress, controller_timeout=args.controller_timeout,
+                            on_outage=outage, settled=(lambda task: _recorded(output, task, since)) if settle else None)  # fmt: skip
+    except submit.ControllerGone as exc:
+        raise ConfigError("--wait", f"no answer from the Slurm controller for {args.controller_timeout:g} s ({exc}); jobs "
+                          f"{', '.join(job_ids)} may still run and are kept in {submit.jobs_file(output)}: once Slurm is back, {again}") from None  # fmt: skip
+    except KeyboardInterrupt:
+        say(f"stopped waiting; jobs {', '.join(job_ids)} keep running: {again}")
+        raise
+    try:
+        submit.note_collected(output, tasks)
+    except OSError as exc:
+        say(f"could not mark the jobs collected in {submit.jobs_file(output)} ({exc.strerror or exc})")
+    for task in tasks:
+        if task.state != "COMPLETED":
+            say(f"job {task.job_id}: {task.state}")
+    status = submit.exit_status(tasks)
+    where = ", ".join(str(p) for p in (records or [output / "results.jsonl"]))
+    say(f"{'all jobs completed' if status == 0 else 'not every job completed'}; records in {where}")
+    return status, tasks
 
 
 def _recorded(output: Path, task, since: float) -> str | None:
@@ -173,21 +253,19 @@ def _comm(args: argparse.Namespace, request: tuple[list[int], list[str]], experi
 
     sizes, operations = request
     jobs = comm.plan_comm(experiment, options, output, sizes, operations, args.iterations, os.getcwd())
-    comm.write_comm_jobs(jobs)
+    _write(output, lambda: comm.write_comm_jobs(jobs))
     for job in jobs:
         say(f"{job.script}  (collectives of {', '.join(m.backend for m in job.measures)}, "
             f"{job.shape.nodes} node(s) x {job.shape.ntasks_per_node} rank(s))")  # fmt: skip
     if not (args.submit or args.wait):
         say("submit with: sbatch SCRIPT (or run again with --submit)")
         return 0
-    submitted = {submit.sbatch(job.script): job for job in jobs}
-    for job_id, job in submitted.items():
-        say(f"submitted {job.script.name}: job {job_id}")
+    submitted = {_submitted(output, submit.sbatch(job.script), job.script, say): job for job in jobs}
     if not args.wait:
         return 0
-    tasks = submit.wait(list(submitted), args.poll_seconds, on_change=lambda t: say(f"jobs {', '.join(submitted)}: {submit.summary(t)}"))
-    suffixes = [s for job_id, job in submitted.items() for s in comm.run_id_suffixes(job, job_id)]
     results = output / COMM_FILE
+    status, _ = _wait(output, list(submitted), args, say, records=[results], settle=False)
+    suffixes = [s for job_id, job in submitted.items() for s in comm.run_id_suffixes(job, job_id)]
     records = [r for r in (read_lines(results) if results.exists() else []) if str(r.get("run_id", "")).endswith(tuple(suffixes))]
     if records:
         say("")
@@ -196,4 +274,4 @@ def _comm(args: argparse.Namespace, request: tuple[list[int], list[str]], experi
     missing = [s for s in suffixes if not any(m.endswith(s) for m in measured)]
     for suffix in missing:
         say(f"no measurements from run *{suffix}; see the job's log in {output / 'slurm' / 'logs'}")
-    return 1 if missing or submit.exit_status(tasks) else 0
+    return 1 if missing or status else 0

@@ -14,13 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from larsbench.core.files import atomic_write
-from larsbench.core.errors import ConfigError
 from larsbench.slurm.options import Shape, default_python, resolve_path, shape_for
 from larsbench.slurm.script import (
     RANK_ENVIRONMENT, ShellVar, check_line, comment_text, header_lines, join_words, setup_lines, srun_words,
 )
-from larsbench.slurm.sweep import safe_name
+from larsbench.slurm.sweep import safe_name, write
 from larsbench.suite.comm import COMM_FILE
 from larsbench.suite.config import Experiment
 
@@ -134,12 +132,8 @@ def render_comm_script(
 
 
 def write_comm_jobs(jobs: list[CommJob]) -> None:
-    for job in jobs:
-        try:
-            (job.script.parent / "logs").mkdir(parents=True, exist_ok=True)
-            atomic_write(job.script, job.text, mode=0o755)
-        except OSError as exc:
-            raise ConfigError("--output", f"cannot write {job.script} ({exc.strerror or exc}); choose a writable folder") from None
+    """Every comm script, all or none (``sweep.write``)."""
+    write([], [(job.script, job.text) for job in jobs])
 
 
 def run_id_suffixes(job: CommJob, job_id: str) -> list[str]:

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 from larsbench.core.errors import ConfigError
-from larsbench.core.files import atomic_write
 from larsbench.slurm.options import default_python, resolve_path
 from larsbench.slurm.script import check_line, comment_text, header_lines, setup_lines
 from larsbench.slurm.sweep import safe_name
@@ -112,11 +111,3 @@ def plan_history(history: Path, night: Path, job_name: str, options: dict[str, A
         **{k: options[k] for k in PLACEMENT if options.get(k) is not None},
     )
     return HistoryJob(folder / f"{stem}.sbatch", text, history / REPORT)
-
-
-def write_history_job(job: HistoryJob) -> None:
-    try:
-        (job.script.parent / "logs").mkdir(parents=True, exist_ok=True)
-        atomic_write(job.script, job.text, mode=0o755)
-    except OSError as exc:
-        raise ConfigError("--nightly", f"cannot write {job.script} ({exc.strerror or exc}); choose a writable folder") from None

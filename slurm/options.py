@@ -41,8 +41,14 @@ def valid_options() -> tuple[str, ...]:
     return tuple(option_types())
 
 
+@cache
+def option_schema(name: str) -> dict[str, Any]:
+    """An option's JSON schema (computed once: every command line builds its flags from them)."""
+    return TypeAdapter(option_types()[name]).json_schema()
+
+
 def option_help(name: str) -> str:
-    return TypeAdapter(option_types()[name]).json_schema().get("description", "")
+    return option_schema(name).get("description", "")
 
 
 def option_default(name: str) -> Any:
@@ -182,7 +188,7 @@ def add_option_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("Slurm options (override the experiment's 'slurm:' section)")
     types = option_types()
     for name in types:
-        schema = TypeAdapter(types[name]).json_schema()
+        schema = option_schema(name)
         kinds = {s.get("type") for s in schema.get("anyOf", [schema])} - {"null"}
         kwargs: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS, "help": schema.get("description")}
         if name in LIST_OPTIONS:

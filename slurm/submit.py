@@ -4,12 +4,22 @@ Commands are argument lists, never a joined string (a path with a space stays on
 ``sbatch`` runs with the caller's ``SBATCH_*`` and ``SLURM_*`` variables removed (``SLURM_CONF``
 kept): submitting from inside another job must not hand that job's partition, time or CPU
 settings to the new one; the script's own ``#SBATCH`` lines are the whole truth.
+
+Every submitted job id is noted in ``OUTPUT/slurm/jobs.jsonl`` as it is submitted, and marked
+collected once a wait has seen it end: jobs submitted but never collected (no ``--wait``, or a
+wait cut short: the controller went away, the waiting process was stopped) are what a later
+``larsbench slurm --output OUTPUT --wait`` waits for instead of submitting again.
 """
 
 from __future__ import annotations
 
+import datetime
+import functools
+import json
+import math
 import os
 import re
+import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -17,6 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from larsbench.core.errors import ConfigError
+from larsbench.core.files import append_lines, read_lines
+
+CONTROLLER_TIMEOUT = 120.0  # seconds a wait keeps asking a controller that does not answer
+SQUEUE_TIMEOUT = 60.0
+JOBS_FILE = "jobs.jsonl"
 
 TERMINAL = frozenset({
     "COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL",
@@ -30,11 +45,27 @@ def clean_environment(environ: Mapping[str, str] | None = None) -> dict[str, str
     return {k: v for k, v in env.items() if k in KEEP or not k.startswith(("SBATCH_", "SLURM_"))}
 
 
-def _run(command: list[str], **kwargs) -> subprocess.CompletedProcess:
+# Which option needs which command, for the message when it is missing.
+NEEDED_BY = {"sbatch": "--submit", "squeue": "--wait"}
+
+
+def require(*commands: str) -> None:
+    """Refuse before anything is submitted when a Slurm command that will be needed is missing
+    (a job submitted by a process that then cannot follow it is a job lost track of)."""
+    for command in commands:
+        if shutil.which(command, path=clean_environment().get("PATH")) is None:
+            raise ConfigError(
+                NEEDED_BY.get(command, "--submit"), f"{command} is not on PATH: run this on a Slurm login node, or drop "
+                "--submit and --wait and submit the written scripts with sbatch there",
+            )  # fmt: skip
+
+
+def _run(command: list[str], timeout: float | None = None, **kwargs) -> subprocess.CompletedProcess:
     try:
-        return subprocess.run(command, capture_output=True, text=True, env=clean_environment(), **kwargs)
+        return subprocess.run(command, capture_output=True, text=True, env=clean_environment(), timeout=timeout, **kwargs)
     except FileNotFoundError:
-        raise ConfigError("--submit", f"{command[0]} not found: run this on a Slurm login node, or drop --submit and copy the scripts there") from None
+        option = NEEDED_BY.get(command[0], "--submit")
+        raise ConfigError(option, f"{command[0]} not found: run this on a Slurm login node, or drop --submit and --wait and copy the scripts there") from None
 
 
 def sbatch(script: Path, after: list[str] | None = None) -> str:
@@ -63,15 +94,19 @@ class Task:
         return self.state in TERMINAL
 
 
-def job_states(job_ids: Iterable[str]) -> list[Task]:
+def job_states(job_ids: Iterable[str], timeout: float = SQUEUE_TIMEOUT) -> list[Task]:
     """Every job and array task of ``job_ids`` Slurm still knows (finished ones included,
-    for MinJobAge seconds)."""
+    for MinJobAge seconds). RuntimeError when squeue fails or takes over ``timeout`` seconds."""
     ids = list(job_ids)
-    done = _run(["squeue", "--noheader", "--states=all", "--jobs=" + ",".join(ids), "--format=%i|%T"])
+    try:
+        done = _run(["squeue", "--noheader", "--states=all", "--jobs=" + ",".join(ids), "--format=%i|%T"], timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"squeue did not answer within {timeout:g} s") from None
     if done.returncode != 0:
         if "Invalid job id" in done.stderr:
             return []
-        raise RuntimeError(f"squeue failed: {done.stderr.strip()}")
+        lines = done.stderr.strip().splitlines()
+        raise RuntimeError(f"squeue failed: {lines[-1] if lines else f'status {done.returncode}'}")
     tasks = []
     for line in done.stdout.splitlines():
         job_id, _, state = line.strip().partition("|")
@@ -80,35 +115,53 @@ def job_states(job_ids: Iterable[str]) -> list[Task]:
     return tasks
 
 
+class ControllerGone(Exception):
+    """squeue has failed for longer than the wait allows: the jobs' fate is unknown."""
+
+
 def wait(
     job_ids: list[str],
     poll_seconds: float = 1.0,
     on_change: Callable[[list[Task]], None] | None = None,
-    states: Callable[[list[str]], list[Task]] = job_states,
+    states: Callable[[list[str]], list[Task]] | None = None,
+    controller_timeout: float = CONTROLLER_TIMEOUT,
+    on_outage: Callable[[str], None] | None = None,
     settled: Callable[[Task], str | None] | None = None,
 ) -> list[Task]:
     """Block until every job (every array task) is finished; their final states.
 
     Polls squeue rather than ``sbatch --wait`` (which sleeps 2 s, then 10 s between checks).
-    A requeued job goes back to PENDING and is waited for again. ``settled`` gives the final
-    state of a task Slurm still shows COMPLETING, when something else says its script has ended
-    (its record is written), else None: Slurm keeps a job COMPLETING until every node has
-    released it, and a node it cannot reach holds it there until Slurm gives up on the node.
+    A requeued job goes back to PENDING and is waited for again. While squeue fails (the
+    controller busy, restarting or gone) it keeps asking, saying so once (``on_outage``), and
+    raises ``ControllerGone`` after ``controller_timeout`` seconds without an answer. ``states``
+    defaults to squeue (``job_states``), each call cut off after ``controller_timeout`` seconds.
+    ``settled`` gives the final state of a task Slurm still shows COMPLETING, when something
+    else says its script has ended (its record is written), else None: Slurm keeps a job
+    COMPLETING until every node has released it, and a node it cannot reach holds it there
+    until Slurm gives up on the node.
     """
     last: list[Task] | None = None
     missing_since: float | None = None
     failing_since: float | None = None
+    if states is None:
+        # squeue itself retries an unreachable controller for about 20 s before it fails:
+        # a shorter timeout would otherwise not be kept.
+        states = functools.partial(job_states, timeout=min(SQUEUE_TIMEOUT, controller_timeout))
     while True:
+        asked = time.monotonic()
         try:
             tasks = states(job_ids)
             if settled is not None:
                 tasks = [_settle(t, settled) for t in tasks]
             failing_since = None
-        except RuntimeError as exc:  # slurmctld busy or restarting: try again for a while
-            failing_since = failing_since or time.monotonic()
-            if time.monotonic() - failing_since > 120:
-                raise ConfigError("--wait", f"{exc}; the jobs may still run: check them with squeue") from None
-            time.sleep(max(poll_seconds, 2.0))
+        except RuntimeError as exc:
+            if failing_since is None:
+                failing_since = asked  # no answer since the question was asked
+                if on_outage is not None:
+                    on_outage(str(exc))
+            if time.monotonic() - failing_since > controller_timeout:
+                raise ControllerGone(str(exc)) from None
+            time.sleep(min(max(poll_seconds, 2.0), controller_timeout))
             continue
         if tasks != last and on_change is not None:
             on_change(tasks)
@@ -146,3 +199,66 @@ def summary(tasks: list[Task]) -> str:
     for task in tasks:
         counts[task.state] = counts.get(task.state, 0) + 1
     return ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+
+
+def check_seconds(value: float, option: str) -> float:
+    if not (math.isfinite(value) and value > 0):
+        raise ConfigError(option, f"must be a positive number of seconds (got {value:g})")
+    return value
+
+
+# -- the jobs file ------------------------------------------------------------------------------
+
+
+def jobs_file(output: str | Path) -> Path:
+    return Path(output) / "slurm" / JOBS_FILE
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def note_submitted(output: str | Path, job_id: str, script: Path) -> None:
+    """Keep a submitted job's id with the output, before anything else can go wrong."""
+    append_lines(jobs_file(output), [json.dumps({"job_id": job_id, "script": str(script), "submitted_utc": _now()})])
+
+
+def note_collected(output: str | Path, tasks: list[Task]) -> None:
+    """Mark the jobs of ``tasks`` as waited for to their end, with their final states."""
+    by_job: dict[str, list[Task]] = {}
+    for task in tasks:
+        by_job.setdefault(_base(task.job_id), []).append(task)
+    append_lines(jobs_file(output), [
+        json.dumps({"job_id": job, "collected_utc": _now(), "states": summary(mine)}) for job, mine in by_job.items()
+    ])  # fmt: skip
+
+
+def submitted_since(output: str | Path, job_ids: Iterable[str]) -> float | None:
+    """When the first of ``job_ids`` was submitted (Unix time, to the second below), from the
+    jobs file; None when it does not say."""
+    path, wanted = jobs_file(output), set(job_ids)
+    times = []
+    for entry in read_lines(path) if path.is_file() else []:
+        if str(entry.get("job_id")) in wanted and "submitted_utc" in entry:
+            try:
+                times.append(datetime.datetime.fromisoformat(str(entry["submitted_utc"])).timestamp())
+            except ValueError:
+                continue
+    return min(times, default=None)
+
+
+def uncollected_jobs(output: str | Path) -> list[str]:
+    """Job ids submitted for ``output`` that no wait has seen end, in submission order."""
+    path = jobs_file(output)
+    if not path.is_file():
+        return []
+    waiting: dict[str, None] = {}  # in order; a job id a reset cluster hands out again counts anew
+    for entry in read_lines(path):
+        job = str(entry.get("job_id", ""))
+        if not job.isdigit():
+            continue
+        if "collected_utc" in entry:
+            waiting.pop(job, None)
+        else:
+            waiting[job] = None
+    return list(waiting)

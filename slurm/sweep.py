@@ -7,6 +7,7 @@ Layout under the output folder (the same folder ``larsbench run --output`` write
     slurm/<name>-<N>n<T>t.sbatch      the script for runs of N nodes × T ranks
     slurm/<name>-<N>n<T>t.runs.jsonl  line i = array index i: {"index", "label", "spec"}
     slurm/logs/<name>-...-%A_%a.out   Slurm's output, one file per job (array task)
+    slurm/jobs.jsonl                  the job ids submitted, and which a wait saw end (slurm.submit)
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from larsbench.slurm.script import render_script
 from larsbench.core.spec import RunSpec
 from larsbench.suite.config import Experiment, bundled_experiment, read_experiment_file, resolve_experiment
 from larsbench.core.errors import ConfigError
-from larsbench.core.files import atomic_write
+from larsbench.core.files import made_folders, write_files
 from larsbench.core.layout import RESULTS_FILE
 
 # Recorded with every run (LARSBENCH_ALLOCATION) next to the shape itself.
@@ -121,12 +122,16 @@ def prepare_data(experiment: Experiment) -> Experiment:
     return dataclasses.replace(experiment, runs=tuple(prepare(spec) for spec in experiment.runs))
 
 
-def write(scripts: list[JobScript]) -> None:
-    for job in scripts:
-        try:
-            job.script.parent.mkdir(parents=True, exist_ok=True)
-            (job.script.parent / "logs").mkdir(exist_ok=True)
-            atomic_write(job.runs_file, job.runs_text)
-            atomic_write(job.script, job.text, mode=0o755)
-        except OSError as exc:
-            raise ConfigError("--output", f"cannot write {job.script} ({exc.strerror or exc}); choose a writable folder") from None
+def write(scripts: list[JobScript], extra: list[tuple[Path, str]] = ()) -> None:
+    """Every script and runs file (and ``extra`` scripts), all or none: a folder that cannot
+    take them all (full, unwritable) is left as it was, output folder included."""
+    files = [item for job in scripts for item in ((job.runs_file, job.runs_text, None), (job.script, job.text, 0o755))]
+    files += [(path, text, 0o755) for path, text in extra]
+    if not files:
+        return
+    folder = files[0][0].parent
+    try:
+        with made_folders(folder / "logs"):
+            write_files(files)
+    except OSError as exc:
+        raise ConfigError("--output", f"cannot write the scripts to {folder} ({exc.strerror or exc}); choose a writable folder") from None

@@ -92,6 +92,10 @@ def add_commands(commands: argparse._SubParsersAction, after_run: Callable[[Path
     generate.set_defaults(handler=cmd_data_generate)
 
 
+# A generated set is for CPU studies; larger images than this only cost memory (PIL holds each whole).
+MAX_GENERATED_SIZE = 4096
+
+
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
     from larsbench.suite.launch import run_experiment
     from larsbench.suite.summary import summary_table
@@ -117,6 +121,11 @@ def cmd_data_generate(args: argparse.Namespace, console: Console) -> int:
     for name in ("num_classes", "train_per_class", "val_per_class", "image_size"):
         if getattr(args, name) < (2 if name == "num_classes" else 1):
             raise ConfigError("--" + name.replace("_", "-"), "must be a positive number (classes: at least 2)")
+    if args.image_size > MAX_GENERATED_SIZE:
+        raise ConfigError("--image-size", f"at most {MAX_GENERATED_SIZE} px (one image of {args.image_size} px would not fit in memory); "
+                          "runs crop and resize to their own image_size anyway")  # fmt: skip
+    if args.seed < 0:
+        raise ConfigError("--seed", "must be 0 or more")
     try:
         root = generate_imagefolder(
             args.directory,
@@ -128,6 +137,10 @@ def cmd_data_generate(args: argparse.Namespace, console: Console) -> int:
         )
     except FileExistsError as exc:
         raise ConfigError("directory", str(exc)) from None
+    except OSError as exc:
+        images = args.num_classes * (args.train_per_class + args.val_per_class)
+        raise ConfigError("directory", f"cannot write the data set to {args.directory} ({exc.strerror or exc}); "
+                          f"choose a writable folder with room for {images} JPEG images") from None  # fmt: skip
     console.print(f"wrote {args.num_classes} classes × ({args.train_per_class} train + {args.val_per_class} val) images to {root}")
     return 0
 

@@ -19,7 +19,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from larsbench.backends.registry import backend_names, get_backend
+from larsbench.core.device import pick_device
 from larsbench.core.errors import ConfigError
+from larsbench.core.results import check_writable
 from larsbench.core.files import read_lines
 from larsbench.suite.comm_worker import OPERATIONS
 from larsbench.suite.launch import rank_environment
@@ -62,8 +64,10 @@ def run_comm(
     for op in operations:
         if op not in OPERATIONS:
             raise ConfigError("--operations", f"unknown operation {op!r}; choose from {', '.join(OPERATIONS)}")
+    if device == "cuda":  # here, not in the ranks: a machine without a GPU is bad input, not a failed measurement
+        pick_device("cuda", 0, key="--device")
+    check_writable(output)
     try:
-        output.mkdir(parents=True, exist_ok=True)
         (output / "logs").mkdir(exist_ok=True)
     except OSError as exc:
         raise ConfigError("--output", f"cannot write to {output} ({exc.strerror or exc}); choose a writable folder") from None

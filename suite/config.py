@@ -25,6 +25,7 @@ import yaml
 from pydantic import ValidationError
 
 from larsbench.core.errors import ConfigError
+from larsbench.core.files import not_a_file
 from larsbench.core.spec import DEFAULT_LR, RUN_ADAPTER, RUN_FIELDS, RunSpec, flag_for
 
 @dataclass(frozen=True)
@@ -39,6 +40,8 @@ class Experiment:
 EXPERIMENT_KEYS = ("name", "description", "output", "repeats", "mlperf", "defaults", "runs", "sweep", "slurm")
 MLPERF_KEYS = {"org": None, "platform": None, "division": ("open", "closed"), "status": ("research", "onprem", "cloud", "preview")}
 MAX_REPEATS = 1000
+# Experiments are a few KiB; a file far larger is a wrong path, and YAML would hold it all.
+MAX_EXPERIMENT_BYTES = 16 * 2**20
 
 BUNDLED_DIR = Path(__file__).parent / "experiments"
 
@@ -63,12 +66,19 @@ def load_experiment(
 
 
 def read_experiment_file(path: Path) -> dict[str, Any]:
+    why = not_a_file(path)
+    if why == "no such file":
+        raise ConfigError(str(path), "no such experiment file; check the path")
+    if why is not None:  # a pipe or device would block or never end: never opened
+        raise ConfigError(str(path), f"{why}; give an experiment YAML file")
     try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ConfigError(str(path), "no such experiment file; check the path") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(str(path), f"cannot read the experiment file ({exc})") from None
+        if path.stat().st_size > MAX_EXPERIMENT_BYTES:
+            raise ConfigError(str(path), f"{path.stat().st_size} bytes is not an experiment (at most {MAX_EXPERIMENT_BYTES // 2**20} MiB); check the path")
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(path), f"cannot read the experiment file ({exc.strerror or exc})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(str(path), f"not a text file (byte {exc.start} is not UTF-8); give an experiment YAML file") from None
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:

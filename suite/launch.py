@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -21,7 +22,9 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from larsbench.backends.registry import get_backend
+from larsbench.core.device import pick_device
 from larsbench.core.errors import ConfigError
+from larsbench.core.files import RESERVE_BYTES, free_reserve, hold_reserve, space_note
 from larsbench.core.layout import RunFiles
 from larsbench.core.preemption import PREEMPT_SIGNAL
 from larsbench.core.process import alive as process_alive
@@ -29,7 +32,7 @@ from larsbench.core.results import check_writable, read_records
 from larsbench.core.spec import RunSpec, short_label
 from larsbench.loop.checkpoint import latest_valid
 from larsbench.loop.progress import read_status
-from larsbench.loop.record import append_failure, rank_errors_text
+from larsbench.loop.record import append_failure, build_record, rank_errors_text
 from larsbench.suite.config import Experiment
 from larsbench.workloads.data import prepare
 
@@ -42,13 +45,34 @@ def run_experiment(
     launcher's and library's output to the console instead of the run's log file."""
     if run_id is not None and len(experiment.runs) != 1:
         raise ConfigError("--run-id", f"names one run, but the experiment has {len(experiment.runs)}; select one run with flags")
+    if run_id is not None:
+        check_run_id(run_id)
+    for spec in experiment.runs:
+        if spec.device == "cuda":  # here, not in a rank: a machine without a GPU is bad input, not a failed run
+            pick_device("cuda", 0)
     results = check_writable(output)
+    reserve = RunFiles.of(results, "").reserve
+    try:
+        hold_reserve(reserve)
+    except OSError as exc:
+        raise ConfigError("--output", f"cannot write results to {output} ({exc.strerror or exc}); "
+                          f"choose a folder with more than {RESERVE_BYTES // 1024} KiB free") from None  # fmt: skip
     records = []
-    for index, spec in enumerate(experiment.runs, start=1):
-        repeat = f" (repeat {spec.repeat + 1})" if spec.repeat else ""
-        console.rule(f"run {index}/{len(experiment.runs)}: {short_label(spec.to_dict())}{repeat}", style="dim")
-        records.append(launch_run(prepare(spec), results, experiment.name, console, run_id, verbose))
+    try:
+        for index, spec in enumerate(experiment.runs, start=1):
+            repeat = f" (repeat {spec.repeat + 1})" if spec.repeat else ""
+            console.rule(f"run {index}/{len(experiment.runs)}: {short_label(spec.to_dict())}{repeat}", style="dim")
+            records.append(launch_run(prepare(spec), results, experiment.name, console, run_id, verbose))
+    finally:
+        free_reserve(reserve)
     return records
+
+
+def check_run_id(run_id: str) -> str:
+    """A run id names files (``logs/<run_id>.log``, ``checkpoints/<run_id>/``): one plain name."""
+    if not run_id.strip() or run_id in (".", "..") or re.search(r"[/\x00-\x1f\x7f]", run_id) or len(run_id.encode()) > 200:
+        raise ConfigError("--run-id", f"{run_id!r} cannot name files; use letters, digits, '-', '_' or '.', no '/' (at most 200 bytes)")
+    return run_id
 
 
 def launch_run(
@@ -65,9 +89,14 @@ def launch_run(
         "--experiment", experiment,
     ]  # fmt: skip
     env = rank_environment(spec.world_size, spec.threads_per_rank)
-    files.clear_rank_files()  # an earlier attempt at this run id (a resume) left its own
-    files.progress.unlink(missing_ok=True)
-    files.log.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        files.clear_rank_files()  # an earlier attempt at this run id (a resume) left its own
+        files.progress.unlink(missing_ok=True)
+        files.log.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # an earlier run filled the disk, say: this one fails, the next may not
+        reason = f"could not prepare the run's files in {files.folder} ({exc.strerror or exc})"
+        console.print(f"[red]run failed:[/red] {escape(reason)}")
+        return _record_failure(spec, files, experiment, reason, console)
     started = time.time()
     with _forwarding_preemption(files) as preempted, _watching_ranks(files) as vanished, files.log.open("ab") as log:
         command = backend.local_launch_command(spec.world_size, worker)
@@ -85,8 +114,13 @@ def launch_run(
     if saved is not None:
         error = f"checkpointed at {saved.name}; resume with: larsbench run <same settings> --output {results.parent} --run-id {run_id}"
         console.print(f"[yellow]run preempted:[/yellow] {escape(error)}")
-        return append_failure(spec, files, experiment, error, status="preempted")
-    reasons = rank_errors_text(files) or _last_error_line(files.log) or f"launcher exited with status {returncode}"
+        return _record_failure(spec, files, experiment, error, console, status="preempted")
+    ranks_said = rank_errors_text(files)
+    reasons = ranks_said or _last_error_line(files.log) or f"launcher exited with status {returncode}"
+    if (not ranks_said or "No space left on device" in reasons) and "is full (" not in reasons:
+        # A rank on a full disk may not have been able to say so: name the full disk here.
+        if full := space_note([files.folder, "/dev/shm"]):
+            reasons = f"{reasons}; {full}"
     silent = _silent_ranks(files, vanished)
     if silent:
         reasons = f"rank{silent[0]} stopped first without an error (killed?); {reasons}"
@@ -96,7 +130,24 @@ def launch_run(
         if tail:
             console.print(f"[dim]last lines of {escape(str(files.log))}:[/dim]")
             console.print(escape("\n".join(tail)), markup=True, highlight=False, soft_wrap=True)
-    return append_failure(spec, files, experiment, f"{reasons} ({log_note})")
+    return _record_failure(spec, files, experiment, f"{reasons} ({log_note})", console)
+
+
+def _record_failure(spec: RunSpec, files: RunFiles, experiment: str, reason: str, console: Console, status: str = "failed") -> dict[str, Any]:
+    """``append_failure``, with the reserve given back when the disk is full; a record that
+    still cannot be written is shown, and the run still counts as failed."""
+    try:
+        return append_failure(spec, files, experiment, reason, status=status)
+    except OSError as exc:
+        error = exc
+    if error.errno == errno.ENOSPC and free_reserve(files.reserve):
+        try:
+            return append_failure(spec, files, experiment, reason, status=status)
+        except OSError as exc:
+            error = exc
+    console.print(f"[red]its record could not be written to {escape(str(files.results))}[/red] ({escape(error.strerror or str(error))}); "
+                  "earlier records there are intact")  # fmt: skip
+    return build_record(spec, files.run_id, experiment, {}, status=status, error=reason)
 
 
 def rank_environment(nprocs: int, threads: int | None = None) -> dict[str, str]:

@@ -8,6 +8,7 @@ say which rank died and why.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import signal
@@ -22,6 +23,7 @@ from larsbench.backends.registry import get_backend
 from larsbench.core import environment
 from larsbench.core.device import pick_device
 from larsbench.core.errors import ConfigError, error_line
+from larsbench.core.files import free_reserve, space_note
 from larsbench.core.layout import RunFiles
 from larsbench.core.preemption import EXIT_PREEMPTED, PreemptionNotice
 from larsbench.core.results import append_record
@@ -88,20 +90,27 @@ def main(argv: list[str] | None = None) -> int:
         print(error_line(exc), file=sys.stderr)
         return 2
     except BaseException as exc:
-        _leave(files.error(env.rank), "".join(traceback.format_exception_only(exc)).strip())
+        reason = "".join(traceback.format_exception_only(exc)).strip().splitlines()[-1]
+        if "No space left on device" in reason and (full := space_note([files.folder, "/dev/shm"])):
+            reason += f" ({full})"
+        _leave(files.error(env.rank), reason, files.reserve)
         raise
     finally:
         if backend is not None:
             backend.teardown()
 
 
-def _leave(path: Path, text: str) -> None:
-    """A one-line note for the launcher (this rank's pid, or why it failed)."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text((text.splitlines() or [""])[-1] + "\n")
-    except OSError:
-        pass  # the launcher still records the failure, with less detail
+def _leave(path: Path, text: str, reserve: Path | None = None) -> None:
+    """A one-line note for the launcher (this rank's pid, or why it failed). On a full disk
+    ``reserve`` makes room for it (``core.files.hold_reserve``)."""
+    for _ in range(2):
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text((text.splitlines() or [""])[-1] + "\n")
+            return
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC or reserve is None or not free_reserve(reserve):
+                return  # the launcher still records the failure, with less detail
 
 
 if __name__ == "__main__":

@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from larsbench.core.files import made_folders
+
 MANIFEST = "larsbench-generated.json"
 FORMAT_VERSION = 1
 
@@ -50,29 +52,33 @@ def generate_imagefolder(
     }
     if _manifest(root) == params:
         return root
+    if root.is_symlink() and not root.exists():
+        raise FileExistsError(f"{root} is a broken symbolic link; choose an empty or new directory")
+    if root.exists() and not root.is_dir():
+        raise FileExistsError(f"{root} is a file, not a directory; choose an empty or new directory")
     if root.exists() and any(root.iterdir()):
         raise FileExistsError(
             f"{root} exists and holds something other than this generated set; "
             "choose an empty or new directory"
         )
-    root.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=root.parent))
-    try:
-        rng = np.random.default_rng(seed)
-        for split, per_class in (("train", train_per_class), ("val", val_per_class)):
-            for cls in range(num_classes):
-                folder = staging / split / f"class_{cls:03d}"
-                folder.mkdir(parents=True)
-                for i in range(per_class):
-                    image = render(rng, cls, num_classes, image_size)
-                    image.save(folder / f"{split}_{cls:03d}_{i:05d}.jpg", quality=90)
-        (staging / MANIFEST).write_text(json.dumps(params, indent=1) + "\n")
-        if root.exists():
-            root.rmdir()
-        os.replace(staging, root)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    with made_folders(root.parent):
+        staging = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=root.parent))
+        try:
+            rng = np.random.default_rng(seed)
+            for split, per_class in (("train", train_per_class), ("val", val_per_class)):
+                for cls in range(num_classes):
+                    folder = staging / split / f"class_{cls:03d}"
+                    folder.mkdir(parents=True)
+                    for i in range(per_class):
+                        image = render(rng, cls, num_classes, image_size)
+                        image.save(folder / f"{split}_{cls:03d}_{i:05d}.jpg", quality=90)
+            (staging / MANIFEST).write_text(json.dumps(params, indent=1) + "\n")
+            if root.exists():
+                root.rmdir()
+            os.replace(staging, root)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
     return root
 
 

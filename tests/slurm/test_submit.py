@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
+import time
 
 import pytest
 
@@ -82,3 +84,17 @@ def test_a_task_stuck_completing_is_done_once_something_says_it_ended():
     recorded = iter([None, "FAILED"])
     final = wait(["9"], poll_seconds=0, states=lambda ids: next(sequence), settled=lambda task: next(recorded))
     assert final == [Task("9", "FAILED")] and exit_status(final) == 1
+
+
+def test_a_controller_that_never_answers_ends_the_wait_within_its_timeout(tmp_path, monkeypatch):
+    """squeue retries an unreachable controller for about 20 s on its own; the wait cuts each call
+    off so that --controller-timeout holds."""
+    squeue = tmp_path / "squeue"
+    squeue.write_text("#!/bin/sh\nexec sleep 30\n")
+    squeue.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    outages = []
+    started = time.monotonic()
+    with pytest.raises(submit.ControllerGone, match="squeue did not answer within 0.5 s"):
+        wait(["5"], poll_seconds=0.1, controller_timeout=0.5, on_outage=outages.append)
+    assert time.monotonic() - started < 5 and outages == ["squeue did not answer within 0.5 s"]
