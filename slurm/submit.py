@@ -141,6 +141,7 @@ def wait(
     until Slurm gives up on the node.
     """
     last: list[Task] | None = None
+    ended: dict[str, list[Task]] = {}  # job → its tasks' final states, once all were seen done
     missing_since: float | None = None
     failing_since: float | None = None
     if states is None:
@@ -163,10 +164,21 @@ def wait(
                 raise ControllerGone(str(exc)) from None
             time.sleep(min(max(poll_seconds, 2.0), controller_timeout))
             continue
+        seen = {_base(t.job_id) for t in tasks}
+        for job in seen:
+            mine = [t for t in tasks if _base(t.job_id) == job]
+            if all(t.done for t in mine):
+                ended[job] = mine
+            else:
+                ended.pop(job, None)  # requeued
+        # A job that ended leaves squeue MinJobAge later, perhaps while a sibling still runs:
+        # it keeps the final states it was seen with instead of becoming UNKNOWN.
+        left = [job for job in job_ids if job not in seen and ended.get(job)]
+        tasks = tasks + [t for job in left for t in ended[job]]
+        seen |= set(left)
         if tasks != last and on_change is not None:
             on_change(tasks)
         last = tasks
-        seen = {_base(t.job_id) for t in tasks}
         if tasks and all(t.done for t in tasks) and seen >= set(job_ids):
             return tasks
         if not seen >= set(job_ids):

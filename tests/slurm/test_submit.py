@@ -72,6 +72,19 @@ def test_wait_follows_requeues_until_every_task_is_done():
     assert len(changes) == 5 and exit_status(final) == 0
 
 
+def test_a_job_that_ended_and_left_squeue_keeps_its_final_state_while_another_runs():
+    """Slurm drops an ended job from squeue MinJobAge later; a sibling job that runs longer
+    must not turn it into UNKNOWN (seen on a slow-link sweep: a failed wait with every record ok)."""
+    sequence = iter([
+        [Task("3_0", "RUNNING"), Task("4_0", "RUNNING")],
+        [Task("3_0", "COMPLETED"), Task("4_0", "RUNNING")],
+        *[[Task("4_0", "RUNNING")]] * 3,  # 3 has left squeue
+        [Task("4_0", "COMPLETED")],
+    ])  # fmt: skip
+    final = wait(["3", "4"], poll_seconds=0, states=lambda ids: next(sequence))
+    assert set(final) == {Task("3_0", "COMPLETED"), Task("4_0", "COMPLETED")} and exit_status(final) == 0
+
+
 @pytest.mark.parametrize(("states", "status"), [(["COMPLETED"], 0), (["COMPLETED", "FAILED"], 1), (["TIMEOUT"], 1), ([], 1)])
 def test_exit_status(states, status):
     assert exit_status([Task(str(i), s) for i, s in enumerate(states)]) == status
