@@ -51,21 +51,25 @@ def run_operation(backend, operation: str, buffer: torch.Tensor) -> None:
 
 def time_operation(backend, operation: str, buffer: torch.Tensor, device: torch.device, warmup: int, iterations: int, budget_sec: float) -> list[float]:
     """Seconds per collective: ``warmup`` untimed, then at least 3 and at most ``iterations``
-    timed ones (fewer when they exceed ``budget_sec``), each between barriers."""
+    timed ones (fewer when they would exceed ``budget_sec``), each between barriers."""
     for _ in range(warmup):
         run_operation(backend, operation, buffer)
-    times: list[float] = []
-    spent = 0.0
-    while len(times) < iterations and (len(times) < 3 or spent < budget_sec):
-        synchronize(device)
-        backend.barrier()
-        start = time.perf_counter()
-        run_operation(backend, operation, buffer)
-        synchronize(device)
-        times.append(time.perf_counter() - start)
-        spent += times[-1]
+    first = _timed(backend, operation, buffer, device)
+    # Rank 0's first time sets the count for every rank: ranks that each judged the budget by
+    # their own clock could disagree, and one would wait in a barrier the other never joins.
+    agreed = backend.broadcast_(torch.tensor([first], dtype=torch.float64, device=device), src=0).item()
+    count = int(min(iterations, max(3, budget_sec // max(agreed, 1e-9))))
     # Every rank saw its own clock; the collective is as slow as its slowest rank.
-    return times
+    return [first] + [_timed(backend, operation, buffer, device) for _ in range(count - 1)]
+
+
+def _timed(backend, operation: str, buffer: torch.Tensor, device: torch.device) -> float:
+    synchronize(device)
+    backend.barrier()
+    start = time.perf_counter()
+    run_operation(backend, operation, buffer)
+    synchronize(device)
+    return time.perf_counter() - start
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,7 +9,9 @@ import pytest
 
 from larsbench.core.errors import ConfigError
 from larsbench.suite.comm import parse_size, size_sweep
-from larsbench.suite.comm_worker import bus_factor
+import torch
+
+from larsbench.suite.comm_worker import bus_factor, time_operation
 from tests.conftest import larsbench
 
 
@@ -22,6 +24,31 @@ def test_sizes_parse_and_sweep_in_powers_of_two():
         with pytest.raises(ConfigError) as info:
             parse_size(bad, "--max-bytes")
         assert info.value.key == "--max-bytes"
+
+
+class RankOneOfTwo:
+    """Rank 1's view: its own collectives are instant, and rank 0 says its first one took
+    ``rank0_sec`` (the value a broadcast from rank 0 brings)."""
+
+    def __init__(self, rank0_sec: float):
+        self.rank0_sec, self.barriers = rank0_sec, 0
+
+    def barrier(self):
+        self.barriers += 1
+
+    def broadcast_(self, tensor, src=0):
+        if tensor.dtype == torch.float64:
+            tensor.fill_(self.rank0_sec)
+        return tensor
+
+
+@pytest.mark.parametrize(("rank0_sec", "count"), [(0.3, 3), (0.01, 20), (5.0, 3)])
+def test_every_rank_times_the_count_rank_0_sets(rank0_sec, count):
+    # Ranks that judged the 1 s budget each by their own clock disagreed (rank 1 here would
+    # take 20 instant ones), and the one with more left waited in a barrier forever.
+    backend = RankOneOfTwo(rank0_sec)
+    times = time_operation(backend, "broadcast", torch.ones(4), torch.device("cpu"), warmup=1, iterations=20, budget_sec=1.0)
+    assert len(times) == count and backend.barriers == count
 
 
 def test_bus_bandwidth_factors_are_nccl_tests():
