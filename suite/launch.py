@@ -200,6 +200,13 @@ def _say_done(console: Console, record: dict[str, Any], log_note: str) -> None:
         parts.append(f"top-1 {record['final_top1']:.3f}")
     style = "green" if record["status"] == "ok" else "yellow"
     console.print(f"  [{style}]{escape(', '.join(parts))}[/{style}] [dim]({escape(log_note)})[/dim]")
+    # A figure from a disturbed window must not pass for a clean one.
+    if record.get("unstable"):
+        console.print(f"  [yellow]unstable: {escape('; '.join(record.get('unstable_reasons') or []))}[/yellow]")
+    straggler = record.get("straggler")
+    if straggler:
+        console.print(f"  [yellow]straggler: rank {straggler.get('rank')} on {escape(str(straggler.get('host')))}, "
+                      f"{straggler.get('slower_by', 0):.0%} slower on its own[/yellow]")
 
 
 def _tail(path: Path, lines: int) -> list[str]:
