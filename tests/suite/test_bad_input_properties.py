@@ -154,7 +154,7 @@ def flag_value(draw):
             invalid = True
         return name, [f"{flag}={text}"], invalid
     text = draw(st.text(max_size=10))
-    return name, [f"{flag}={text}"], False
+    return name, [f"{flag}={text}"], len(text) < kind.get("minLength", 0)
 
 
 @MANY
