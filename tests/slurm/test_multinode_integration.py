@@ -118,7 +118,9 @@ def test_a_rendezvous_host_that_does_not_resolve_fails_before_training(slurm_nod
                               env_extra={"MASTER_ADDR": "node9"})  # fmt: skip
     error = record["error"]
     assert error.startswith("rank0: rendezvous: the rendezvous host 'node9' (MASTER_ADDR) does not resolve on node1"), error
-    assert "rank1: rendezvous: the rendezvous host 'node9' (MASTER_ADDR) does not resolve on node2" in error
+    # srun ends the other task as soon as one fails: rank 1 reports only when it fails first.
+    if "rank1:" in error:
+        assert "rank1: rendezvous: the rendezvous host 'node9' (MASTER_ADDR) does not resolve on node2" in error
     assert "or export MASTER_ADDR=<its address> before srun" in error
 
 
