@@ -48,7 +48,7 @@ def start_cluster(args: list[str], what: str) -> tuple[bool, dict[str, str]]:
 
 @pytest.fixture(scope="session")
 def slurm_cluster():
-    """A running local Slurm; SLURM_CONF points at it for this session. Started if needed
+    """A running local Slurm; SLURM_CONF points at it for the whole test run. Started if needed
     (idempotent) and stopped afterwards only if this fixture started it."""
     if shutil.which("sbatch") is None and not in_ci():
         pytest.skip("Slurm is not installed (no sbatch on PATH); `bash slurm/local_cluster.sh start` "
