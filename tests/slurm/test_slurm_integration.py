@@ -7,6 +7,7 @@ Keep them small: the cluster has the machine's 2 CPUs, so 2-rank jobs run one at
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 
@@ -140,7 +141,8 @@ def test_preemption_checkpoints_requeues_and_resumes(slurm_cluster, tmp_path):
     assert submit.exit_status(final) == 0, logs(out)
     assert job_field(job_id, "Restarts") == "1"
     text = logs(out)
-    assert f"larsbench: run larsbench-{job_id} preempted (status 75); requeueing job {job_id}" in text
+    # srun may report 143 rather than 75: --kill-on-bad-exit stops a rank that exits a moment later.
+    assert re.search(rf"larsbench: run larsbench-{job_id} preempted \(status (75|143)\); requeueing job {job_id}", text), text
     assert "resumed at step" in text
     (record,) = records(out)
     check_ok(record, job_id)
