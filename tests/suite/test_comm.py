@@ -6,11 +6,10 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from larsbench.core.errors import ConfigError
 from larsbench.suite.comm import parse_size, size_sweep
-import torch
-
 from larsbench.suite.comm_worker import bus_factor, time_operation
 from tests.conftest import larsbench
 
