@@ -28,6 +28,7 @@ from typing import Any, ClassVar
 import torch
 import torch.distributed as dist
 
+from larsbench.backends.comm_timing import CommTimer
 from larsbench.core.environment import ClusterEnvironment
 from larsbench.core.errors import ConfigError
 from larsbench.core.precision import DTYPES, Precision, autocast_supported, unsupported_message
@@ -44,6 +45,8 @@ class Backend(ABC):
         self.device: torch.device = torch.device("cpu")
         self.accumulation_steps = 1
         self.precision = Precision()  # fp32; wrap() sets the run's
+        # Marks on the library's own gradient reductions, for the step split (comm_timing).
+        self.comm_timer = CommTimer()
 
     # -- launching -------------------------------------------------------------------------
     @classmethod
@@ -183,6 +186,7 @@ class Backend(ABC):
         self, env: ClusterEnvironment, device: torch.device, timeout_sec: float
     ) -> None:
         self.env, self.device = env, device
+        self.comm_timer.cuda = device.type == "cuda"
         if device.type == "cuda":
             torch.cuda.set_device(device)
         if dist.is_initialized():

@@ -14,6 +14,7 @@ import inspect
 from collections.abc import Callable
 
 import torch
+from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 from torch.nn.parallel import DistributedDataParallel
 
 from larsbench.backends.base import Backend
@@ -23,6 +24,7 @@ from larsbench.core.errors import ConfigError
 
 class DDPBackend(Backend):
     name = "ddp"
+    _sync = True
 
     @classmethod
     def local_launch_command(cls, nprocs: int, worker: list[str]) -> list[str]:
@@ -54,14 +56,33 @@ class DDPBackend(Backend):
         options = {k: v for k, v in self.options.items() if k != "comm_hook"}
         # DDP broadcasts rank 0's parameters and buffers at construction: identical start.
         wrapped = DistributedDataParallel(model, device_ids=device_ids, **options)
-        if "comm_hook" in self.options:
-            wrapped.register_comm_hook(state=None, hook=_resolve_hook(self.options["comm_hook"]))
+        # Every bucket goes through a communication hook that marks when its gradients were
+        # handed to the all-reduce: the user's hook, or torch's own all-reduce hook (what DDP
+        # runs without one: the bucket divided by the world size, summed across ranks).
+        hook = _resolve_hook(self.options["comm_hook"]) if "comm_hook" in self.options else default_hooks.allreduce_hook
+        wrapped.register_comm_hook(state=None, hook=self._timed(hook))
         return wrapped, optimizer
+
+    def _timed(self, hook: Callable) -> Callable:
+        timer = self.comm_timer
+
+        def timed_hook(state, bucket):
+            buffer = bucket.buffer()
+            timer.launched(buffer.numel() * buffer.element_size())
+            return hook(state, bucket)
+
+        return timed_hook
 
     def accumulate(self, model, sync: bool) -> contextlib.AbstractContextManager:
         # Skipping the all-reduce on micro-batches that do not step: gradients accumulate
         # locally and the last micro-batch's backward reduces the sum once.
+        self._sync = sync
         return contextlib.nullcontext() if sync else model.no_sync()
+
+    def backward(self, loss) -> None:
+        super().backward(loss)
+        if self._sync:  # DDP's backward returns once every bucket's reduction has finished
+            self.comm_timer.finished()
 
 
 def _resolve_hook(target: object) -> Callable:

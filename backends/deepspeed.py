@@ -162,7 +162,26 @@ class DeepSpeedBackend(Backend):
         self.precision = (precision or self.precision).engine_managed()  # the engine autocasts and scales
         config = engine_config(micro_batch_size, accumulation_steps, self.world_size, self.options, self.precision.name)
         self.engine, ds_optimizer, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=config)
+        self._time_reductions(self.engine)
         return self.engine, ds_optimizer
+
+    def _time_reductions(self, engine) -> None:
+        """The engine reduces every gradient in ``allreduce_gradients`` after backward, at the
+        accumulation boundary (stage 0 buckets them and all-reduces each bucket): mark around it."""
+        reduce = engine.allreduce_gradients
+        timer = self.comm_timer
+        gradient_bytes = sum(p.numel() * p.element_size() for p in engine.module.parameters() if p.requires_grad)
+
+        def timed_allreduce(*args, **kwargs):
+            if not engine.is_gradient_accumulation_boundary():
+                return reduce(*args, **kwargs)
+            timer.launched(gradient_bytes)
+            try:
+                return reduce(*args, **kwargs)
+            finally:
+                timer.finished()
+
+        engine.allreduce_gradients = timed_allreduce
 
     def accumulate(self, model, sync: bool) -> contextlib.AbstractContextManager:
         return self._boundary(sync)

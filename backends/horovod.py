@@ -71,6 +71,7 @@ class HorovodBackend(Backend):
 
         self.hvd = hvd
         self.env, self.device = env, device
+        self.comm_timer.cuda = device.type == "cuda"
         if device.type == "cuda":
             torch.cuda.set_device(device)
         if env.source == "slurm":
@@ -91,6 +92,15 @@ class HorovodBackend(Backend):
             backward_passes_per_step=accumulation_steps,
             op=hvd.Average,
         )
+        # Each gradient's all-reduce is launched from Horovod's own hook: mark it there.
+        launch = distributed._allreduce_grad_async
+        timer = self.comm_timer
+
+        def timed_launch(p):
+            timer.launched(p.grad.numel() * p.grad.element_size() if p.grad is not None else p.numel() * p.element_size())
+            return launch(p)
+
+        distributed._allreduce_grad_async = timed_launch
         # broadcast_optimizer_state would initialise an empty state by taking a real step with
         # zero gradients, which moves the weights wherever weight decay is non-zero. A fresh
         # optimizer is identical on every rank already; only a restored one needs the broadcast.
@@ -99,15 +109,17 @@ class HorovodBackend(Backend):
         return model, distributed
 
     def step(self, optimizer) -> None:
+        # Horovod's documented pattern: wait for the all-reduces, then step without waiting twice.
+        optimizer.synchronize()  # the gradients are final now
+        self.comm_timer.finished()
         scaler = self.precision.scaler
-        if scaler is None:
-            optimizer.step()
-        else:
-            optimizer.synchronize()  # wait for the all-reduce: the gradients are final now
-            scaler.unscale_(optimizer)  # true gradients for LARS's norms
-            with optimizer.skip_synchronize():
+        with optimizer.skip_synchronize():
+            if scaler is None:
+                optimizer.step()
+            else:
+                scaler.unscale_(optimizer)  # true gradients for LARS's norms
                 scaler.step(optimizer)  # skipped when the gradients hold inf/NaN
-            scaler.update()
+                scaler.update()
         optimizer.zero_grad()  # Horovod's override takes no set_to_none (None is torch's default)
 
     def all_reduce(self, tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:

@@ -2,8 +2,8 @@
 
 Records are appended through ``larsbench.core.files.append_lines`` (one write under an exclusive
 lock: concurrent writers never interleave, a torn line stays separate), and load with
-``pandas.read_json(path, lines=True)``. The keys are documented in ``docs/records.md``, which
-a test holds against ``RECORD_KEYS``.
+``pandas.read_json(path, lines=True)``. The keys, their types and units are declared once, in
+``larsbench.core.schema``; a record that disagrees with it is refused before it is written.
 """
 
 from __future__ import annotations
@@ -14,29 +14,19 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from larsbench.core import schema
 from larsbench.core.errors import ConfigError
 from larsbench.core.files import append_lines, made_folders, scan_lines, warn_unreadable
 from larsbench.core.layout import RESULTS_FILE
-
-# 2: precision, channels_last and compile became top-level keys (they define a setting).
-# 3: data_loader (cpu or gpu decoding) became a top-level key.
-SCHEMA_VERSION = 3
-
-REQUIRED_KEYS = (
-    "run_id", "status", "backend", "model", "dataset", "image_size", "world_size",
-    "micro_batch_size", "accumulation_steps", "global_batch_size", "optimizer", "lr",
-    "precision", "channels_last", "compile", "data_loader", "steps", "epochs", "throughput_images_per_sec",
-    "step_time_p50_sec", "step_time_p95_sec", "final_top1", "target_top1",
-    "time_to_accuracy_sec", "epochs_to_accuracy", "loss_curve", "param_checksum", "provenance",
-)  # fmt: skip
+from larsbench.core.schema import SCHEMA_VERSION
 
 STATUSES = ("ok", "diverged", "failed", "preempted")
 
 
 def append_record(path: str | Path, record: dict[str, Any]) -> None:
-    missing = [key for key in REQUIRED_KEYS if key not in record]
-    if missing:
-        raise ValueError(f"record lacks required keys: {', '.join(missing)}")
+    wrong = schema.problems(record)
+    if wrong:
+        raise ValueError(f"record does not match the schema (core/schema.py): {'; '.join(wrong)}")
     if record["status"] not in STATUSES:
         raise ValueError(f"record status {record['status']!r} is not one of {STATUSES}")
     append_lines(path, [json.dumps(record, allow_nan=False, separators=(",", ":"))])
@@ -73,6 +63,11 @@ def read_record_file(path: str | Path, skip_arrays: tuple[str, ...] = ()) -> tup
     return records, skipped
 
 
+# Keys version 4 added; a record written before them has none of these measurements.
+_MEASURED_SPLIT = ("split_rank", "overhead_sec_per_step", "comm_sec_per_step", "overlapped_comm_sec_per_step",
+                   "overhead_fraction", "comm_messages_bytes")  # fmt: skip
+
+
 def migrate(record: dict[str, Any]) -> dict[str, Any]:
     """A record of an older schema in the current one (new keys from its recorded config)."""
     version = record.get("schema_version", SCHEMA_VERSION)
@@ -83,6 +78,13 @@ def migrate(record: dict[str, Any]) -> dict[str, Any]:
         # Before version 3 every run decoded its images on the CPU.
         for key, default in [*added, ("data_loader", "cpu")]:
             record.setdefault(key, config.get(key, default))
+        if version < 4:
+            # Exposed communication used to be the step's remainder after the compute probe and
+            # the data wait (it held the loop's own overhead too), not a measurement: it is
+            # dropped rather than compared with a measured one.
+            for name in _MEASURED_SPLIT:
+                record.setdefault(name, None)
+            record["exposed_comm_sec_per_step"] = record["comm_fraction"] = None
     return record
 
 

@@ -147,3 +147,49 @@ def _shift(times: list[float]) -> int | None:
     if scipy_stats.mannwhitneyu(before, after, alternative="two-sided").pvalue >= ALPHA:
         return None
     return split
+
+
+STRAGGLER_ALPHA = 1e-3  # a rank last to be ready more often than chance explains, at this level
+STRAGGLER_LAG = 0.05  # ... and by at least this share of the step on average
+
+
+@dataclass(frozen=True)
+class Straggler:
+    """A rank the others waited for, judged from every window step's per-rank ready times."""
+
+    rank: int
+    last_share: float  # share of the window's steps in which it was the last rank ready
+    lag_sec_per_step: float  # mean over steps of its ready time minus the median of the others'
+    cost_sec: float  # what the others waited for it over the window: its positive lags summed
+    slower_by: float  # its mean ready time over the median of the others' means, minus 1
+
+
+def find_straggler(
+    ready: list[list[float | None]], step_sec: float | None = None, alpha: float = STRAGGLER_ALPHA, min_lag: float = STRAGGLER_LAG
+) -> Straggler | None:
+    """The rank the others waited for, or None. ``ready[r][i]``: seconds from the start of
+    window step ``i`` on rank ``r`` to its last gradient being handed to a reduction, i.e.
+    its own data wait and compute; peers that were ready earlier wait that long at the
+    collective. A rank counts when it was last more often than chance explains (binomial
+    test at ``alpha`` against 1/n) and its mean lag behind the others' median is at least
+    ``min_lag`` of the mean step (``step_sec``; its own mean ready time without one)."""
+    n = len(ready)
+    steps = min((len(row) for row in ready), default=0)
+    if n < 2 or steps < 5:
+        return None
+    rows = [[row[i] for row in ready] for i in range(steps)]
+    rows = [row for row in rows if all(v is not None for v in row)]
+    if len(rows) < 5:
+        return None
+    last = [max(range(n), key=lambda r: row[r]) for row in rows]
+    rank = max(range(n), key=last.count)
+    lags = [row[rank] - statistics.median([v for r, v in enumerate(row) if r != rank]) for row in rows]
+    lag = statistics.fmean(lags)
+    own = statistics.fmean(row[rank] for row in rows)
+    others = statistics.median(statistics.fmean(row[r] for row in rows) for r in range(n) if r != rank)
+    scale = step_sec or own
+    share = last.count(rank) / len(rows)
+    chance = _scipy_stats().binomtest(last.count(rank), len(rows), 1 / n, alternative="greater").pvalue
+    if chance >= alpha or scale <= 0 or lag < min_lag * scale:
+        return None
+    return Straggler(rank, share, lag, sum(max(0.0, x) for x in lags), own / others - 1 if others > 0 else 0.0)

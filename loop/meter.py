@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import torch
 
+from larsbench.backends.comm_timing import CommMarks
+from larsbench.core.clock import Mark, mark, seconds
 from larsbench.core.device import synchronize
 
 
@@ -59,56 +62,62 @@ class ThroughputWindow:
         return self.ended_at - self.started_at - self.paused
 
 
-class StepClock:
-    """Per-step durations on this rank, and how much of each was spent waiting for data.
+@dataclass(frozen=True)
+class StepTimes:
+    """One measured optimizer step on this rank, in seconds."""
 
-    On CUDA the step boundaries are recorded as events and read once at the end, so timing
-    adds no host synchronisation to the training loop.
+    step: float
+    data_wait: float
+    ready: float | None  # step start → last gradient handed to a reduction (None: no reduction)
+    exposed_comm: float  # waiting on reductions after compute was done
+    comm: float  # first reduction launched → last finished
+
+
+class StepClock:
+    """Per-step timings on this rank: the step, how much of it was spent waiting for data,
+    and the backend's reduction marks (``backends.comm_timing``).
+
+    Marks are ``core.clock`` marks (CUDA events on a GPU), read once in ``finish``: timing adds
+    no host synchronisation to the training loop.
     """
 
     def __init__(self, device: torch.device):
         self.cuda = device.type == "cuda"
-        self.durations: list[float] = []
-        self.data_waits: list[float] = []  # per timed step, in step order
+        self.steps: list[StepTimes] = []
+        self._pending: list[tuple[Mark, Mark, float, CommMarks]] = []
         self._waited = 0.0
-        self._events: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
-        self._started: float | torch.cuda.Event | None = None
+        self._started: Mark | None = None
+        self.messages: list[int] | None = None  # the reductions of the first timed step
 
     def start(self) -> None:
         self._waited = 0.0
-        if self.cuda:
-            event = torch.cuda.Event(enable_timing=True)
-            event.record()
-            self._started = event
-        else:
-            self._started = time.perf_counter()
+        self._started = mark(self.cuda)
 
-    def stop(self) -> None:
-        if self.cuda:
-            end = torch.cuda.Event(enable_timing=True)
-            end.record()
-            self._events.append((self._started, end))
-        else:
-            self.durations.append(time.perf_counter() - self._started)
-        self.data_waits.append(self._waited)
+    def stop(self, comm: CommMarks) -> None:
+        self._pending.append((self._started, mark(self.cuda), self._waited, comm))
+        if self.messages is None:
+            self.messages = list(comm.messages)
 
-    def add_data_wait(self, seconds: float) -> None:
-        self._waited += seconds
-
-    @property
-    def data_wait(self) -> float:
-        return sum(self.data_waits)
+    def add_data_wait(self, seconds_waited: float) -> None:
+        self._waited += seconds_waited
 
     @property
     def count(self) -> int:
-        return len(self.durations) + len(self._events)
+        return len(self.steps) + len(self._pending)
 
     def reset(self) -> None:
-        self.durations, self.data_waits, self._events = [], [], []
+        self.steps, self._pending = [], []
 
-    def finish(self) -> list[float]:
-        if self.cuda and self._events:
-            torch.cuda.synchronize()
-            self.durations += [start.elapsed_time(end) / 1000.0 for start, end in self._events]
-            self._events.clear()
-        return self.durations
+    def finish(self) -> list[StepTimes]:
+        for start, end, waited, comm in self._pending:
+            extra = sum(seconds(a, b) for a, b in comm.waited)
+            measured = comm.ready is not None and comm.done is not None
+            self.steps.append(StepTimes(
+                step=seconds(start, end),
+                data_wait=waited,
+                ready=seconds(start, comm.ready) if comm.ready is not None else None,
+                exposed_comm=(max(0.0, seconds(comm.ready, comm.done)) if measured else 0.0) + extra,
+                comm=(max(0.0, seconds(comm.first, comm.done)) if measured else 0.0) + extra,
+            ))  # fmt: skip
+        self._pending.clear()
+        return self.steps

@@ -24,7 +24,7 @@ def quantile(values: list[float], q: float) -> float | None:
 
 @dataclass
 class RunMetrics:
-    """Identical on every rank except ``step_times`` (this rank's)."""
+    """Identical on every rank (per-rank series are gathered to every rank)."""
 
     status: str = "ok"
     steps: int = 0
@@ -38,8 +38,6 @@ class RunMetrics:
     epochs_to_accuracy: float | None = None
     window_sec: float = 0.0  # measured (timed) training time, summed over restarts
     window_steps: int = 0
-    step_times: list[float] = field(default_factory=list)
-    data_wait_sec: float = 0.0
     param_checksum: float | None = None
     on_clock_sec: float = 0.0  # training wall time, evaluation included, downtime excluded
     restarts: int = 0
@@ -50,6 +48,11 @@ class RunMetrics:
     rank_devices: list[str] = field(default_factory=list)
     rank_step_times: list[list[float]] = field(default_factory=list)  # measured window, all restarts
     rank_data_waits: list[list[float]] = field(default_factory=list)  # per timed step
+    # Per window step, from the backend's own collectives (``backends.base.CommTimer``):
+    rank_ready_times: list[list[float | None]] = field(default_factory=list)  # step start → last gradient handed to a reduction
+    rank_exposed_comm: list[list[float]] = field(default_factory=list)  # waiting on reductions after compute was done
+    rank_comm_times: list[list[float]] = field(default_factory=list)  # first reduction launched → last finished
+    comm_messages_bytes: list[int] = field(default_factory=list)  # the reductions of one step, as the backend sent them
     rank_compute_sec: list[list[float]] = field(default_factory=list)  # compute probe (latest start)
     flops_per_image: float | None = None  # forward + backward
     peak_key: str | None = None  # the arithmetic the run's peak is quoted for: bf16, fp16, tf32, fp32
@@ -64,20 +67,10 @@ class RunMetrics:
     def final_top5(self) -> float | None:
         return self.evals[-1]["top5"] if self.evals else None
 
-    @property
-    def data_wait_fraction(self) -> float | None:
-        total = sum(self.step_times)
-        return self.data_wait_sec / total if total > 0 else None
-
     def throughput(self, global_batch: int) -> float | None:
         if self.status != "ok" or self.window_steps <= 0 or self.window_sec <= 0:
             return None
         return self.window_steps * global_batch / self.window_sec
-
-    @property
-    def step_times_all(self) -> list[float]:
-        """Rank 0's step times (the ranks step in lockstep; per-rank values are in ``rank_*``)."""
-        return self.rank_step_times[0] if self.rank_step_times else self.step_times
 
     def state_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -87,70 +80,91 @@ class RunMetrics:
             setattr(self, key, value)
 
 
-STRAGGLER = 0.15  # a rank whose own time per step exceeds the others' median by this much
+def mean(values: list[float] | None) -> float | None:
+    return sum(values) / len(values) if values else None
 
 
 @dataclass(frozen=True)
 class StepSplit:
-    """One step, split: data wait + compute + exposed communication = step time."""
+    """The mean optimizer step of one rank, split into measured parts that add up to it:
+    ``data_wait + compute + exposed_comm + overhead = step``.
+
+    - data wait: the loop waiting for its next batch (timed around ``next()``);
+    - exposed communication: the step waiting on the backend's own reductions after this
+      rank's last gradient was ready (timestamps on the collectives, ``CommTimer``);
+    - compute: forward, backward and optimizer step alone (the compute probe's median, on a
+      copy of the model without the backend, inputs already on the device);
+    - overhead: the rest: the loop, the backend's wrappers and hooks, host-to-device copies
+      and, on a CPU, whatever competes for the rank's cores (data-loader workers).
+
+    ``comm`` is the whole communication span (first reduction launched to last finished);
+    ``comm - exposed_comm`` is the part hidden behind compute. Parts that were not measured
+    (no probe, no collectives timed) are None, never a remainder.
+    """
 
     step_sec: float
     data_wait_sec: float
-    compute_sec: float
-    exposed_comm_sec: float
-    critical_rank: int
+    compute_sec: float | None
+    exposed_comm_sec: float | None
+    overhead_sec: float | None
+    comm_sec: float | None
+    rank: int
     note: str | None = None
 
-    def fraction(self, part: float) -> float:
+    @property
+    def overlapped_comm_sec(self) -> float | None:
+        if self.comm_sec is None or self.exposed_comm_sec is None:
+            return None
+        return max(0.0, self.comm_sec - self.exposed_comm_sec)
+
+    def fraction(self, part: float | None) -> float | None:
+        if part is None:
+            return None
         return part / self.step_sec if self.step_sec > 0 else 0.0
 
 
-def own_times(m: RunMetrics) -> list[float | None]:
-    """Per rank, its compute (probe median) plus its mean data wait per step: the time it
-    needs on its own, which its peers wait for at every all-reduce."""
-    out: list[float | None] = []
-    for rank, compute in enumerate(m.rank_compute_sec):
-        waits = m.rank_data_waits[rank] if rank < len(m.rank_data_waits) else []
-        data = sum(waits) / len(waits) if waits else 0.0
-        out.append(sorted(compute)[len(compute) // 2] + data if compute else None)
-    return out
+def _row(rows: list[list], rank: int) -> list:
+    return rows[rank] if rank < len(rows) else []
+
+
+def _finite_mean(values: list[float | None]) -> float | None:
+    return mean([v for v in values if v is not None])
+
+
+def critical_rank(m: RunMetrics) -> int:
+    """The rank the others wait for: the one whose gradients were ready last on average (its
+    own data wait and compute before communication). Rank 0 without per-rank ready times."""
+    means = [_finite_mean(row) for row in m.rank_ready_times]
+    if len(means) < 2 or any(v is None for v in means):
+        return 0
+    return max(range(len(means)), key=lambda r: means[r])
+
+
+def split_for(m: RunMetrics, rank: int) -> StepSplit | None:
+    """The split of ``rank``'s mean measured step, or None without a measured window."""
+    steps = _row(m.rank_step_times, rank)
+    if not steps:
+        return None
+    step = mean(steps)
+    data = mean(_row(m.rank_data_waits, rank)) or 0.0
+    exposed = mean(_row(m.rank_exposed_comm, rank))
+    comm = mean(_row(m.rank_comm_times, rank))
+    probe = _row(m.rank_compute_sec, rank)
+    compute = quantile(probe, 0.5) if probe else None
+    overhead = note = None
+    if compute is not None and exposed is not None:
+        overhead = step - data - exposed - compute
+        if overhead < 0:
+            # The probe ran outside the loop (other cache state, no data workers): it may come
+            # out slower than the loop's own compute. Say so rather than shrink another part.
+            loop_compute = max(0.0, step - data - exposed)
+            note = (f"the compute probe ({compute * 1e3:.4g} ms) took longer than the loop's compute "
+                    f"({loop_compute * 1e3:.4g} ms: step minus data wait and exposed communication); "
+                    "compute is the loop's, overhead 0")  # fmt: skip
+            compute, overhead = loop_compute, 0.0
+    return StepSplit(step, data, compute, exposed, overhead, comm, rank, note)
 
 
 def step_split(m: RunMetrics) -> StepSplit | None:
-    """The split of the mean measured step, along the critical rank (the one whose own
-    compute and data wait take longest). None without a window or a compute probe."""
-    steps = m.step_times_all
-    own = own_times(m)
-    if not steps or not own or any(o is None for o in own):
-        return None
-    critical = max(range(len(own)), key=lambda r: own[r])
-    waits = m.rank_data_waits[critical] if critical < len(m.rank_data_waits) else []
-    data = sum(waits) / len(waits) if waits else 0.0
-    compute = own[critical] - data
-    step = sum(steps) / len(steps)
-    exposed = step - data - compute
-    note = None
-    if exposed < 0:
-        note = f"the compute probe took {-exposed / step:.0%} longer than the measured step; exposed communication set to 0"
-        exposed = 0.0
-    return StepSplit(step, data, compute, exposed, critical, note)
-
-
-def straggler(m: RunMetrics) -> dict[str, Any] | None:
-    """The rank the others wait for, when one is clearly slower on its own (its own time over
-    the others' median by more than ``STRAGGLER``); None otherwise."""
-    own = own_times(m)
-    if len(own) < 2 or any(o is None for o in own):
-        return None
-    slowest = max(range(len(own)), key=lambda r: own[r])
-    others = sorted(o for r, o in enumerate(own) if r != slowest)
-    typical = others[len(others) // 2] if len(others) % 2 else (others[len(others) // 2 - 1] + others[len(others) // 2]) / 2
-    if typical <= 0 or own[slowest] <= (1 + STRAGGLER) * typical:
-        return None
-    return {
-        "rank": slowest,
-        "host": m.rank_hosts[slowest] if slowest < len(m.rank_hosts) else None,
-        "own_sec_per_step": own[slowest],
-        "others_median_sec_per_step": typical,
-        "slower_by": own[slowest] / typical - 1,
-    }
+    """The split along the critical rank (``critical_rank``)."""
+    return split_for(m, critical_rank(m))

@@ -12,9 +12,9 @@ from typing import Any
 from larsbench.core.layout import RunFiles
 from larsbench.core.results import SCHEMA_VERSION
 from larsbench.core.spec import RunSpec
-from larsbench.core.stats import stability
+from larsbench.core.stats import find_straggler, stability
 from larsbench.loop.flops import table_peak_tflops
-from larsbench.loop.metrics import RunMetrics, quantile, step_split, straggler
+from larsbench.loop.metrics import RunMetrics, critical_rank, quantile, split_for
 
 
 def build_record(
@@ -106,31 +106,40 @@ def _progress(m: RunMetrics, finished: bool) -> dict[str, Any]:
 
 
 def _speed(spec: RunSpec, m: RunMetrics, provenance: dict[str, Any], device: str | None) -> dict[str, Any]:
-    """Throughput and its explanation: the step-time distribution, the split into data wait,
-    compute and exposed communication, FLOPs and MFU, stability, the ranks and a straggler."""
+    """Throughput and its explanation: the step-time distribution, the measured split into
+    data wait, compute, exposed communication and overhead, FLOPs and MFU, stability, the
+    ranks and a straggler. Every per-step figure is the critical rank's (``split_rank``)."""
     throughput = m.throughput(spec.global_batch_size)
-    times = m.step_times_all
-    split = step_split(m) if throughput is not None else None
+    rank = critical_rank(m) if throughput is not None else 0
+    times = m.rank_step_times[rank] if rank < len(m.rank_step_times) else []
+    split = split_for(m, rank) if throughput is not None else None
     judged = stability(times) if throughput is not None else None
     flops = m.flops_per_image if throughput is not None else None
     achieved = flops * throughput / spec.world_size / 1e12 if flops else None
     gpu = provenance.get("gpu_model") if (device or "").startswith("cuda") else None
     table_peak = table_peak_tflops(gpu, m.peak_key) if m.peak_key else None
     measured_peak = quantile(m.rank_peak_tflops, 0.5) if m.rank_peak_tflops else None
+    part = (lambda name: getattr(split, name) if split else None)  # noqa: E731
     return {
         "throughput_images_per_sec": throughput,
+        "split_rank": rank if split else None,
         "step_time_mean_sec": sum(times) / len(times) if times else None,
         **{f"step_time_{name}_sec": quantile(times, q) for name, q in (("p5", 0.05), ("p50", 0.5), ("p95", 0.95), ("p99", 0.99))},
         "step_time_max_sec": max(times) if times else None,
         "step_time_cv": judged.cv if judged else None,
-        "data_wait_fraction": m.data_wait_fraction,
-        "data_wait_sec_per_step": split.data_wait_sec if split else None,
-        "compute_sec_per_step": split.compute_sec if split else None,
-        "exposed_comm_sec_per_step": split.exposed_comm_sec if split else None,
+        "data_wait_sec_per_step": part("data_wait_sec"),
+        "compute_sec_per_step": part("compute_sec"),
+        "exposed_comm_sec_per_step": part("exposed_comm_sec"),
+        "overhead_sec_per_step": part("overhead_sec"),
+        "comm_sec_per_step": part("comm_sec"),
+        "overlapped_comm_sec_per_step": part("overlapped_comm_sec"),
+        "data_wait_fraction": split.fraction(split.data_wait_sec) if split else None,
         "compute_fraction": split.fraction(split.compute_sec) if split else None,
         "comm_fraction": split.fraction(split.exposed_comm_sec) if split else None,
-        "split_note": split.note if split else None,
+        "overhead_fraction": split.fraction(split.overhead_sec) if split else None,
+        "split_note": part("note"),
         "allreduce_bytes_per_step": m.allreduce_bytes_per_step,
+        "comm_messages_bytes": m.comm_messages_bytes or None,
         "flops_per_image": flops,
         "achieved_tflops_per_device": achieved,
         "peak_precision": m.peak_key,
@@ -140,25 +149,43 @@ def _speed(spec: RunSpec, m: RunMetrics, provenance: dict[str, Any], device: str
         "mfu_measured": achieved / measured_peak if achieved and measured_peak else None,
         "unstable": judged.unstable if judged else None,
         "unstable_reasons": list(judged.reasons) if judged else [],
-        "straggler": straggler(m) if throughput is not None else None,
+        "straggler": _straggler(m, split) if throughput is not None else None,
         "ranks": _ranks(m),
     }
 
 
+def _straggler(m: RunMetrics, split) -> dict[str, Any] | None:
+    found = find_straggler(m.rank_ready_times, split.step_sec if split else None)
+    if found is None:
+        return None
+    return {
+        "rank": found.rank,
+        "host": m.rank_hosts[found.rank] if found.rank < len(m.rank_hosts) else None,
+        "last_share": found.last_share,
+        "lag_sec_per_step": found.lag_sec_per_step,
+        "cost_sec": found.cost_sec,
+        "slower_by": found.slower_by,
+    }
+
+
 def _ranks(m: RunMetrics) -> list[dict[str, Any]]:
-    """Where every rank ran, and its own times."""
+    """Where every rank ran, and its own split."""
     out = []
     for rank, host in enumerate(m.rank_hosts):
         times = m.rank_step_times[rank] if rank < len(m.rank_step_times) else []
-        waits = m.rank_data_waits[rank] if rank < len(m.rank_data_waits) else []
-        probe = m.rank_compute_sec[rank] if rank < len(m.rank_compute_sec) else []
+        split = split_for(m, rank) if times else None
+        ready = [t for t in (m.rank_ready_times[rank] if rank < len(m.rank_ready_times) else []) if t is not None]
         out.append({
             "rank": rank,
             "host": host,
             "device": m.rank_devices[rank] if rank < len(m.rank_devices) else None,
             "step_time_p50_sec": quantile(times, 0.5),
-            "data_wait_sec_per_step": sum(waits) / len(waits) if waits else None,
-            "compute_sec_per_step": quantile(probe, 0.5),
+            "data_wait_sec_per_step": split.data_wait_sec if split else None,
+            "compute_sec_per_step": split.compute_sec if split else None,
+            "exposed_comm_sec_per_step": split.exposed_comm_sec if split else None,
+            "overhead_sec_per_step": split.overhead_sec if split else None,
+            "comm_sec_per_step": split.comm_sec if split else None,
+            "ready_sec_per_step": sum(ready) / len(ready) if ready else None,
         })  # fmt: skip
     return out
 

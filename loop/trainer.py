@@ -141,7 +141,6 @@ class Trainer:
         if ctx.queue_sec is not None:
             self.metrics.queue_sec = (self.metrics.queue_sec or 0.0) + ctx.queue_sec
         self.resumed = resumed
-        self.probed = False
         self.criterion = nn.CrossEntropyLoss()
         self.metrics.rank_hosts = gather_texts(backend, socket.gethostname(), rank, world_size, device)
         self.metrics.rank_devices = gather_texts(backend, _device_name(device), rank, world_size, device)
@@ -179,6 +178,9 @@ class Trainer:
 
     # -- the run ------------------------------------------------------------------------------
     def run(self) -> RunMetrics:
+        # Before the clocks start: the probe is setup, not training (time to accuracy and
+        # MLPerf's run_start..run_stop exclude it).
+        self.probe()
         self.backend.barrier()
         self.events.end("init_stop")
         if self.resumed:
@@ -210,8 +212,6 @@ class Trainer:
         divergence and preemption checks, periodic checkpoint."""
         spec, metrics = self.spec, self.metrics
         if self.step >= self.window_first_step and not self.window.running:
-            if not self.probed:
-                self.probe()
             self.window.start()  # also restarts it after a periodic checkpoint
         self.schedule.apply(self.optimizer, self.step)
         if self.telemetry.due(self.step + 1):
@@ -219,12 +219,14 @@ class Trainer:
         timed = self.window.running
         if timed:
             self.clock.start()
+        self.backend.comm_timer.start_step()
         loss = train_step(
             self.model, self.optimizer, self.batches, self.backend, self.criterion, spec.accumulation_steps,
             self.device, self.clock if timed else None,
         )  # fmt: skip
+        comm = self.backend.comm_timer.take()
         if timed:
-            self.clock.stop()
+            self.clock.stop(comm)
         self.step += 1
         self.losses.add(self.step, loss)
         if self.telemetry.due(self.step):
@@ -243,8 +245,7 @@ class Trainer:
 
     def probe(self) -> None:
         """Time this rank's compute alone and its device's matrix-product peak, once per start
-        of the process, just before the measured window (every rank at the same step)."""
-        self.probed = True
+        of the process, before the run's clocks start (every rank at the same point)."""
         spec, device = self.spec, self.device
         key = peak_key(spec.precision, device)
         self.metrics.peak_key = key
@@ -320,23 +321,31 @@ class Trainer:
         if self.window.elapsed:
             metrics.window_sec += self.window.elapsed
             metrics.window_steps += self.clock.count
-        durations = self.clock.finish()
-        metrics.step_times += durations
-        metrics.data_wait_sec += self.clock.data_wait
+        steps = self.clock.finish()
+        if self.clock.messages is not None and not metrics.comm_messages_bytes:
+            metrics.comm_messages_bytes = self.clock.messages
         metrics.on_clock_sec = time.perf_counter() - self.run_start
         # Collective (every rank folds at the same points): the whole run's per-rank series.
-        rows = gather_rows(self.backend, durations, self.rank, self.world_size, self.device)
-        waits = gather_rows(self.backend, self.clock.data_waits, self.rank, self.world_size, self.device)
-        if not metrics.rank_step_times:
-            metrics.rank_step_times = [[] for _ in rows]
-            metrics.rank_data_waits = [[] for _ in rows]
-        for rank, (times, waited) in enumerate(zip(rows, waits)):
-            metrics.rank_step_times[rank] += times
-            metrics.rank_data_waits[rank] += waited
+        series = {
+            "rank_step_times": [s.step for s in steps],
+            "rank_data_waits": [s.data_wait for s in steps],
+            "rank_ready_times": [math.nan if s.ready is None else s.ready for s in steps],
+            "rank_exposed_comm": [s.exposed_comm for s in steps],
+            "rank_comm_times": [s.comm for s in steps],
+        }
+        for name, row in series.items():
+            gathered = gather_rows(self.backend, row, self.rank, self.world_size, self.device)
+            kept = getattr(metrics, name)
+            if not kept:
+                kept.extend([] for _ in gathered)
+            for rank, values in enumerate(gathered):
+                kept[rank] += [None if math.isnan(v) else v for v in values]
+        self.clock.reset()
 
     def _write_steps(self, path) -> None:
-        """Every rank's measured step times, data waits and compute probe: one line per rank,
-        so the run's statistics can be recomputed later."""
+        """Every rank's measured steps (time, data wait, when its gradients were ready, exposed
+        and total communication) and compute probe: one line per rank, so the run's statistics
+        can be recomputed later."""
         m = self.metrics
         lines = []
         for rank in range(len(m.rank_step_times)):
@@ -346,6 +355,9 @@ class Trainer:
                 "device": m.rank_devices[rank] if rank < len(m.rank_devices) else None,
                 "step_sec": m.rank_step_times[rank],
                 "data_wait_sec": m.rank_data_waits[rank],
+                "ready_sec": m.rank_ready_times[rank],
+                "exposed_comm_sec": m.rank_exposed_comm[rank],
+                "comm_sec": m.rank_comm_times[rank],
                 "compute_probe_sec": m.rank_compute_sec[rank] if rank < len(m.rank_compute_sec) else [],
             }))  # fmt: skip
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -357,7 +369,6 @@ class Trainer:
         self.fold()
         self.checkpoints.save(self.step)
         # The window restarts after a checkpoint: saving is not training time.
-        self.clock.reset()
         self.window.reset()
 
     def _preemption_agreed(self) -> bool:

@@ -1,5 +1,5 @@
 """The step-time split measures what it claims: a slower all-reduce grows exposed
-communication, not compute, and the three parts add up to the measured step."""
+communication, not compute, and the four parts add up to the measured step."""
 
 from __future__ import annotations
 
@@ -34,13 +34,15 @@ def test_a_slow_allreduce_shows_up_as_exposed_communication(tmp_path):
     plain = run(tmp_path / "plain")
     slow = run(tmp_path / "slow", "--backend-config", json.dumps({"comm_hook": "tests.backends.slow_hooks:sleepy_allreduce"}))
     for record in (plain, slow):
-        parts = record["data_wait_sec_per_step"] + record["compute_sec_per_step"] + record["exposed_comm_sec_per_step"]
-        assert parts == pytest.approx(record["step_time_mean_sec"], rel=0.05)
+        parts = sum(record[f"{part}_sec_per_step"] for part in ("data_wait", "compute", "exposed_comm", "overhead"))
+        assert parts == pytest.approx(record["step_time_mean_sec"], rel=1e-9)
         assert record["allreduce_bytes_per_step"] == sum(4 * n for n in (16 * 3 * 9 + 16, 32 * 16 * 9 + 32, 10 * 32 + 10))
         assert record["flops_per_image"] > 0 and record["mfu_measured"] > 0
         assert [r["rank"] for r in record["ranks"]] == [0, 1] and all(r["host"] for r in record["ranks"])
         steps = [json.loads(line) for line in (tmp_path / ("plain" if record is plain else "slow") / record["steps_file"]).read_text().splitlines()]
         assert [s["rank"] for s in steps] == [0, 1] and all(len(s["step_sec"]) == 28 for s in steps)  # 30 - 2 warm-up
+        assert all(len(s["ready_sec"]) == len(s["exposed_comm_sec"]) == 28 and None not in s["ready_sec"] for s in steps)
+        assert record["comm_messages_bytes"] == [record["allreduce_bytes_per_step"]]  # one bucket
     # tiny_cnn's gradients fit one bucket: one 50 ms sleep per step, all of it exposed
     grown = slow["exposed_comm_sec_per_step"] - plain["exposed_comm_sec_per_step"]
     assert grown > 0.035, (plain["exposed_comm_sec_per_step"], slow["exposed_comm_sec_per_step"])

@@ -4,19 +4,21 @@ import warnings
 
 import pytest
 
+from larsbench.core import schema
 from larsbench.core.errors import ConfigError
-from larsbench.core.results import REQUIRED_KEYS, append_record, check_writable, read_record_file, read_records
+from larsbench.core.schema import SCHEMA_VERSION
+from larsbench.core.results import append_record, check_writable, read_record_file, read_records
+from tests.records import make_record
 
 
 def record(run_id, **extra):
-    base = {key: None for key in REQUIRED_KEYS}
-    return {**base, "run_id": run_id, "status": "ok", "loss_curve": [], "provenance": {}, **extra}
+    return {**make_record(run_id=run_id), **extra}
 
 
 def test_append_and_read_back(tmp_path):
     path = tmp_path / "results.jsonl"
     append_record(path, record("a"))
-    append_record(path, record("b", payload="x" * 100_000))
+    append_record(path, record("b", error="x" * 100_000))
     assert [r["run_id"] for r in read_records(path)] == ["a", "b"]
     assert [r["run_id"] for r in read_records(tmp_path)] == ["a", "b"]  # a folder works too
 
@@ -25,8 +27,12 @@ def test_incomplete_or_bad_records_are_refused_before_writing(tmp_path):
     path = tmp_path / "results.jsonl"
     bad = record("a")
     del bad["param_checksum"]
-    with pytest.raises(ValueError, match="param_checksum"):
+    with pytest.raises(ValueError, match="missing key param_checksum"):
         append_record(path, bad)
+    with pytest.raises(ValueError, match="unknown key payload"):
+        append_record(path, record("a", payload="x"))
+    with pytest.raises(ValueError, match="world_size must be integer"):
+        append_record(path, record("a", world_size="2"))
     with pytest.raises(ValueError, match="status"):
         append_record(path, record("a", status="great"))
     with pytest.raises(ValueError):
@@ -48,7 +54,7 @@ def test_torn_line_is_skipped_with_a_warning_and_never_merged(tmp_path):
 
 
 def _writer(path, index):
-    append_record(path, record(f"w{index}", payload="y" * (1000 + 37 * index)))
+    append_record(path, record(f"w{index}", error="y" * (1000 + 37 * index)))
 
 
 def test_concurrent_appends_never_interleave(tmp_path):
@@ -112,7 +118,7 @@ def test_one_file_reports_its_unreadable_lines_as_a_count(tmp_path):
 def test_skipped_arrays_are_left_undecoded_and_nothing_else_changes(tmp_path):
     path = tmp_path / "results.jsonl"
     curve = [[1, 2.5], [2, None], [3, 1e-3]]
-    compact = record("compact", loss_curve=curve, error='said "loss_curve":[[1,2]] in a string', after=[[7]])
+    compact = record("compact", loss_curve=curve, error='said "loss_curve":[[1,2]] in a string', unreachable_nodes=[[7]])
     spaced = record("spaced", loss_curve=curve)
     nested = record("nested", loss_curve=[[1, [2]], [3]])
     append_record(path, compact)
@@ -130,6 +136,18 @@ def test_skipped_arrays_are_left_undecoded_and_nothing_else_changes(tmp_path):
     assert read_record_file(path)[0][0]["loss_curve"] == curve  # without skip_arrays, untouched
 
 
+def test_a_record_before_the_measured_split_keeps_no_inferred_communication(tmp_path):
+    old = record("a", schema_version=3, exposed_comm_sec_per_step=0.02, comm_fraction=0.3)
+    for key in ("split_rank", "overhead_sec_per_step", "comm_sec_per_step", "overlapped_comm_sec_per_step",
+                "overhead_fraction", "comm_messages_bytes"):  # fmt: skip
+        del old[key]
+    (tmp_path / "results.jsonl").write_text(json.dumps(old) + "\n")
+    (migrated,) = read_records(tmp_path)
+    assert migrated["exposed_comm_sec_per_step"] is None and migrated["comm_fraction"] is None
+    assert migrated["throughput_images_per_sec"] == old["throughput_images_per_sec"]
+    assert schema.problems(migrated) == []
+
+
 @pytest.mark.parametrize("version", [1, 2])
 def test_an_older_record_reads_with_the_loader_it_ran_with(tmp_path, version):
     path = tmp_path / "results.jsonl"
@@ -139,6 +157,6 @@ def test_an_older_record_reads_with_the_loader_it_ran_with(tmp_path, version):
     path.write_text(json.dumps(old) + "\n" + json.dumps({**old, "run_id": "b", "provenance": {"config": {"data_loader": "gpu"}}}) + "\n")
     first, second = read_records(path)
     assert (first["data_loader"], second["data_loader"]) == ("cpu", "gpu")
-    assert first["schema_version"] == second["schema_version"] == 3
+    assert first["schema_version"] == second["schema_version"] == SCHEMA_VERSION
     if version == 1:
         assert first["precision"] == "fp32" and first["compile"] is False

@@ -1,12 +1,13 @@
 import pytest
 
-from larsbench.loop.metrics import RunMetrics, quantile, step_split, straggler
+from larsbench.loop.metrics import RunMetrics, critical_rank, quantile, split_for, step_split
 
 
-def metrics(compute: list[list[float]], waits: list[list[float]], steps: list[float]) -> RunMetrics:
+def metrics(steps, waits, ready, exposed, comm, probe=None) -> RunMetrics:
+    """Two ranks' per-step series (each argument: one list per rank)."""
     return RunMetrics(
-        rank_hosts=[f"node{r}" for r in range(len(compute))], rank_compute_sec=compute,
-        rank_data_waits=waits, rank_step_times=[steps for _ in compute],
+        rank_hosts=[f"node{r}" for r in range(len(steps))], rank_step_times=steps, rank_data_waits=waits,
+        rank_ready_times=ready, rank_exposed_comm=exposed, rank_comm_times=comm, rank_compute_sec=probe or [],
     )  # fmt: skip
 
 
@@ -16,28 +17,41 @@ def test_quantile_matches_linear_interpolation():
     assert quantile([], 0.5) is None
 
 
-def test_the_split_follows_the_critical_rank_and_adds_up():
-    m = metrics([[0.10, 0.10, 0.11], [0.15, 0.15, 0.15]], [[0.01, 0.01], [0.02, 0.02]], [0.30, 0.30])
+def test_the_split_follows_the_rank_ready_last_and_its_parts_add_up_to_its_step():
+    m = metrics(
+        steps=[[0.30, 0.30], [0.30, 0.30]], waits=[[0.01, 0.01], [0.02, 0.02]],
+        ready=[[0.12, 0.12], [0.20, 0.20]], exposed=[[0.15, 0.15], [0.07, 0.07]], comm=[[0.20, 0.20], [0.10, 0.10]],
+        probe=[[0.10, 0.10, 0.11], [0.15, 0.15, 0.15]],
+    )  # fmt: skip
+    assert critical_rank(m) == 1
     split = step_split(m)
-    assert split.critical_rank == 1
-    assert (split.data_wait_sec, split.compute_sec) == pytest.approx((0.02, 0.15))
-    assert split.exposed_comm_sec == pytest.approx(0.13)
-    assert split.data_wait_sec + split.compute_sec + split.exposed_comm_sec == pytest.approx(split.step_sec)
+    assert split.rank == 1
+    assert (split.data_wait_sec, split.compute_sec, split.exposed_comm_sec) == pytest.approx((0.02, 0.15, 0.07))
+    assert split.overhead_sec == pytest.approx(0.30 - 0.02 - 0.15 - 0.07)
+    assert split.overlapped_comm_sec == pytest.approx(0.03)
+    assert split.data_wait_sec + split.compute_sec + split.exposed_comm_sec + split.overhead_sec == pytest.approx(split.step_sec)
     assert split.note is None
 
 
-def test_a_probe_slower_than_the_step_is_said_not_hidden():
-    split = step_split(metrics([[0.4]], [[0.0]], [0.3, 0.3]))
-    assert split.exposed_comm_sec == 0.0 and "33% longer than the measured step" in split.note
+def test_exposed_communication_is_what_was_measured_never_a_remainder():
+    # One rank, nothing reduced: whatever the step spent beyond data and compute is overhead.
+    one = RunMetrics(rank_step_times=[[0.3, 0.3]], rank_data_waits=[[0.0, 0.0]], rank_ready_times=[[None, None]],
+                     rank_exposed_comm=[[0.0, 0.0]], rank_comm_times=[[0.0, 0.0]], rank_compute_sec=[[0.2]])  # fmt: skip
+    split = step_split(one)
+    assert split.exposed_comm_sec == 0.0 and split.overhead_sec == pytest.approx(0.1)
 
 
-def test_no_split_without_a_probe():
-    assert step_split(RunMetrics(step_times=[0.1, 0.2])) is None
+def test_a_probe_slower_than_the_loop_is_said_not_hidden():
+    m = RunMetrics(rank_step_times=[[0.3, 0.3]], rank_data_waits=[[0.0, 0.0]], rank_ready_times=[[0.2, 0.2]],
+                   rank_exposed_comm=[[0.05, 0.05]], rank_comm_times=[[0.05, 0.05]], rank_compute_sec=[[0.4]])  # fmt: skip
+    split = step_split(m)
+    assert split.compute_sec == pytest.approx(0.25) and split.overhead_sec == 0.0
+    assert "took longer than the loop's compute" in split.note
 
 
-def test_a_straggler_is_named_with_its_host():
-    m = metrics([[0.10], [0.10], [0.16], [0.11]], [[0.0]] * 4, [0.2])
-    found = straggler(m)
-    assert found["rank"] == 2 and found["host"] == "node2" and found["slower_by"] == pytest.approx(0.6)
-    assert straggler(metrics([[0.10], [0.11], [0.105], [0.10]], [[0.0]] * 4, [0.2])) is None
-    assert straggler(metrics([[0.10]], [[0.0]], [0.2])) is None
+def test_without_a_probe_compute_and_overhead_are_unknown_but_communication_is_not():
+    m = RunMetrics(rank_step_times=[[0.1, 0.2]], rank_data_waits=[[0.0, 0.0]], rank_ready_times=[[0.05, 0.05]],
+                   rank_exposed_comm=[[0.02, 0.02]], rank_comm_times=[[0.03, 0.03]])  # fmt: skip
+    split = split_for(m, 0)
+    assert split.compute_sec is None and split.overhead_sec is None and split.exposed_comm_sec == pytest.approx(0.02)
+    assert split_for(RunMetrics(), 0) is None

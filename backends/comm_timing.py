@@ -1,0 +1,58 @@
+"""Timestamps on a backend's own gradient reductions: the measured part of the step split.
+
+Each adapter tells its ``CommTimer`` when a reduction is handed to its library (``launched``:
+DDP's communication hook, Horovod's per-gradient all-reduce, DeepSpeed's ``allreduce_gradients``)
+and when the step has finished waiting for the reductions (``finished``: DDP's backward returns,
+Horovod's ``synchronize`` returns, DeepSpeed's ``allreduce_gradients`` returns). Collectives the
+optimizer step itself waits on (ZeRO's parameter all-gather) are added whole with ``waited``.
+
+For one optimizer step:
+- ready = the last ``launched``: this rank's gradients were all computed (its own work);
+- exposed communication = ``finished`` − ready, plus what ``waited`` added: the time the step
+  waited on communication after its compute was done;
+- communication span = ``finished`` − the first ``launched`` (plus ``waited``): total time with
+  a reduction in flight; the part of it before ready overlapped backward compute.
+A step with no reduction (one rank and a library that skips it) has neither.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from larsbench.core.clock import Mark, mark
+
+
+@dataclass
+class CommMarks:
+    first: Mark | None = None
+    ready: Mark | None = None
+    done: Mark | None = None
+    waited: list[tuple[Mark, Mark]] = field(default_factory=list)
+    messages: list[int] = field(default_factory=list)  # bytes of each reduction, in launch order
+
+
+class CommTimer:
+    def __init__(self, cuda: bool = False) -> None:
+        self.cuda = cuda
+        self.marks = CommMarks()
+
+    def start_step(self) -> None:
+        self.marks = CommMarks()
+
+    def launched(self, nbytes: int) -> None:
+        now = mark(self.cuda)
+        if self.marks.first is None:
+            self.marks.first = now
+        self.marks.ready = now
+        self.marks.messages.append(int(nbytes))
+
+    def finished(self) -> None:
+        self.marks.done = mark(self.cuda)
+
+    def waited(self, start: Mark) -> None:
+        """A collective the step waited on whole, from ``start`` (a ``mark``) to now."""
+        self.marks.waited.append((start, mark(self.cuda)))
+
+    def take(self) -> CommMarks:
+        marks, self.marks = self.marks, CommMarks()
+        return marks
