@@ -16,6 +16,8 @@ from larsbench.core.environment import ClusterEnvironment
 def _isolated_data_cache(tmp_path_factory, monkeypatch):
     # Generated data sets land in a per-session folder, never in the user's cache.
     monkeypatch.setenv("LARSBENCH_DATA_CACHE", str(tmp_path_factory.getbasetemp() / "data-cache"))
+    # FLOP counts and measured peaks too (``core.cache``): measured once per test session.
+    monkeypatch.setenv("LARSBENCH_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
 
 
 @pytest.fixture

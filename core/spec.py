@@ -144,21 +144,26 @@ class RunSpec:
     timing_warmup_steps: Annotated[
         NonNegativeInt, _doc("optimizer steps left out of the throughput window")
     ] = 2
+    # Bookkeeping only when it changes no work inside the measured window: the probe runs before
+    # the run's clocks start and a periodic checkpoint is cut out of the window; the loss
+    # reduction and the telemetry happen inside it, so their intervals are measure settings.
     compute_probe_steps: Annotated[
         NonNegativeInt,
-        _doc("steps timed on a copy of the model without communication before the measured window, "
-             "splitting step time into compute and exposed communication; 0 turns it off", BOOKKEEPING),
+        _doc("steps timed on a copy of the model without communication before the run's clocks start, "
+             "giving the step split its compute part; 0 turns it off", BOOKKEEPING),
     ] = 5
     log_every_steps: Annotated[
-        PositiveInt, _doc("steps between loss reductions (progress, divergence check)", BOOKKEEPING)
+        PositiveInt, _doc("steps between loss reductions (progress, divergence check): a collective inside the window")
     ] = 10
     telemetry_every_steps: Annotated[
         NonNegativeInt | None,
-        _doc("LARS telemetry (per-layer norms, trust ratio, effective LR) every N steps; "
-             "0 turns it off; default: about 200 records per run", BOOKKEEPING),
+        _doc("LARS telemetry (per-layer norms, trust ratio, effective LR) every N steps, inside the window; "
+             "0 turns it off; default: about 200 records per run"),
     ] = None
     checkpoint_every_steps: Annotated[
-        PositiveInt | None, _doc("also checkpoint every N steps (always on the preemption signal)", BOOKKEEPING)
+        PositiveInt | None,
+        _doc("also checkpoint every N steps (always on the preemption signal); each save is cut out of the "
+             "throughput window", BOOKKEEPING),
     ] = None
     collective_timeout_sec: Annotated[
         PositiveFloat, _doc("a rank waiting longer than this on its peers fails the run", BOOKKEEPING)

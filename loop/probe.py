@@ -4,9 +4,9 @@ Before the measured window, each rank times ``K`` steps of its own compute on a 
 the model: forward, backward and optimizer step over the run's micro-batches, on fixed random
 inputs already on the device. The copy carries none of the backend's hooks, so nothing is
 reduced: DDP's reducer, Horovod's gradient hooks and DeepSpeed's engine all stay out of it.
-The run's step time then splits into data wait (measured in the loop), compute (this) and
-exposed communication: the rest, the part of the step no rank spends computing or waiting for
-its data. The probe also counts the step's FLOPs on the same copy.
+It runs before the run's clocks start. The run's mean step then splits into data wait and
+exposed communication (both measured in the loop), compute (this) and overhead, the rest
+(``loop.metrics.StepSplit``).
 
 The probe draws from its own generator inside ``fork_rng``: the run's random streams (dropout,
 augmentation) are exactly what they would have been without it.
@@ -25,13 +25,11 @@ from torch import nn
 
 from larsbench.core.device import synchronize
 from larsbench.core.precision import Precision
-from larsbench.loop.flops import training_flops_per_image
 
 
 @dataclass(frozen=True)
 class ProbeResult:
     compute_sec: list[float]  # seconds per optimizer step, one per timed probe step
-    flops_per_image: float
 
     @property
     def median(self) -> float:
@@ -62,8 +60,6 @@ def probe_compute(
         images = precision.convert_input(torch.randn((micro_batch, *input_shape), generator=generator, device=device))
         labels = torch.randint(0, num_classes, (micro_batch,), generator=generator, device=device)
         criterion = nn.CrossEntropyLoss()
-        flops = training_flops_per_image(twin, images, labels, precision.autocast, criterion)
-        optimizer.zero_grad(set_to_none=True)
 
         def step() -> None:
             for _ in range(accumulation):
@@ -82,7 +78,7 @@ def probe_compute(
             if index >= warmup:
                 timings.append(time.perf_counter() - start)
         del forward, twin, optimizer
-    return ProbeResult(timings, flops)
+    return ProbeResult(timings)
 
 
 def gather_rows(backend, row: list[float], rank: int, world_size: int, device: torch.device) -> list[list[float]]:

@@ -30,7 +30,7 @@ from larsbench.core.spec import RunSpec, resume_differences
 from larsbench.loop import telemetry
 from larsbench.loop.checkpoint import Checkpointer
 from larsbench.loop.eventlog import EventLog, log_run_setup
-from larsbench.loop.flops import measured_peak_tflops, peak_key
+from larsbench.loop.flops import measured_peak_tflops, peak_key, training_flops_per_image
 from larsbench.loop.meter import StepClock, ThroughputWindow
 from larsbench.loop.metrics import RunMetrics
 from larsbench.loop.probe import gather_rows, gather_texts, probe_compute
@@ -249,8 +249,11 @@ class Trainer:
         spec, device = self.spec, self.device
         key = peak_key(spec.precision, device)
         self.metrics.peak_key = key
-        peaks = gather_rows(self.backend, [measured_peak_tflops(device, key)], self.rank, self.world_size, device)
+        ranks_on_node = max(1, self.world_size // self.ctx.platform_nodes)
+        peak, _ = measured_peak_tflops(device, key, _device_name(device) if device.type == "cuda" else cpu_model(), ranks_on_node)
+        peaks = gather_rows(self.backend, [peak], self.rank, self.world_size, device)
         self.metrics.rank_peak_tflops = [row[0] for row in peaks]
+        self.metrics.flops_per_image = training_flops_per_image(spec.model, spec.num_classes, spec.image_size)
         if spec.compute_probe_steps == 0:
             return
         shape = self.data.input_shape
@@ -269,7 +272,6 @@ class Trainer:
             spec.micro_batch_size, spec.accumulation_steps, shape, spec.num_classes, device,
             spec.compute_probe_steps, compile_model=spec.compile,
         )  # fmt: skip
-        self.metrics.flops_per_image = result.flops_per_image
         self.metrics.rank_compute_sec = gather_rows(self.backend, result.compute_sec, self.rank, self.world_size, device)
 
     def end_epoch(self) -> None:

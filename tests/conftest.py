@@ -12,6 +12,8 @@ REPO = Path(__file__).resolve().parents[1]
 def _isolated_data_cache(tmp_path_factory, monkeypatch):
     # Generated data sets land in a per-session folder, never in the user's cache.
     monkeypatch.setenv("LARSBENCH_DATA_CACHE", str(tmp_path_factory.getbasetemp() / "data-cache"))
+    # FLOP counts and measured peaks too (``core.cache``): measured once per test session.
+    monkeypatch.setenv("LARSBENCH_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
 
 
 def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:

@@ -16,7 +16,9 @@ def test_every_field_declares_one_role():
     assert set(ROLES.values()) == {MEASURE, SAMPLE, BOOKKEEPING}
     assert {n for n, r in ROLES.items() if r == SAMPLE} == {"seed", "repeat"}
     assert {"precision", "channels_last", "compile", "data_workers", "backend_config"} <= set(MEASURE_FIELDS)
-    assert {"log_every_steps", "collective_timeout_sec", "data_dir"} <= RESUMABLE_FIELDS
+    assert {"checkpoint_every_steps", "compute_probe_steps", "collective_timeout_sec", "data_dir"} <= RESUMABLE_FIELDS
+    # Settings that change the work inside the measured window are measure settings.
+    assert {"log_every_steps", "telemetry_every_steps"} <= set(MEASURE_FIELDS)
 
 
 def other_value(name: str):
@@ -49,7 +51,7 @@ def test_two_different_settings_never_share_a_label():
     labels = {name: run_label(spec.to_dict()) for name, spec in variants.items()}
     for (a, la), (b, lb) in itertools.combinations(labels.items(), 2):
         assert la != lb, f"{a} and {b} both read {la}"
-    for name in ("seed", "repeat", "log_every_steps", "data_dir"):  # not part of a setting
+    for name in ("seed", "repeat", "checkpoint_every_steps", "data_dir"):  # not part of a setting
         assert run_label(dataclasses.replace(base, **{name: other_value(name)}).to_dict()) == labels["default"]
 
 

@@ -75,7 +75,7 @@ def test_resuming_with_other_settings_is_refused():
     def resume_with(**changes) -> None:
         _SpecGuard(dataclasses.replace(RunSpec(**saved), **changes)).load_state_dict(saved)
 
-    resume_with(log_every_steps=5, collective_timeout_sec=30.0)  # bookkeeping: nothing measured changes
+    resume_with(checkpoint_every_steps=5, collective_timeout_sec=30.0)  # bookkeeping: nothing measured changes
     for changes in ({"micro_batch_size": 16}, {"data_workers": 4}, {"seed": 1}):
         with pytest.raises(ConfigError) as info:
             resume_with(**changes)

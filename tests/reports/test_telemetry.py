@@ -47,7 +47,7 @@ def test_report_plots_lars_telemetry_and_warns_about_a_missing_file(tmp_path, cl
     lars = [r for r in records if r["optimizer"] == "lars" and r["final_top1"] is not None]
     for r in lars:
         r["telemetry"] = f"telemetry/{r['run_id']}.jsonl"
-        r["provenance"]["config"]["telemetry_every_steps"] = 5 + r["seed"]  # bookkeeping: never splits repeats
+        r["provenance"]["config"]["checkpoint_every_steps"] = 5 + r["seed"]  # bookkeeping: never splits repeats
     for r in lars[:-1]:  # the last one's file is missing
         write_lines(tmp_path / "res" / r["telemetry"], telemetry_rows([1, 5, 10], lr=r["global_batch_size"] / 8))
     code, out = cli("report", write(tmp_path / "res" / "results.jsonl", records), "-o", tmp_path / "out")
