@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import gc
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -182,6 +183,12 @@ class DeepSpeedBackend(Backend):
                 timer.finished()
 
         engine.allreduce_gradients = timed_allreduce
+
+    def teardown(self) -> None:
+        # The engine holds the process group through its reducers: freed first, while Python runs.
+        self.engine = None
+        gc.collect()
+        super().teardown()
 
     def accumulate(self, model, sync: bool) -> contextlib.AbstractContextManager:
         return self._boundary(sync)

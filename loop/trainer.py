@@ -396,12 +396,6 @@ def _device_name(device: torch.device) -> str:
     return str(device)
 
 
-def train(
-    spec: RunSpec, backend: Backend, device: torch.device, rank: int, world_size: int, ctx: RunContext | None = None
-) -> RunMetrics:
-    return Trainer(spec, backend, device, rank, world_size, ctx).run()
-
-
 def train_step(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import gc
 import json
 import os
 import signal
@@ -30,7 +31,7 @@ from larsbench.core.results import append_record
 from larsbench.loop import provenance
 from larsbench.loop.eventlog import EventLog
 from larsbench.loop.record import build_record
-from larsbench.loop.trainer import RunContext, train
+from larsbench.loop.trainer import RunContext, Trainer
 from larsbench.suite.config import build_spec
 
 
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(
         signal.SIGTERM, lambda signum, frame: (_leave(files.error(env.rank), "stopped by its launcher (SIGTERM)"), os._exit(143))
     )
-    backend = None
+    backend = trainer = None
     try:
         spec = build_spec([("spec", json.loads(args.spec_json))])
         if env.world_size != spec.world_size:
@@ -77,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
         ctx.queue_sec = float(queued) if queued else None
         ctx.events = EventLog(files.event_log if env.is_main else None)
         ctx.platform_nodes = env.num_nodes
-        metrics = train(spec, backend, device, env.rank, env.world_size, ctx)
+        trainer = Trainer(spec, backend, device, env.rank, env.world_size, ctx)
+        metrics = trainer.run()
         if metrics.status == "preempted":
             return EXIT_PREEMPTED  # checkpointed; the record comes when the run completes
         if env.is_main:
@@ -96,6 +98,12 @@ def main(argv: list[str] | None = None) -> int:
         _leave(files.error(env.rank), reason, files.reserve)
         raise
     finally:
+        # In order, while Python still runs: the trainer (its model, optimizer and DDP's reducer,
+        # which holds the process group) is freed before the process group is destroyed. Left to
+        # the interpreter's exit, the reducer could outlive the group's threads and abort the
+        # process ("terminate called without an active exception") after a finished run.
+        trainer = None
+        gc.collect()
         if backend is not None:
             backend.teardown()
 

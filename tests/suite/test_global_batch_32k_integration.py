@@ -44,7 +44,7 @@ def _flags() -> list[str]:
 
 def _gradient_norms(spec, images: torch.Tensor, labels: torch.Tensor) -> dict[str, tuple[float, float]]:
     """(‖w‖, ‖g‖) per weight tensor for one full-batch gradient of the run's initial model."""
-    torch.manual_seed(spec.seed)  # as train() does before building the model
+    torch.manual_seed(spec.seed)  # as the Trainer does before building the model
     model = build_model(spec.model, spec.num_classes)
     nn.CrossEntropyLoss()(model(images), labels).backward()
     return {name: (p.norm().item(), p.grad.norm().item()) for name, p in model.named_parameters() if p.ndim > 1}
