@@ -1,0 +1,174 @@
+"""Error rates of the run-level detectors, the unstable flag (``core.stats.stability``) and the
+straggler flag (``core.stats.find_straggler``), on real runs of the default workload with causes
+planted from outside (``plant.Throttle``), so the settings of planted and idle runs are the same:
+
+- ``idle-1``, ``idle-2``: nothing planted, 1 and 2 ranks (false alarms of both flags);
+- ``slowdown``: 1 rank stopped a third of every half second from the middle of the window on (a
+  1.5× slower second half: the unstable flag must fire);
+- ``stop``: one rank of two stopped once for 2 seconds in the window (the unstable flag must fire);
+- ``straggler``: one rank of two stopped 30% of every half second throughout (the straggler flag
+  must name it).
+
+The backend rotates over DDP, DeepSpeed and Horovod from run to run, and the cases are interleaved
+in a seeded order so that the machine's own drift falls on all of them alike.
+
+    flock /tmp/larsbench-cpu.lock .venv/bin/python -m benchmarks.calibration.detectors run OUT [--runs 10]
+    .venv/bin/python -m benchmarks.calibration.detectors table OUT      # the table, from the kept files
+
+``run`` keeps ``OUT/results.jsonl``, ``OUT/steps/`` and ``OUT/plant.jsonl``; ``table`` judges every
+kept run again with the detectors as they are now (so thresholds can be tuned offline, on the
+same real runs) and prints each case's rates. A planted run counts only when its planting
+landed in the measured window: in its own per-step data, the window took at least ``LANDED`` of
+its time beyond the idle runs' median step (``plant.excess_share``), or the stopped rank's step
+held the 2-second stop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import random
+import shutil
+import statistics
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from benchmarks.calibration.plant import Planter, Throttle, excess_share
+from larsbench.core.files import append_lines
+from larsbench.core.layout import RunFiles
+from larsbench.core.results import read_records
+from larsbench.core.stats import find_straggler, stability
+from larsbench.suite.config import bundled_experiment, load_experiment
+from larsbench.suite.launch import launch_run
+
+BACKENDS = ("ddp", "deepspeed", "horovod")
+LANDED = 0.05  # a planted cause counts when it added at least this share to the window
+CASES: dict[str, tuple[int, Throttle | None, str | None]] = {
+    # name: (ranks, what is planted, the flag that must fire)
+    "idle-1": (1, None, None),
+    "idle-2": (2, None, None),
+    # The default workload runs 160 steps on 1 rank: from step 80 on, the second half is slower.
+    "slowdown": (1, Throttle(1 / 3, start_at_step=80), "unstable"),
+    # 80 steps on 2 ranks: rank 1 stops for 2 s once, a third of the way into the window.
+    "stop": (2, Throttle.pause(rank=1, seconds=2.0, start_at_step=30), "unstable"),
+    "straggler": (2, Throttle(0.3, ranks=(1,)), "straggler"),
+}
+
+
+def plan(runs: int, seed: int) -> list[tuple[str, str]]:
+    """(case, backend) for every run: each case ``runs`` times over the backends, shuffled."""
+    order = [(case, BACKENDS[i % len(BACKENDS)]) for case in CASES for i in range(runs)]
+    random.Random(seed).shuffle(order)
+    return order
+
+
+def run(output: Path, runs: int, seed: int, console: Console) -> None:
+    results = output / "results.jsonl"
+    output.mkdir(parents=True, exist_ok=True)
+    for index, (case, backend) in enumerate(plan(runs, seed)):
+        ranks, throttle, _ = CASES[case]
+        run_id = f"{case}-{index:03d}-{backend}"
+        (spec,) = load_experiment(bundled_experiment(), {"world_size": ranks, "backend": backend, "seed": index}).runs
+        files = RunFiles.of(results, run_id)
+        console.rule(f"{index + 1}/{runs * len(CASES)} {run_id}")
+        planter = Planter(files, throttle) if throttle else None
+        if planter:
+            planter.start()
+        try:
+            launch_run(spec, results, "detectors", console, run_id)
+        finally:
+            log = planter.stop() if planter else None
+        append_lines(output / "plant.jsonl", [json.dumps({"run_id": run_id, "case": case, "backend": backend,
+                                                          "plant": dataclasses.asdict(log) if log else None})])  # fmt: skip
+    for scratch in ("logs", "mllog", ".larsbench", "checkpoints", "telemetry", "report"):
+        shutil.rmtree(output / scratch, ignore_errors=True)
+
+
+def series(output: Path, record: dict) -> dict[str, list]:
+    """The run's per-step data as the record builder judged it: the step times of the rank the
+    split follows, and every rank's ready times."""
+    rows = [json.loads(line) for line in (output / record["steps_file"]).read_text().splitlines() if line.strip()]
+    rows.sort(key=lambda row: row["rank"])
+    return {"step": rows[record["split_rank"] or 0]["step_sec"], "ready": [row["ready_sec"] for row in rows]}
+
+
+@dataclasses.dataclass
+class Judged:
+    case: str
+    backend: str
+    landed: bool | None  # None: nothing planted
+    unstable: bool
+    straggler: int | None
+    reasons: tuple[str, ...]
+
+
+def judge(output: Path) -> list[Judged]:
+    records = {r["run_id"]: r for r in read_records(output / "results.jsonl") if r["status"] == "ok"}
+    plants = [json.loads(line) for line in (output / "plant.jsonl").read_text().splitlines() if line.strip()]
+    data = {p["run_id"]: series(output, records[p["run_id"]]) for p in plants if p["run_id"] in records}
+    # The idle runs' median step per backend and rank count: what a planted run is measured against.
+    idle: dict[tuple[str, int], list[float]] = {}
+    for p in plants:
+        if p["run_id"] in data and CASES[p["case"]][1] is None:
+            idle.setdefault((p["backend"], CASES[p["case"]][0]), []).extend(data[p["run_id"]]["step"])
+    judged = []
+    for p in plants:
+        if p["run_id"] not in data:
+            continue
+        ranks, throttle, _ = CASES[p["case"]]
+        steps = data[p["run_id"]]["step"]  # the ranks step in lockstep: a stall shows on every rank's steps
+        landed = None
+        if throttle is not None:
+            reference = statistics.median(idle[(p["backend"], ranks)])
+            landed = excess_share(steps, reference) >= LANDED
+        verdict = stability(steps)
+        found = find_straggler(data[p["run_id"]]["ready"], statistics.fmean(steps))
+        judged.append(Judged(p["case"], p["backend"], landed, verdict.unstable, found.rank if found else None, verdict.reasons))
+    return judged
+
+
+def table(output: Path, console: Console) -> None:
+    judged = judge(output)
+    shown = Table(title=f"detector error rates on the runs in {output}")
+    for column in ("case", "runs", "landed", "flagged unstable", "straggler named", "rate"):
+        shown.add_column(column, justify="right" if column != "case" else "left")
+    for case, (ranks, throttle, must) in CASES.items():
+        mine = [j for j in judged if j.case == case]
+        counted = [j for j in mine if j.landed is not False]
+        unstable = sum(j.unstable for j in counted)
+        named = sum(j.straggler is not None for j in counted)
+        if must is None:
+            rate = f"false alarms: unstable {unstable}/{len(counted)}, straggler {named}/{len(counted)}"
+        elif must == "unstable":
+            rate = f"detected {unstable}/{len(counted)}"
+        else:
+            right = sum(j.straggler == throttle.ranks[0] for j in counted)
+            rate = f"detected {right}/{len(counted)} (right rank); unstable {unstable}/{len(counted)}"
+        landed = "—" if throttle is None else f"{len(counted)}/{len(mine)}"
+        shown.add_row(case, str(len(mine)), landed, str(unstable), str(named), rate)
+    console.print(shown)
+    for j in judged:
+        if (j.landed is None and j.unstable) or (j.case == "stop" and j.landed and not j.unstable):
+            console.print(f"[dim]{j.case} {j.backend}: {'; '.join(j.reasons) or 'not flagged'}[/dim]")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.calibration.detectors", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.add_argument("command", choices=("run", "table"))
+    parser.add_argument("output", type=Path)
+    parser.add_argument("--runs", type=int, default=10, help="runs per case (default 10)")
+    parser.add_argument("--seed", type=int, default=0, help="seeds the order of the runs")
+    args = parser.parse_args(argv)
+    console = Console()
+    if args.command == "run":
+        run(args.output, args.runs, args.seed, console)
+    table(args.output, console)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
