@@ -99,7 +99,8 @@ class StepSplit:
 
     ``comm`` is the whole communication span (first reduction launched to last finished);
     ``comm - exposed_comm`` is the part hidden behind compute. Parts that were not measured
-    (no probe, no collectives timed) are None, never a remainder.
+    (no probe, no collectives timed) are None, never a remainder. On one rank nothing is
+    communication: the reduction calls' own time is overhead (``note`` says how much).
     """
 
     step_sec: float
@@ -152,15 +153,22 @@ def split_for(m: RunMetrics, rank: int) -> StepSplit | None:
     probe = _row(m.rank_compute_sec, rank)
     compute = quantile(probe, 0.5) if probe else None
     overhead = note = None
+    if len(m.rank_step_times) == 1 and exposed:
+        # One rank: the backend's reduction calls move nothing between ranks (DDP still divides
+        # and copies its buckets, DeepSpeed flattens and unflattens its buffers). Their time is
+        # the library's own overhead, not communication.
+        note = f"one rank: the backend's reduction calls ({exposed * 1e3:.3g} ms per step) moved nothing and count as overhead"
+        exposed, comm = 0.0, 0.0
     if compute is not None and exposed is not None:
         overhead = step - data - exposed - compute
         if overhead < 0:
             # The probe ran outside the loop (other cache state, no data workers): it may come
             # out slower than the loop's own compute. Say so rather than shrink another part.
             loop_compute = max(0.0, step - data - exposed)
-            note = (f"the compute probe ({compute * 1e3:.4g} ms) took longer than the loop's compute "
-                    f"({loop_compute * 1e3:.4g} ms: step minus data wait and exposed communication); "
-                    "compute is the loop's, overhead 0")  # fmt: skip
+            note = "; ".join(filter(None, [note, (
+                f"the compute probe ({compute * 1e3:.4g} ms) took longer than the loop's compute "
+                f"({loop_compute * 1e3:.4g} ms: step minus data wait and exposed communication); "
+                "compute is the loop's, overhead 0")]))  # fmt: skip
             compute, overhead = loop_compute, 0.0
     return StepSplit(step, data, compute, exposed, overhead, comm, rank, note)
 

@@ -33,25 +33,26 @@ def test_the_split_follows_the_rank_ready_last_and_its_parts_add_up_to_its_step(
     assert split.note is None
 
 
-def test_exposed_communication_is_what_was_measured_never_a_remainder():
-    # One rank, nothing reduced: whatever the step spent beyond data and compute is overhead.
-    one = RunMetrics(rank_step_times=[[0.3, 0.3]], rank_data_waits=[[0.0, 0.0]], rank_ready_times=[[None, None]],
-                     rank_exposed_comm=[[0.0, 0.0]], rank_comm_times=[[0.0, 0.0]], rank_compute_sec=[[0.2]])  # fmt: skip
+def test_on_one_rank_nothing_is_communication():
+    # One rank: its reduction calls (a copy, a division) took 0.05 s per step and moved nothing.
+    one = RunMetrics(rank_step_times=[[0.3, 0.3]], rank_data_waits=[[0.0, 0.0]], rank_ready_times=[[0.2, 0.2]],
+                     rank_exposed_comm=[[0.05, 0.05]], rank_comm_times=[[0.15, 0.15]], rank_compute_sec=[[0.2]])  # fmt: skip
     split = step_split(one)
-    assert split.exposed_comm_sec == 0.0 and split.overhead_sec == pytest.approx(0.1)
+    assert split.exposed_comm_sec == 0.0 and split.comm_sec == 0.0
+    assert split.overhead_sec == pytest.approx(0.1) and "moved nothing" in split.note
 
 
 def test_a_probe_slower_than_the_loop_is_said_not_hidden():
-    m = RunMetrics(rank_step_times=[[0.3, 0.3]], rank_data_waits=[[0.0, 0.0]], rank_ready_times=[[0.2, 0.2]],
-                   rank_exposed_comm=[[0.05, 0.05]], rank_comm_times=[[0.05, 0.05]], rank_compute_sec=[[0.4]])  # fmt: skip
-    split = step_split(m)
+    m = metrics(steps=[[0.3, 0.3]] * 2, waits=[[0.0, 0.0]] * 2, ready=[[0.2, 0.2]] * 2, exposed=[[0.05, 0.05]] * 2,
+                comm=[[0.05, 0.05]] * 2, probe=[[0.4]] * 2)  # fmt: skip
+    split = split_for(m, 0)
     assert split.compute_sec == pytest.approx(0.25) and split.overhead_sec == 0.0
     assert "took longer than the loop's compute" in split.note
 
 
 def test_without_a_probe_compute_and_overhead_are_unknown_but_communication_is_not():
-    m = RunMetrics(rank_step_times=[[0.1, 0.2]], rank_data_waits=[[0.0, 0.0]], rank_ready_times=[[0.05, 0.05]],
-                   rank_exposed_comm=[[0.02, 0.02]], rank_comm_times=[[0.03, 0.03]])  # fmt: skip
+    m = metrics(steps=[[0.1, 0.2]] * 2, waits=[[0.0, 0.0]] * 2, ready=[[0.05, 0.05]] * 2, exposed=[[0.02, 0.02]] * 2,
+                comm=[[0.03, 0.03]] * 2)  # fmt: skip
     split = split_for(m, 0)
     assert split.compute_sec is None and split.overhead_sec is None and split.exposed_comm_sec == pytest.approx(0.02)
     assert split_for(RunMetrics(), 0) is None
