@@ -3,11 +3,15 @@ straggler flag (``core.stats.find_straggler``), on real runs of the default work
 planted from outside (``plant.Throttle``), so the settings of planted and idle runs are the same:
 
 - ``idle-1``, ``idle-2``: nothing planted, 1 and 2 ranks (false alarms of both flags);
-- ``slowdown``: 1 rank stopped a third of every half second from the middle of the window on (a
-  1.5× slower second half: the unstable flag must fire);
+- ``slowdown``: 1 rank stopped a third of every 30 ms from the middle of the window on (a 1.5×
+  slower second half, spread over every step: the unstable flag must fire);
 - ``stop``: one rank of two stopped once for 2 seconds in the window (the unstable flag must fire);
-- ``straggler``: one rank of two stopped 30% of every half second throughout (the straggler flag
-  must name it).
+- ``straggler``: one rank of two stopped 30% of every 30 ms throughout (the straggler flag must
+  name it).
+
+The duty cycles' period is shorter than a step (64 ms on 1 rank, about 150 ms on 2), so every step
+is slowed alike, as by another job sharing the cores; with a period longer than a step, a few steps
+would take the whole stop each and the rest none.
 
 The backend rotates over DDP, DeepSpeed and Horovod from run to run, and the cases are interleaved
 in a seeded order so that the machine's own drift falls on all of them alike.
@@ -51,10 +55,10 @@ CASES: dict[str, tuple[int, Throttle | None, str | None]] = {
     "idle-1": (1, None, None),
     "idle-2": (2, None, None),
     # The default workload runs 160 steps on 1 rank: from step 80 on, the second half is slower.
-    "slowdown": (1, Throttle(1 / 3, start_at_step=80), "unstable"),
+    "slowdown": (1, Throttle(1 / 3, period_sec=0.03, start_at_step=80), "unstable"),
     # 80 steps on 2 ranks: rank 1 stops for 2 s once, a third of the way into the window.
     "stop": (2, Throttle.pause(rank=1, seconds=2.0, start_at_step=30), "unstable"),
-    "straggler": (2, Throttle(0.3, ranks=(1,)), "straggler"),
+    "straggler": (2, Throttle(0.3, period_sec=0.03, ranks=(1,)), "straggler"),
 }
 
 
