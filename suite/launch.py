@@ -46,6 +46,8 @@ def run_experiment(
     launcher's and library's output to the console instead of the run's log file."""
     if run_id is not None and len(experiment.runs) != 1:
         raise ConfigError("--run-id", f"names one run, but the experiment has {len(experiment.runs)}; select one run with flags")
+    if run_id is not None and experiment.auto is not None:
+        raise ConfigError("--run-id", "names one run, but --repeats auto makes a series of them; drop one of the two")
     if run_id is not None:
         check_run_id(run_id)
     for spec in experiment.runs:
