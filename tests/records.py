@@ -73,6 +73,7 @@ def make_record(
     allreduce_bytes_per_step: int | None = None,
     comm_messages_bytes: list[int] | None = None,
     diverged_at_step: int | None = None,
+    repeats_decision: dict[str, Any] | None = None,
     run_id: str | None = None,
     experiment: str = "test",
     **fields: Any,
@@ -95,7 +96,8 @@ def make_record(
         else:
             info[key] = copy.deepcopy(value)
     if status == "failed":
-        return build_record(spec, run_id, experiment, info, status="failed", error=error or "rank0: RuntimeError: test failure")
+        return build_record(spec, run_id, experiment, info, status="failed", error=error or "rank0: RuntimeError: test failure",
+                            repeats_decision=repeats_decision)  # fmt: skip
     ranks = spec.world_size
     first = _per_rank(step_sec, ranks, window_steps or 20)
     n = window_steps or len(first[0])
@@ -133,7 +135,8 @@ def make_record(
     if status == "diverged":
         metrics.diverged_at_step = diverged_at_step or metrics.steps
     device = "cuda:0" if spec.device == "cuda" else "cpu"
-    return build_record(spec, run_id, experiment, info, metrics, status=None if status == "ok" else status, error=error, device=device)
+    return build_record(spec, run_id, experiment, info, metrics, status=None if status == "ok" else status, error=error, device=device,
+                        repeats_decision=repeats_decision)  # fmt: skip
 
 
 def write_records(path: Path, records: list[dict[str, Any]]) -> Path:

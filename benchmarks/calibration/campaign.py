@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="alexnet_bn_mini")
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--micro-batch", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--seed", type=int, default=0, help="of the run order")
     args = parser.parse_args(argv)
 

@@ -72,21 +72,21 @@ def pools(folder: Path) -> list[Pool]:
     return out
 
 
-def throughput_verdict(baseline: list[dict[str, Any]], current: list[dict[str, Any]]) -> str:
-    (row,) = [r for r in compare(baseline, current).rows if r.metric == "throughput"]
+def throughput_verdict(baseline: list[dict[str, Any]], current: list[dict[str, Any]], include_unstable: bool) -> str:
+    (row,) = [r for r in compare(baseline, current, include_unstable=include_unstable).rows if r.metric == "throughput"]
     return row.verdict
 
 
-def compare_rates(pool: Pool, k: int, resamples: int, rng: np.random.Generator) -> dict[str, Any]:
+def compare_rates(pool: Pool, k: int, resamples: int, rng: np.random.Generator, include_unstable: bool) -> dict[str, Any]:
     aa, ab = Counter(), Counter()
     for _ in range(resamples):
         chosen = rng.choice(len(pool.idle), 2 * k, replace=False)
         base = [pool.idle[i] for i in chosen[:k]]
-        aa[throughput_verdict(base, [pool.idle[i] for i in chosen[k:]])] += 1
+        aa[throughput_verdict(base, [pool.idle[i] for i in chosen[k:]], include_unstable)] += 1
         if len(pool.planted) >= k:
             slow = rng.choice(len(pool.planted), k, replace=False)
-            ab[throughput_verdict(base, [pool.planted[i] for i in slow])] += 1
-    return {"k": k, "aa": dict(aa), "ab": dict(ab), "resamples": resamples}
+            ab[throughput_verdict(base, [pool.planted[i] for i in slow], include_unstable)] += 1
+    return {"k": k, "unstable": "included" if include_unstable else "left out", "aa": dict(aa), "ab": dict(ab), "resamples": resamples}
 
 
 def _store(nights: list[list[dict[str, Any]]]) -> Store:
@@ -97,7 +97,7 @@ def _store(nights: list[list[dict[str, Any]]]) -> Store:
     return Store([n.source for n in labels], labels, [runs], len(records), Counter(r["status"] for r in records), {}, 0)
 
 
-def history_rates(pool: Pool, series: int, rng: np.random.Generator) -> dict[str, Any]:
+def history_rates(pool: Pool, series: int, rng: np.random.Generator, include_unstable: bool) -> dict[str, Any]:
     counts: dict[str, Counter] = {"idle": Counter(), "drop": Counter()}
     for kind in counts:
         if kind == "drop" and len(pool.planted) < PER_NIGHT:
@@ -107,14 +107,14 @@ def history_rates(pool: Pool, series: int, rng: np.random.Generator) -> dict[str
             for night in range(NIGHTS):
                 source = pool.planted if kind == "drop" and night >= DROP_AT else pool.idle
                 nights.append([source[i] for i in rng.choice(len(source), PER_NIGHT, replace=False)])
-            history = build_history(_store(nights), ["throughput"])
+            history = build_history(_store(nights), ["throughput"], include_unstable=include_unstable)
             findings = history.findings
             counts[kind]["series"] += 1
             counts[kind]["any step"] += bool(findings)
             counts[kind]["regression step"] += any(f.regression for f in findings)
             counts[kind]["found at night 18 ± 1"] += any(f.regression and abs(f.step.index - DROP_AT) <= 1 for f in findings)
             counts[kind][f"gate {history.gate_result()}"] += 1
-    return {kind: dict(c) for kind, c in counts.items() if c}
+    return {"unstable": "included" if include_unstable else "left out", **{kind: dict(c) for kind, c in counts.items() if c}}
 
 
 def summary(pool: Pool) -> dict[str, Any]:
@@ -152,27 +152,29 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for pool in pools(args.folder):
         entry = summary(pool)
-        entry["compare"] = [compare_rates(pool, k, args.resamples, rng) for k in REPEATS if 2 * k <= len(pool.idle)]
-        entry["history"] = history_rates(pool, args.series, rng)
+        entry["compare"] = [compare_rates(pool, k, args.resamples, rng, include) for include in (False, True)
+                            for k in REPEATS if 2 * k <= len(pool.idle)]  # fmt: skip
+        entry["history"] = [history_rates(pool, args.series, rng, include) for include in (False, True)]
         results.append(entry)
     print("| setting | idle runs: mean images/s (CV), unstable | planted runs verified: mean (change), unstable |")
     print("|---|---|---|")
     for e in results:
         planted = f"{e['planted_verified']}: {e['planted_mean']:.1f} ({e['planted_drop']:+.1%}), {e['planted_unstable']}" if e["planted_mean"] else "none"
         print(f"| {e['setting']} | {e['idle_runs']}: {e['idle_mean']:.1f} ({e['idle_cv']:.1%}), {e['idle_unstable']} | {planted} |")
-    print("\n| setting | repeats per side | A/A regression | A/A inconclusive | A/B regression (detected) | A/B inconclusive | A/B ok |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("\n| setting | unstable runs | repeats per side | A/A regression | A/A inconclusive | A/B regression (detected) | A/B inconclusive | A/B ok |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
     for e in results:
         for c in e["compare"]:
-            print(f"| {e['setting']} | {c['k']} | {_share(c['aa'], 'regression')} | {_share(c['aa'], 'inconclusive')} | "
+            print(f"| {e['setting']} | {c['unstable']} | {c['k']} | {_share(c['aa'], 'regression')} | {_share(c['aa'], 'inconclusive')} | "
                   f"{_share(c['ab'], 'regression')} | {_share(c['ab'], 'inconclusive')} | {_share(c['ab'], 'ok')} |")  # fmt: skip
-    print("\n| setting | series | idle: any step | idle: gate regression / inconclusive | drop at 18: found at 18 ± 1 | drop: gate regression |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("\n| setting | unstable runs | series | idle: any step | idle: gate regression / inconclusive | drop at 18: found at 18 ± 1 | drop: gate regression / inconclusive |")
+    print("|---|---|---:|---:|---:|---:|---:|")
     for e in results:
-        idle, drop = e["history"].get("idle", {}), e["history"].get("drop", {})
-        n = idle.get("series", 0)
-        print(f"| {e['setting']} | {n} | {_share(idle, 'any step')} | {_share(idle, 'gate regression')} / {_share(idle, 'gate inconclusive')} | "
-              f"{_share(drop, 'found at night 18 ± 1')} | {_share(drop, 'gate regression')} |")  # fmt: skip
+        for h in e["history"]:
+            idle, drop = h.get("idle", {}), h.get("drop", {})
+            print(f"| {e['setting']} | {h['unstable']} | {idle.get('series', 0)} | {_share(idle, 'any step')} | "
+                  f"{_share(idle, 'gate regression')} / {_share(idle, 'gate inconclusive')} | {_share(drop, 'found at night 18 ± 1')} | "
+                  f"{_share(drop, 'gate regression')} / {_share(drop, 'gate inconclusive')} |")  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps(results, indent=1) + "\n")
     return 0
