@@ -82,7 +82,6 @@ METRICS = {
     )
 }
 _AMOUNT = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(%|pp)?\s*$")
-VERDICTS = ("regression", "inconclusive", "improved", "ok", "new")
 EXIT_REGRESSION, EXIT_INCONCLUSIVE = 1, 3
 
 
