@@ -42,8 +42,9 @@ is one too.
 Disturbed runs. A run whose own step times say it was disturbed (``unstable``) measured its
 timing under conditions nobody asked for: for the metrics that time something (throughput,
 time to accuracy), its values are left out of both sides and listed, never averaged with
-clean runs; a side left with only disturbed runs makes the metric *inconclusive*. Accuracy
-metrics keep every run (a disturbance slows a run; it does not change what it computes).
+clean runs; a side left with only disturbed runs, or with one clean run where repeats were
+made, makes a change beyond the tolerance *inconclusive* (leaving runs out must not turn repeats
+into a single run judged without uncertainty). Accuracy metrics keep every run (a disturbance slows a run; it does not change what it computes).
 ``include_unstable`` pools them all again.
 """
 
@@ -397,6 +398,14 @@ def _row(label: str, name: str, tol: Tolerance, b: Sample | None, c: Sample | No
         return Row(label, name, b, c, "—", "inconclusive", message, "only disturbed runs")
     found = tol.verdict(b, c)
     change = change_text(tol.metric, b.mean, c.mean, tol.points)
+    thinned = [side for side, s in (("baseline", b), ("current", c)) if s.n < 2 <= s.n + len(s.left_out)]
+    if thinned and found.verdict == "regression":
+        # Repeats were made, so there is noise to judge against; leaving disturbed runs out must
+        # not turn them into a single run judged without uncertainty.
+        message = (f"{found.message.split('; ')[0]}, but the {' and '.join(thinned)} side keeps one clean run once its "
+                   "disturbed (unstable) runs are left out: too few to tell it from noise; rerun on a quiet machine, "
+                   "or pass --include-unstable")  # fmt: skip
+        return Row(label, name, b, c, change, "inconclusive", message, "one clean run left", found.p_value)
     return Row(label, name, b, c, change, found.verdict, found.message, found.basis, found.p_value, found.repeats_needed)
 
 

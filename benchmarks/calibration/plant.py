@@ -19,7 +19,8 @@ always leaves every process it stopped running again. ``Planter.log`` says how l
 was stopped, and when.
 
 Before a detector is judged on a planted run, check in the run's own per-step data that the
-slowdown landed in its measured window (``excess_share``): a stop that fell into start-up or
+slowdown landed in its measured window (``excess_share`` against the run's own median step: a
+stop lengthens the steps it falls into, not the median): a stop that fell into start-up or
 evaluation slows nothing that was measured.
 
 ``python -m benchmarks.calibration.plant OUTPUT RUN_ID --stop-fraction 0.1`` does the same from
@@ -195,9 +196,10 @@ def step_times(steps_file: Path, rank: int | None = None) -> list[float]:
 
 
 def excess_share(times: list[float], reference_step_sec: float) -> float:
-    """The share of the window spent beyond ``reference_step_sec`` per step (an idle run's
-    median step time): about the stopped share for a duty-cycled run, about 0 for an idle one.
-    Steps that ran faster than the reference count nothing, so it measures added time only."""
+    """The share of the window spent beyond ``reference_step_sec`` per step (the run's own
+    median step time, say): about the stopped share plus the run's own jitter for a
+    duty-cycled run, the jitter alone for an idle one. Steps faster than the reference count
+    nothing, so it measures added time only."""
     total = sum(times)
     return sum(max(0.0, t - reference_step_sec) for t in times) / total if total else 0.0
 

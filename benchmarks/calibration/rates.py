@@ -5,13 +5,17 @@ how often it finds the planted 10% slowdown, and how often it can only say incon
     .venv/bin/python -m benchmarks.calibration.rates docs/calibration/runs [--resamples 2000]
 
 1. Planting checked. A planted run counts only when its own per-step data show the slowdown
-   landed in its measured window: the share of the window its slowest rank spent beyond the
-   idle runs' median step time (``plant.excess_share``) exceeds the idle runs' median share by
-   at least half the planted 10%.
+   landed in its measured window: the share of the window its slowest rank spent beyond its
+   own median step time (``plant.excess_share``: the stops lengthen some steps, not the
+   median) exceeds the idle runs' median share by at least half the planted 10%. The run's own
+   median, not the idle runs', keeps the check free of the machine's drift between runs.
 2. compare A/A: ``k`` idle runs as baseline and ``k`` other idle runs as current, drawn at random
    (disjoint) many times per setting; the throughput verdict of ``reports.compare.compare``
    with its defaults (5% tolerance, unstable runs left out).
-3. compare A/B: ``k`` idle runs against ``k`` verified planted runs of the same setting.
+3. compare A/B: ``k`` idle runs against ``k`` verified planted runs of the same setting, drawn
+   at random; and time-matched: ``k`` planted runs against the idle run nearest each in the
+   campaign's order (each idle run matched once), so that drift of the machine between the
+   runs adds noise but no bias to the difference.
 4. history: 30-night series per setting, each night the mean of 2 runs drawn from the pool
    (without replacement within a night): idle throughout, or planted from night 18 on. Each
    goes through ``reports.history.build_history`` with its defaults; counted: any step found,
@@ -52,6 +56,24 @@ class Pool:
     planted: list[dict[str, Any]]  # verified
     unverified: list[str]
     excess: dict[str, float]
+    pairs: list[tuple[dict[str, Any], dict[str, Any]]]  # (idle, planted): the idle run nearest each planted one
+
+
+def run_number(record: dict[str, Any]) -> int:
+    """Its place in the campaign's order (``cal-NNN-...``)."""
+    return int(str(record["run_id"]).split("-")[1])
+
+
+def nearest_pairs(idle: list[dict[str, Any]], planted: list[dict[str, Any]]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    free = list(idle)
+    pairs = []
+    for run in sorted(planted, key=run_number):
+        if not free:
+            break
+        match = min(free, key=lambda r: (abs(run_number(r) - run_number(run)), run_number(r)))
+        free.remove(match)
+        pairs.append((match, run))
+    return pairs
 
 
 def pools(folder: Path) -> list[Pool]:
@@ -62,13 +84,13 @@ def pools(folder: Path) -> list[Pool]:
         mine = [p for p in plants if p["setting"] == setting and records.get(p["run_id"], {}).get("status") == "ok"]
         times = {p["run_id"]: step_times(folder / records[p["run_id"]]["steps_file"]) for p in mine}
         idle = [p["run_id"] for p in mine if not p["planted"]]
-        reference = statistics.median(statistics.median(times[r]) for r in idle)
-        excess = {r: excess_share(t, reference) for r, t in times.items()}
+        excess = {r: excess_share(t, statistics.median(t)) for r, t in times.items()}
         floor = statistics.median(excess[r] for r in idle)
         planted = [p["run_id"] for p in mine if p["planted"]]
         verified = [r for r in planted if excess[r] - floor >= SLOWDOWN / 2]
-        out.append(Pool(setting, [records[r] for r in idle], [records[r] for r in verified],
-                        [r for r in planted if r not in verified], excess))  # fmt: skip
+        idle_runs, verified_runs = [records[r] for r in idle], [records[r] for r in verified]
+        out.append(Pool(setting, idle_runs, verified_runs, [r for r in planted if r not in verified], excess,
+                        nearest_pairs(idle_runs, verified_runs)))  # fmt: skip
     return out
 
 
@@ -78,7 +100,7 @@ def throughput_verdict(baseline: list[dict[str, Any]], current: list[dict[str, A
 
 
 def compare_rates(pool: Pool, k: int, resamples: int, rng: np.random.Generator, include_unstable: bool) -> dict[str, Any]:
-    aa, ab = Counter(), Counter()
+    aa, ab, matched = Counter(), Counter(), Counter()
     for _ in range(resamples):
         chosen = rng.choice(len(pool.idle), 2 * k, replace=False)
         base = [pool.idle[i] for i in chosen[:k]]
@@ -86,7 +108,11 @@ def compare_rates(pool: Pool, k: int, resamples: int, rng: np.random.Generator, 
         if len(pool.planted) >= k:
             slow = rng.choice(len(pool.planted), k, replace=False)
             ab[throughput_verdict(base, [pool.planted[i] for i in slow], include_unstable)] += 1
-    return {"k": k, "unstable": "included" if include_unstable else "left out", "aa": dict(aa), "ab": dict(ab), "resamples": resamples}
+        if len(pool.pairs) >= k:
+            pairs = [pool.pairs[i] for i in rng.choice(len(pool.pairs), k, replace=False)]
+            matched[throughput_verdict([a for a, _ in pairs], [b for _, b in pairs], include_unstable)] += 1
+    return {"k": k, "unstable": "included" if include_unstable else "left out", "aa": dict(aa), "ab": dict(ab),
+            "ab_matched": dict(matched), "resamples": resamples}  # fmt: skip
 
 
 def _store(nights: list[list[dict[str, Any]]]) -> Store:
@@ -122,7 +148,9 @@ def summary(pool: Pool) -> dict[str, Any]:
         return [r["throughput_images_per_sec"] for r in rs]
 
     idle, slow = values(pool.idle), values(pool.planted)
+    ratios = [b["throughput_images_per_sec"] / a["throughput_images_per_sec"] - 1 for a, b in pool.pairs]
     return {
+        "matched_change_median": statistics.median(ratios) if ratios else None, "matched_pairs": len(ratios),
         "setting": pool.setting, "label": pool.idle[0]["label"], "cpu": pool.idle[0]["provenance"]["cpu_model"],
         "idle_runs": len(idle), "idle_mean": statistics.fmean(idle), "idle_cv": statistics.stdev(idle) / statistics.fmean(idle),
         "idle_unstable": sum(bool(r.get("unstable")) for r in pool.idle),
@@ -156,17 +184,21 @@ def main(argv: list[str] | None = None) -> int:
                             for k in REPEATS if 2 * k <= len(pool.idle)]  # fmt: skip
         entry["history"] = [history_rates(pool, args.series, rng, include) for include in (False, True)]
         results.append(entry)
-    print("| setting | idle runs: mean images/s (CV), unstable | planted runs verified: mean (change), unstable |")
-    print("|---|---|---|")
+    print("| setting | idle runs: mean images/s (CV), unstable | planted runs verified: mean (change), unstable | planted vs nearest idle: median change (pairs) |")
+    print("|---|---|---|---|")
     for e in results:
         planted = f"{e['planted_verified']}: {e['planted_mean']:.1f} ({e['planted_drop']:+.1%}), {e['planted_unstable']}" if e["planted_mean"] else "none"
-        print(f"| {e['setting']} | {e['idle_runs']}: {e['idle_mean']:.1f} ({e['idle_cv']:.1%}), {e['idle_unstable']} | {planted} |")
-    print("\n| setting | unstable runs | repeats per side | A/A regression | A/A inconclusive | A/B regression (detected) | A/B inconclusive | A/B ok |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|")
+        matched = f"{e['matched_change_median']:+.1%} ({e['matched_pairs']})" if e["matched_pairs"] else "—"
+        print(f"| {e['setting']} | {e['idle_runs']}: {e['idle_mean']:.1f} ({e['idle_cv']:.1%}), {e['idle_unstable']} | {planted} | {matched} |")
+    print("\n| setting | unstable runs | repeats per side | A/A regression | A/A inconclusive | A/B regression (detected) | A/B inconclusive | A/B ok "
+          "| time-matched A/B regression | inconclusive | ok |")  # fmt: skip
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for e in results:
         for c in e["compare"]:
+            m = c["ab_matched"]
             print(f"| {e['setting']} | {c['unstable']} | {c['k']} | {_share(c['aa'], 'regression')} | {_share(c['aa'], 'inconclusive')} | "
-                  f"{_share(c['ab'], 'regression')} | {_share(c['ab'], 'inconclusive')} | {_share(c['ab'], 'ok')} |")  # fmt: skip
+                  f"{_share(c['ab'], 'regression')} | {_share(c['ab'], 'inconclusive')} | {_share(c['ab'], 'ok')} | "
+                  f"{_share(m, 'regression')} | {_share(m, 'inconclusive')} | {_share(m, 'ok')} |")  # fmt: skip
     print("\n| setting | unstable runs | series | idle: any step | idle: gate regression / inconclusive | drop at 18: found at 18 ± 1 | drop: gate regression / inconclusive |")
     print("|---|---|---:|---:|---:|---:|---:|")
     for e in results:

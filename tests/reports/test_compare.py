@@ -145,6 +145,12 @@ def test_unstable_runs_are_left_out_of_timed_metrics_and_listed(tmp_path, cli, c
     data = json.loads(capsys.readouterr().out)
     (row,) = [c for c in data["comparisons"] if c["metric"] == "throughput"]
     assert code == 3 and row["current"]["n"] == 0 and row["current"]["left_out_unstable"] == [slow["run_id"]]
+    # Repeats thinned to one clean run are not a single run judged without uncertainty
+    thinned = compare(base, [record(seed=0, throughput_images_per_sec=90.0), slow,
+                             record(seed=4, throughput_images_per_sec=50.0, disturbed=True)])  # fmt: skip
+    (row,) = [r for r in thinned.rows if r.metric == "throughput"]
+    assert (row.verdict, row.basis) == ("inconclusive", "one clean run left")
+    assert "the current side keeps one clean run once its disturbed (unstable) runs are left out" in row.message
 
 
 def test_direction_awareness():
