@@ -300,6 +300,9 @@ def _gate_item(series: Series, newest: set[int], tolerances: dict[str, Tolerance
         f"not yet a step (it needs {series.min_nights} nights at the new level, beyond the night-to-night noise): "
         "let more nights run, or add repeats per night"
     )
+    if series.noise is not None and series.noise > limit(level):
+        message += (f"; the night-to-night noise (σ {series.noise / abs(level):.1%} of the level) is larger than the tolerance, "
+                    "so single nights beyond it are common")  # fmt: skip
     return GateItem(series, "inconclusive", message)
 
 

@@ -33,17 +33,25 @@ PERIOD_SEC = 0.5
 EXPERIMENT = "calibration"
 
 
-def settings(model: str, image_size: int, micro_batch: int, steps: int) -> dict[str, dict]:
+def settings(model: str, image_size: int, micro_batch: int, steps: int, threads: int | None = None) -> dict[str, dict]:
     """The two settings: the same workload on 1 and on 2 ranks (synthetic data, CPU)."""
     base = {"model": model, "dataset": "synthetic", "image_size": image_size, "micro_batch_size": micro_batch, "steps": steps,
             "device": "cpu", "backend": "ddp", "synthetic_samples": 2048, "compute_probe_steps": 0, "log_every_steps": 10,
             "timing_warmup_steps": 5, "telemetry_every_steps": 0}  # fmt: skip
+    if threads is not None:
+        base["threads_per_rank"] = threads
     return {"1-rank": {**base, "world_size": 1}, "2-rank": {**base, "world_size": 2}}
 
 
-def plan(idle: int, planted: int, seed: int) -> list[tuple[str, bool]]:
-    """(setting, planted) for every run, shuffled with ``seed``."""
-    runs = [(name, p) for name in ("1-rank", "2-rank") for p in [False] * idle + [True] * planted]
+def plan(idle: int, planted: int, seed: int, names: tuple[str, ...] = ("1-rank", "2-rank"), alternate: bool = False) -> list[tuple[str, bool]]:
+    """(setting, planted) for every run: shuffled with ``seed``, or (``alternate``) per setting
+    idle and planted in turn, so that every planted run has idle neighbours in time."""
+    if alternate:
+        kinds = []
+        for turn in range(max(idle, planted)):
+            kinds += [False] * (turn < idle) + [True] * (turn < planted)
+        return [(name, kind) for kind in kinds for name in names]
+    runs = [(name, p) for name in names for p in [False] * idle + [True] * planted]
     random.Random(seed).shuffle(runs)
     return runs
 
@@ -59,16 +67,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--micro-batch", type=int, default=32)
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--seed", type=int, default=0, help="of the run order")
+    parser.add_argument("--only", action="append", choices=("1-rank", "2-rank"), help="only this setting (repeatable)")
+    parser.add_argument("--threads-per-rank", type=int, help="torch threads per rank (default: the cores a rank may use)")
+    parser.add_argument("--alternate", action="store_true", help="idle and planted runs in turn instead of shuffled")
     args = parser.parse_args(argv)
 
     output = args.output
     output.mkdir(parents=True, exist_ok=True)
     specs = {
         name: load_experiment(None, dict(fields)).runs[0]
-        for name, fields in settings(args.model, args.image_size, args.micro_batch, args.steps).items()
+        for name, fields in settings(args.model, args.image_size, args.micro_batch, args.steps, args.threads_per_rank).items()
     }
     console = Console(file=(output / "campaign.log").open("a"), width=160)
-    order = plan(args.idle, args.planted, args.seed)
+    order = plan(args.idle, args.planted, args.seed, tuple(args.only or ("1-rank", "2-rank")), args.alternate)
     started = time.monotonic()
     for number, (name, planted) in enumerate(order, start=1):
         spec = dataclasses.replace(specs[name], seed=number)  # each run its own seed, as repeats have by default
