@@ -44,12 +44,15 @@ timing under conditions nobody asked for: for the metrics that time something (t
 time to accuracy), its values are left out of both sides and listed, never averaged with
 clean runs; a side left with only disturbed runs, or with one clean run where repeats were
 made, makes a change beyond the tolerance *inconclusive* (leaving runs out must not turn repeats
-into a single run judged without uncertainty). Accuracy metrics keep every run (a disturbance slows a run; it does not change what it computes).
+into a single run judged without uncertainty), and so does a change the clean runs call ok but
+all runs put beyond the tolerance (a slowdown that disturbs the step times gets its runs
+flagged: leaving them out must not pass it as fine). Accuracy metrics keep every run (a disturbance slows a run; it does not change what it computes).
 ``include_unstable`` pools them all again.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import statistics
@@ -376,7 +379,10 @@ def compare(
             b, c = sample_of(base_runs, tol.metric, include_unstable), sample_of(runs, tol.metric, include_unstable)
             if b is None and c is None:
                 continue
-            result.rows.append(_row(label, name, tol, b, c))
+            row = _row(label, name, tol, b, c)
+            if (b and b.left_out) or (c and c.left_out):
+                row = _unless_disturbed_runs_say_otherwise(row, tol, sample_of(base_runs, tol.metric, True), sample_of(runs, tol.metric, True))
+            result.rows.append(row)
         result.left_out += _left_out(label, base_runs, runs, tolerances, include_unstable)
     others = [k for k, _ in cur_groups.values()]
     result.baseline_only = [
@@ -407,6 +413,22 @@ def _row(label: str, name: str, tol: Tolerance, b: Sample | None, c: Sample | No
                    "or pass --include-unstable")  # fmt: skip
         return Row(label, name, b, c, change, "inconclusive", message, "one clean run left", found.p_value)
     return Row(label, name, b, c, change, found.verdict, found.message, found.basis, found.p_value, found.repeats_needed)
+
+
+def _unless_disturbed_runs_say_otherwise(row: Row, tol: Tolerance, b: Sample | None, c: Sample | None) -> Row:
+    """A change the clean runs call ok (or improved) but every run, disturbed ones included,
+    puts beyond the tolerance (a regression, or inconclusive) is inconclusive: a slowdown that
+    itself disturbs the step times (stalls, a shift mid-window) gets its runs flagged unstable,
+    and leaving them out must not pass it as fine."""
+    if row.verdict not in ("ok", "improved") or b is None or c is None or not b.n or not c.n:
+        return row
+    pooled = tol.verdict(b, c)
+    if pooled.verdict not in ("regression", "inconclusive"):
+        return row
+    what = pooled.message.split("; ")[0].split(", but ")[0]
+    message = (f"{what} when the disturbed (unstable) runs are counted ({pooled.basis}), but not without them "
+               f"({row.basis}): the verdict hangs on those runs; rerun on a quiet machine")  # fmt: skip
+    return dataclasses.replace(row, verdict="inconclusive", message=message, basis="hangs on disturbed runs")
 
 
 def _left_out(label: str, base_runs: list[dict[str, Any]], runs: list[dict[str, Any]], tolerances: dict[str, Tolerance],
