@@ -22,7 +22,10 @@ DESCRIPTION = (
     "Benchmark large-batch distributed training (LARS vs SGD) across PyTorch DDP, DeepSpeed and "
     "Horovod, locally and on Slurm; report, compare and track the results."
 )
-EPILOG = "exit status: 0 success, 1 a run failed or a regression was found, 2 bad input."
+EPILOG = (
+    "exit status: 0 success, 1 a run failed or a regression was found, 2 bad input, "
+    "3 compare or history could not tell a large change from noise (inconclusive)."
+)
 
 
 class Parser(argparse.ArgumentParser):

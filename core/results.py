@@ -85,6 +85,7 @@ def migrate(record: dict[str, Any]) -> dict[str, Any]:
             for name in _MEASURED_SPLIT:
                 record.setdefault(name, None)
             record["exposed_comm_sec_per_step"] = record["comm_fraction"] = None
+        record.setdefault("repeats_decision", None)  # version 5: no run before it was part of an adaptive series
     return record
 
 

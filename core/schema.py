@@ -20,7 +20,8 @@ from typing import Any
 # 3: data_loader (cpu or gpu decoding) became a top-level key.
 # 4: the step split is measured on the backends' collectives (exposed and total communication,
 #    overhead, the rank it is taken along), stragglers come from the window.
-SCHEMA_VERSION = 4
+# 5: repeats_decision (what an adaptive series of repeats decided after the run).
+SCHEMA_VERSION = 5
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,7 @@ RECORD = _keys(
     ("channels_last", "boolean", "", "weights and inputs in channels_last"),
     ("compile", "boolean", "", "the model went through `torch.compile`"),
     ("data_loader", "string", "", "where JPEGs were decoded: `cpu` (DataLoader workers) or `gpu` (nvjpeg on the device)"),
-    ("seed", "integer", "", "the run's seed (weights, data order, synthetic data)"),
+    ("seed", "integer", "", "the seed the run trained with (weights, data order, synthetic data): repeat r > 0 of a cell derives its own from the cell's seed unless the cell holds it (`hold_seed`; see docs/running.md)"),
     ("repeat", "integer", "", "index of this run among the repeats of its setting"),
     ("lr", "number?", "", "the peak LR after the scaling rule"),
     ("steps", "integer?", "", "optimizer steps run"),
@@ -133,6 +134,7 @@ RECORD = _keys(
     ("steps_file", "string?", "", "every rank's per-step measurements, one line per rank"),
     ("log", "string?", "", "the run's launcher and library output (local runs)"),
     ("unreachable_nodes", "array?", "", "for a failed Slurm run on several nodes, the nodes the first one could not reach when the job ended (`[]`: all answered)"),
+    ("repeats_decision", "object?", "", "in a series of repeats run until their throughput is known well enough (`repeats: auto`), what was decided after this run: `{series, decision, reason, runs, clean_runs, mean, half_width, target, max_runs}`, `decision` being `continue` or `stop` (`reason` says why: the target reached, the cap, a run that did not finish ok); null outside such a series"),
     ("provenance", "object", "", "where the numbers came from: the table below"),
 )
 

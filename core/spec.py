@@ -6,8 +6,8 @@ matter?" derives from it:
 - ``measure``: it changes what is measured (model, batch, precision, backend, data workers...).
   Runs that differ here are different settings: they never pool as repeats, never match in
   ``larsbench compare``, and their labels differ. A resumed run must keep them.
-- ``sample``: a different draw of the same measurement (the seed). Repeats differ here; a
-  resumed run must keep it.
+- ``sample``: a different draw of the same measurement (the seed, and how repeats draw it).
+  Repeats differ here; a resumed run must keep it.
 - ``bookkeeping``: where and how often things are written (data folder, logging, telemetry and
   checkpoint intervals, timeouts). Never part of a setting's identity; a resume may change it.
 """
@@ -95,6 +95,16 @@ class RunSpec:
     repeat: Annotated[
         NonNegativeInt, _doc("index of this run among the repeats of its setting (set by 'repeats')", SAMPLE)
     ] = 0
+    # A sample setting: it decides which spread the repeats measure, not what one run measures,
+    # so runs with and without it are repeats of one setting (their throughput is one quantity;
+    # one seed's accuracy is a draw of the seeds' accuracy) and never split a series or a
+    # comparison; unlike bookkeeping it changes what a repeat computes, so a resume keeps it.
+    hold_seed: Annotated[
+        bool,
+        _doc("repeats keep 'seed' as given, so their spread is run-to-run noise only (nondeterminism, the "
+             "machine); by default repeat r > 0 trains with a seed derived from 'seed' and r, and the spread "
+             "is seed-to-seed", SAMPLE),
+    ] = False
     device: Annotated[Literal["auto", "cpu", "cuda"], _doc("auto picks cuda when present")] = "auto"
     precision: Annotated[
         Literal["fp32", "bf16", "fp16"],

@@ -3,8 +3,11 @@ change between two samples, and the stability of one run's step times.
 
 - ``summarize``: mean, median, 95% confidence interval of the mean (Student's t), coefficient
   of variation, and MLPerf's olympic mean (drop the fastest and the slowest) where n ≥ 5.
-- ``changed``: Welch's t-test (unequal variances) between two samples: is the difference of
-  means larger than their noise explains?
+- ``difference``: the difference of two samples' means with its Welch standard error and
+  two-sided p-value (None where a side gives no noise estimate); ``changed`` asks whether it is
+  larger than their noise explains; ``repeats_for`` how many repeats per side a t-test needs to
+  tell a difference of a given size from that noise (a power calculation); ``ci_half_width``
+  the 95% confidence interval's half-width of one sample's mean.
 - ``stability``: was one run disturbed? Stalls that cost a real share of the window, a
   persistent shift (one change point, ``ruptures``' binary segmentation, confirmed by a rank
   test) and a warm-up that had not settled when the window began (``StabilityRule``); the
@@ -91,16 +94,96 @@ def summarize(values: list[float] | tuple[float, ...]) -> Summary | None:
     return Summary(n, mean, statistics.median(data), std, ci_low, ci_high, cv, olympic, ordered[0], ordered[-1])
 
 
-def changed(baseline: list[float] | tuple[float, ...], current: list[float] | tuple[float, ...], alpha: float = 0.05) -> bool | None:
-    """Whether the means differ beyond the noise (Welch's t-test at ``alpha``); None when a
-    side has fewer than two values (no noise estimate: only a threshold can decide)."""
-    scipy_stats = _scipy_stats()
-    if len(baseline) < 2 or len(current) < 2:
+CHANGE_ALPHA = 0.05  # two-sided level of the test that tells a change from noise
+POWER = 0.8  # the chance a repeats estimate aims for of telling a real change of the observed size from noise
+MOST_REPEATS = 1000  # repeats_for looks no further
+
+
+@dataclass(frozen=True)
+class Difference:
+    """``mean(current) − mean(baseline)``, with Welch's standard error, degrees of freedom and
+    two-sided p-value; the last three are None where there is no noise estimate."""
+
+    value: float
+    se: float | None
+    df: float | None
+    p_value: float | None
+    sd_baseline: float | None
+    sd_current: float | None
+
+    @property
+    def measured(self) -> bool:
+        """Whether the repeats give a noise estimate to judge the difference against."""
+        return self.p_value is not None
+
+
+def difference(baseline: list[float] | tuple[float, ...], current: list[float] | tuple[float, ...]) -> Difference:
+    """The difference of means and, where both sides have two or more values and at least one
+    of them a spread, Welch's t-test (unequal variances). Without a spread on either side
+    (identical repeats: a deterministic metric, or one seed) there is no noise estimate: zero
+    spread in a few repeats is not evidence of zero noise, so no test is made."""
+    value = statistics.fmean(current) - statistics.fmean(baseline)
+    sd_b = statistics.stdev(baseline) if len(baseline) > 1 else None
+    sd_c = statistics.stdev(current) if len(current) > 1 else None
+    if sd_b is None or sd_c is None or (sd_b == 0 and sd_c == 0):
+        return Difference(value, None, None, None, sd_b, sd_c)
+    vb, vc = sd_b**2 / len(baseline), sd_c**2 / len(current)
+    se = math.sqrt(vb + vc)
+    df = (vb + vc) ** 2 / (vb**2 / (len(baseline) - 1) + vc**2 / (len(current) - 1))
+    p = float(2 * _scipy_stats().t.sf(abs(value) / se, df))
+    return Difference(value, se, df, p, sd_b, sd_c)
+
+
+def changed(
+    baseline: list[float] | tuple[float, ...], current: list[float] | tuple[float, ...], alpha: float = CHANGE_ALPHA
+) -> bool | None:
+    """Whether the means differ beyond the noise (Welch's t-test at ``alpha``); None when the
+    repeats give no noise estimate (a side with one value, or no spread on either side)."""
+    found = difference(baseline, current)
+    return None if found.p_value is None else found.p_value < alpha
+
+
+def repeats_for(
+    change: float, sd_baseline: float, sd_current: float, alpha: float = CHANGE_ALPHA, power: float = POWER,
+    most: int = MOST_REPEATS,
+) -> int | None:  # fmt: skip
+    """Repeats per side with which Welch's two-sided test at ``alpha`` finds a true difference of
+    ``change`` with probability ``power``, given these standard deviations of one run (the
+    noncentral t distribution); None when more than ``most`` would be needed."""
+    stats = _scipy_stats()
+    spread = sd_baseline**2 + sd_current**2
+    if change == 0 or spread == 0:
+        return None if change == 0 else 2
+
+    def achieved(n: int) -> float:
+        se = math.sqrt(spread / n)
+        df = spread**2 / ((sd_baseline**4 + sd_current**4) / (n - 1))
+        critical = stats.t.ppf(1 - alpha / 2, df)
+        shift = abs(change) / se
+        value = float(stats.nct.sf(critical, df, shift) + stats.nct.cdf(-critical, df, shift))
+        # scipy's noncentral t gives NaN far out in its tail: there the normal approximation holds
+        return value if math.isfinite(value) else float(stats.norm.sf(critical - shift))
+
+    high = 2
+    while achieved(high) < power:  # power grows with n: double until it is reached ...
+        if high >= most:
+            return None
+        high = min(2 * high, most)
+    low = max(2, high // 2)
+    while low < high:  # ... then the smallest n that reaches it
+        middle = (low + high) // 2
+        if achieved(middle) >= power:
+            high = middle
+        else:
+            low = middle + 1
+    return low
+
+
+def ci_half_width(values: list[float] | tuple[float, ...], confidence: float = 0.95) -> float | None:
+    """Half the width of the confidence interval of the mean (Student's t); None for n < 2."""
+    if len(values) < 2:
         return None
-    if statistics.pvariance(baseline) == 0 and statistics.pvariance(current) == 0:
-        return statistics.fmean(baseline) != statistics.fmean(current)
-    result = scipy_stats.ttest_ind(current, baseline, equal_var=False)
-    return bool(result.pvalue < alpha)
+    return float(_scipy_stats().t.ppf(0.5 + confidence / 2, len(values) - 1)) * statistics.stdev(values) / math.sqrt(len(values))
 
 
 def robust_cv(values: list[float]) -> float | None:

@@ -29,12 +29,14 @@ def build_record(
     device: str | None = None,
     files: RunFiles | None = None,
     unreachable_nodes: list[str] | None = None,
+    repeats_decision: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The record for a finished run (``metrics``), or for one that failed before finishing
     (no metrics: every measurement is null, never a made-up value, but ``ranks`` still says
     where each rank that started ran). ``files`` names the side files the run left (event log,
     telemetry, run log), relative to the results folder. ``unreachable_nodes``: the nodes a
-    failed Slurm job could not reach when it ended (None: not checked)."""
+    failed Slurm job could not reach when it ended (None: not checked). ``repeats_decision``:
+    what an adaptive series of repeats decided after this run (``suite.repeats``)."""
     m = metrics or RunMetrics(status=status or "failed", rank_hosts=_started_hosts(files))
     return {
         **_identity(spec, run_id, experiment, status or m.status, error, device),
@@ -47,6 +49,7 @@ def build_record(
         "steps_file": _side_file(files, "steps"),
         "log": _side_file(files, "log"),
         "unreachable_nodes": unreachable_nodes,
+        "repeats_decision": repeats_decision,
         "provenance": provenance,
     }
 
@@ -224,6 +227,7 @@ def append_failure(
     env: Any = None,
     versions: dict[str, str] | None = None,
     unreachable_nodes: list[str] | None = None,
+    repeats_decision: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write the record of a run that ended without one (failed or preempted): every
     measurement null, ``error`` saying why. Used by the local launcher and the Slurm job."""
@@ -232,7 +236,8 @@ def append_failure(
 
     info = provenance.collect(spec.to_dict(), env, versions or {})
     record = build_record(
-        spec, files.run_id, experiment, info, status=status, error=reason, files=files, unreachable_nodes=unreachable_nodes
-    )
+        spec, files.run_id, experiment, info, status=status, error=reason, files=files, unreachable_nodes=unreachable_nodes,
+        repeats_decision=repeats_decision,
+    )  # fmt: skip
     append_record(files.results, record)
     return record

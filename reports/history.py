@@ -2,17 +2,29 @@
 what changed in the runs' provenance where each step begins.
 
 A series is one setting's metric night by night (``reports.history_store``): the mean of that
-night's ``ok`` runs, with their min–max. Steps are found by ``reports.changepoints`` on the
-nightly means; a step counts when it is larger than the metric's tolerance (the same
-``METRIC=AMOUNT`` as ``compare``), and it is a regression when it goes the bad way (throughput
-or top-1 down, time to accuracy or exposed communication up).
+night's ``ok`` runs, with their min–max. For the metrics that time something (throughput, time
+to accuracy, exposed communication and its share), runs flagged ``unstable`` (disturbed step
+times) are left out of the night's mean and counted, as ``compare`` does; a night whose runs
+were all disturbed has no point and is marked. ``include_unstable`` pools them again.
 
-The gate (``--fail-on-step``). A series' *latest points* are those from its last step to its
-newest night. The gate fails when, in any series whose setting ran on the history's newest
-night (date), the last step is a regression: the latest points sit at a worse level than the
-ones before them. A level needs ``min_nights`` nights to count, so the gate fails from the
-``min_nights``-th night of a regression on, and keeps failing until a later step restores the
-level or the nights before the regression are left out of the history.
+Steps are found by ``reports.changepoints`` on the nightly means; a step counts when it is
+larger than the metric's tolerance (the same ``METRIC=AMOUNT`` as ``compare``), and it is a
+regression when it goes the bad way (throughput or top-1 down, time to accuracy or exposed
+communication up).
+
+The gate (``--fail-on-step``) has three verdicts, over the series whose setting ran on the
+history's newest night (date):
+
+- *regression*: the series' last step is a regression: its latest points (from the last step
+  to the newest night) sit at a worse level than the ones before them. A level needs
+  ``min_nights`` nights, so this holds from the ``min_nights``-th night of a regression on,
+  until a later step restores the level or the nights before it are left out of the history.
+- *inconclusive*: no regression step, but the newest nights sit beyond the tolerance on the bad
+  side of the level before them (the median of the nights since the last step): too few nights
+  at that level, or too noisy, to be a step yet. A large drop on the newest night is never
+  passed as fine; it is a step, or not, once more nights have run. A newest night whose runs
+  were all disturbed is inconclusive too, for the timed metrics.
+- *ok*: neither.
 """
 
 from __future__ import annotations
@@ -23,10 +35,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from larsbench.core import schema
 from larsbench.core.spec import MEASURE_FIELDS, ROLES, SAMPLE
 from larsbench.reports.changepoints import Step, find_steps, noise_sigma
 from larsbench.reports.compare import METRICS as COMPARED
-from larsbench.reports.compare import Metric, Sample, Tolerance, change_text, ok_values, parse_tolerances
+from larsbench.reports.compare import Metric, Tolerance, change_text, parse_tolerances, sample_of
 from larsbench.reports.history_store import Night, SettingRuns, Store
 
 METRICS: dict[str, Metric] = {
@@ -35,8 +48,8 @@ METRICS: dict[str, Metric] = {
         COMPARED["throughput"],
         COMPARED["time_to_accuracy"],
         COMPARED["final_top1"],
-        Metric("exposed_comm", "exposed_comm_sec", False, "s", "10%"),
-        Metric("comm_fraction", "comm_fraction", False, "of step time", "10%"),
+        Metric("exposed_comm", schema.key("exposed_comm_sec_per_step"), False, "s/step", "10%"),
+        Metric("comm_fraction", schema.key("comm_fraction"), False, "of step time", "10%"),
     )
 }
 MIN_NIGHTS = 3
@@ -124,10 +137,25 @@ def provenance_changes(before: list[dict[str, Any]], after: list[dict[str, Any]]
 
 
 @dataclass(frozen=True)
-class Point(Sample):
-    """One night of a series: the values of its ``ok`` repeats."""
+class Point:
+    """One night of a series: the values of its ``ok`` repeats (``left_out``: disturbed runs
+    whose values a timed metric leaves out)."""
 
+    values: tuple[float, ...]
     night: Night
+    left_out: int = 0
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.values)
+
+    @property
+    def low(self) -> float:
+        return min(self.values)
+
+    @property
+    def high(self) -> float:
+        return max(self.values)
 
 
 @dataclass(frozen=True)
@@ -175,9 +203,11 @@ class Series:
     metric: Metric
     points: list[Point]
     missing: list[Night]  # nights the setting ran without an ok value of this metric
+    disturbed: list[Night] = field(default_factory=list)  # nights whose runs with a value were all unstable (left out)
     findings: list[Finding] = field(default_factory=list)
     note: str | None = None  # why no step could be looked for
     noise: float | None = None  # night-to-night σ the steps were judged against
+    min_nights: int = MIN_NIGHTS
 
     def noise_text(self) -> str:
         """``night-to-night noise σ 34.9 images/s (15.2% of its level)``: why a change that looks
@@ -195,12 +225,27 @@ class Series:
         return self.findings[-1] if self.findings and self.findings[-1].regression else None
 
 
+@dataclass(frozen=True)
+class GateItem:
+    """One series that holds the gate: ``regression`` (its last step) or ``inconclusive``."""
+
+    series: Series
+    verdict: str
+    message: str
+    finding: Finding | None = None  # the regression step
+
+    @property
+    def setting(self) -> str:
+        return self.series.runs.label
+
+
 @dataclass
 class History:
     store: Store
     series: list[Series]
     tolerances: dict[str, Tolerance]
     min_nights: int
+    include_unstable: bool = False
 
     @property
     def findings(self) -> list[Finding]:
@@ -210,13 +255,55 @@ class History:
     def newest_date(self) -> str | None:
         return self.store.nights[-1].date if self.store.nights else None
 
-    def gate(self) -> list[Finding]:
-        """The regressions ``--fail-on-step`` fails on (module docstring)."""
+    def gate(self) -> list[GateItem]:
+        """The series that hold ``--fail-on-step``, regressions first (module docstring)."""
         newest = {n.index for n in self.store.nights if n.date == self.newest_date}
-        return [
-            s.latest_regression for s in self.series
-            if s.latest_regression is not None and newest & set(s.runs.by_night)
-        ]  # fmt: skip
+        items = [item for s in self.series if newest & set(s.runs.by_night) for item in [_gate_item(s, newest, self.tolerances)] if item]
+        return sorted(items, key=lambda item: item.verdict != "regression")
+
+    def gate_result(self) -> str:
+        """regression, inconclusive or ok (a regression anywhere wins)."""
+        verdicts = {item.verdict for item in self.gate()}
+        return "regression" if "regression" in verdicts else "inconclusive" if verdicts else "ok"
+
+
+def _gate_item(series: Series, newest: set[int], tolerances: dict[str, Tolerance]) -> GateItem | None:
+    metric = series.metric
+    if series.latest_regression is not None:
+        finding = series.latest_regression
+        return GateItem(series, "regression", finding.message(), finding)
+    if any(n.index in newest for n in series.disturbed) and not any(p.night.index in newest for p in series.points):
+        return GateItem(series, "inconclusive", f"{metric.name}: every run of the newest night was disturbed (unstable) and is "
+                        "left out; run it again on a quiet machine, or pass --include-unstable")  # fmt: skip
+    if not series.points or series.points[-1].night.index not in newest:
+        return None
+    since = series.findings[-1].step.index if series.findings else 0
+    level_points = series.points[since:]
+    limit = tolerances[metric.name].allowed
+    trailing = 0  # the newest points, each worse than the level of the ones before them by more than the tolerance
+    for k in range(1, len(level_points)):
+        level = statistics.median(p.mean for p in level_points[:-k])
+        worse = level - level_points[-k].mean if metric.higher_is_better else level_points[-k].mean - level
+        if worse <= limit(level):
+            break
+        trailing = k
+    if not trailing:
+        return None
+    level = statistics.median(p.mean for p in level_points[:-trailing])
+    latest = statistics.median(p.mean for p in level_points[-trailing:])
+    nights = level_points[-trailing:]
+    when = nights[0].night.label if trailing == 1 else f"{nights[0].night.label} to {nights[-1].night.label}"
+    message = (
+        f"{metric.name}: the newest {trailing} night(s) ({when}) sit {change_text(metric, level, latest).lstrip('+-')} "
+        f"{'below' if metric.higher_is_better else 'above'} the level of the {len(level_points) - trailing} night(s) before them "
+        f"({value_text(metric, level)} → {value_text(metric, latest)}), beyond the {tolerances[metric.name]} tolerance, but "
+        f"not yet a step (it needs {series.min_nights} nights at the new level, beyond the night-to-night noise): "
+        "let more nights run, or add repeats per night"
+    )
+    if series.noise is not None and series.noise > limit(level):
+        message += (f"; the night-to-night noise (σ {series.noise / abs(level):.1%} of the level) is larger than the tolerance, "
+                    "so single nights beyond it are common")  # fmt: skip
+    return GateItem(series, "inconclusive", message)
 
 
 def build_history(
@@ -224,6 +311,7 @@ def build_history(
     metrics: Iterable[str] | None = None,
     tolerances: list[str] | None = None,
     min_nights: int = MIN_NIGHTS,
+    include_unstable: bool = False,
 ) -> History:
     """Every series of ``store`` with its steps. ``metrics``: names from ``METRICS`` (default
     all); a metric no run recorded has no series. ``tolerances``: ``METRIC=AMOUNT`` texts."""
@@ -232,23 +320,27 @@ def build_history(
     series = []
     for runs in store.settings:
         for metric in chosen:
-            one = _series(store, runs, metric, limits[metric.name], min_nights)
+            one = _series(store, runs, metric, limits[metric.name], min_nights, include_unstable)
             if one is not None:
                 series.append(one)
-    return History(store, series, limits, min_nights)
+    return History(store, series, limits, min_nights, include_unstable)
 
 
-def _series(store: Store, runs: SettingRuns, metric: Metric, tolerance: Tolerance, min_nights: int) -> Series | None:
-    points, missing = [], []
+def _series(
+    store: Store, runs: SettingRuns, metric: Metric, tolerance: Tolerance, min_nights: int, include_unstable: bool
+) -> Series | None:
+    points, missing, disturbed = [], [], []
     for index, night_runs in runs.by_night.items():
-        values = ok_values(night_runs, metric.key)
-        if values:
-            points.append(Point(values, store.nights[index]))
+        sample = sample_of(night_runs, metric, include_unstable)
+        if sample is not None and sample.n:
+            points.append(Point(sample.values, store.nights[index], len(sample.left_out)))
+        elif sample is not None:
+            disturbed.append(store.nights[index])
         else:
             missing.append(store.nights[index])
-    if not points:
+    if not points and not disturbed:
         return None
-    series = Series(runs, metric, points, missing)
+    series = Series(runs, metric, points, missing, disturbed, min_nights=min_nights)
     if len(points) < 2 * min_nights:
         series.note = f"{len(points)} night(s) with a value; steps are looked for from {2 * min_nights} on"
         return series

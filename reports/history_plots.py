@@ -21,7 +21,7 @@ def plot_series(series: Series, changed: dict[int, list[Change]], path: Path) ->
     """``changed``: night index → provenance changes since the setting's previous night; those
     nights get a grey tick on the top edge (the report's table lists them)."""
     metric, points = series.metric, series.points
-    nights = sorted({p.night.index for p in points} | {n.index for n in series.missing})
+    nights = sorted({p.night.index for p in points} | {n.index for n in series.missing} | {n.index for n in series.disturbed})
     x_of = {index: i for i, index in enumerate(nights)}
     scale = 100 if metric.accuracy or metric.name == "comm_fraction" else 1
     # a long label would widen the canvas ("tight" bbox) and shrink the plot to a strip
@@ -68,6 +68,11 @@ def plot_series(series: Series, changed: dict[int, list[Change]], path: Path) ->
                    transform=ax.get_xaxis_transform(), zorder=3)  # fmt: skip
         handles.append(proxy(BAD, "x", ""))
         labels.append("ran, no value (failed, or target not reached)")
+    if series.disturbed:
+        ax.scatter([x_of[n.index] for n in series.disturbed], [0.02] * len(series.disturbed), marker="D", s=16, color="#dd8452",
+                   transform=ax.get_xaxis_transform(), zorder=3)  # fmt: skip
+        handles.append(proxy("#dd8452", "D", ""))
+        labels.append("every run disturbed (unstable): left out")
     _night_axis(ax, [series_night_label(series, i) for i in nights])
     unit = "%" if scale == 100 else metric.unit
     name = NAMES.get(metric.name, metric.name)
@@ -83,7 +88,7 @@ def series_night_label(series: Series, index: int) -> str:
     for p in series.points:
         if p.night.index == index:
             return p.night.label
-    return next(n.label for n in series.missing if n.index == index)
+    return next(n.label for n in [*series.missing, *series.disturbed] if n.index == index)
 
 
 def _night_axis(ax, labels: list[str]) -> None:

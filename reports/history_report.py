@@ -86,6 +86,11 @@ def _overview(history: History, sources: list[str]) -> list[Block]:
     findings = history.findings
     regressions = sum(f.regression for f in findings)
     gate = history.gate()
+    regressions_held = sum(item.verdict == "regression" for item in gate)
+    verdict = {"regression": f"regression: {regressions_held} series end in a regression step",
+               "inconclusive": f"inconclusive: {len(gate)} series' newest nights are beyond the tolerance but not yet a step",
+               "ok": "ok"}[history.gate_result()]  # fmt: skip
+    disturbed = sum(p.left_out for s in history.series for p in s.points)
     items = [
         f"Sources: {_listing([f'`{s}`' for s in sources])} ({len(store.sources)} results file(s))",
         f"Records: {store.records} ({statuses}) on {len(nights)} night(s)"
@@ -94,14 +99,16 @@ def _overview(history: History, sources: list[str]) -> list[Block]:
         f"Series: {len(history.series)} ({', '.join(recorded) or 'none'})"
         + (f"; no run recorded {', '.join(absent)}" if absent else ""),
         f"Steps: {regressions} regression(s), {len(findings) - regressions} improvement(s)",
-        "Gate (`--fail-on-step`): " + (f"fails, {len(gate)} series end in a regression" if gate else "passes"),
-    ]
+        f"Gate (`--fail-on-step`): {verdict}",
+        "Unstable runs: " + ("included (`--include-unstable`)" if history.include_unstable else
+                             f"left out of the timed metrics' nightly means ({disturbed} value(s) left out)"),
+    ]  # fmt: skip
     for path, count in store.unreadable.items():
         items.append(f"{count} unreadable line(s) skipped in `{path}`")
     if store.undated:
         items.append(f"{store.undated} record(s) without a timestamp left out")
     tol = ", ".join(str(t) for t in history.tolerances.values())
-    return [
+    blocks: list[Block] = [
         Heading("Regression history", 1),
         Bullets(items),
         Text(
@@ -113,10 +120,17 @@ def _overview(history: History, sources: list[str]) -> list[Block]:
             "(ruptures) with a penalty scaled by the series' noise (from the median absolute deviation of "
             "successive nights); it counts when both levels hold for at least "
             f"{history.min_nights} nights, their medians differ by more than 4 standard errors and by "
-            f"more than the metric's tolerance ({tol}). A single odd night is not a step. The gate fails "
-            "when a setting that ran on the newest night has a regression as its last step."
+            f"more than the metric's tolerance ({tol}). A single odd night is not a step. Runs flagged "
+            "unstable (disturbed step times) are left out of throughput, time to accuracy and communication. "
+            "The gate says *regression* when a setting that ran on the newest night has a regression as its "
+            "last step, and *inconclusive* when its newest nights sit beyond the tolerance on the bad side "
+            "of the level before them without being a step yet (too few nights, or too much noise)."
         ),
     ]
+    if gate:
+        blocks.append(Heading("Gate"))
+        blocks.append(Table(["setting", "metric", "verdict", "why"], [[i.setting, i.series.metric.name, i.verdict, i.message] for i in gate]))
+    return blocks
 
 
 def _steps(history: History) -> list[Block]:
@@ -145,6 +159,8 @@ def _setting_blocks(
             f"runs: {', '.join(f'{s} {n}' for s, n in statuses.most_common())}",
             *(f"{s.metric.name}: {s.note}" for s in series if s.note),
             *(f"{s.metric.name}: {len(s.findings)} step(s); {s.noise_text()}" for s in series if s.noise is not None),
+            *(f"{s.metric.name}: {len(s.disturbed)} night(s) whose runs were all disturbed (unstable), left out"
+              for s in series if s.disturbed),
         ]),
     ]  # fmt: skip
     if not series:
@@ -179,7 +195,14 @@ def history_json(history: History) -> dict[str, Any]:
 
     gate = history.gate()
     return {
-        "gate": {"fails": bool(gate), "regressions": [finding(f) for f in gate]},
+        "gate": {
+            "result": history.gate_result(),
+            "fails": any(i.verdict == "regression" for i in gate),
+            "regressions": [finding(i.finding) for i in gate if i.finding is not None],
+            "inconclusive": [{"setting": i.setting, "metric": i.series.metric.name, "message": i.message}
+                             for i in gate if i.verdict == "inconclusive"],
+        },  # fmt: skip
+        "unstable_runs": "included" if history.include_unstable else "left out of timed metrics",
         "nights": [
             {"index": n.index, "label": n.label, "date": n.date, "source": str(n.source), "first_utc": n.first_utc}
             for n in history.store.nights
@@ -187,9 +210,11 @@ def history_json(history: History) -> dict[str, Any]:
         "series": [
             {
                 "setting": s.runs.label, "settings": s.runs.settings, "metric": s.metric.name,
-                "points": [{"night": p.night.label, "mean": p.mean, "min": p.low, "max": p.high, "n": len(p.values)}
+                "points": [{"night": p.night.label, "mean": p.mean, "min": p.low, "max": p.high, "n": len(p.values),
+                            "left_out_unstable": p.left_out}
                            for p in s.points],
-                "missing": [n.label for n in s.missing], "note": s.note, "noise": s.noise,
+                "missing": [n.label for n in s.missing], "disturbed": [n.label for n in s.disturbed],
+                "note": s.note, "noise": s.noise,
                 "steps": [finding(f) for f in s.findings],
             }
             for s in history.series

@@ -247,15 +247,44 @@ def _status_text(statuses: pd.Series) -> str:
     return ", ".join(f"{status} ×{n}" for status, n in counts)
 
 
-def summarize_repeats(frame: pd.DataFrame) -> pd.DataFrame:
+# Metrics that time something: a run flagged unstable (disturbed step times) says little about
+# them. The rest (accuracy) a disturbance does not change.
+TIMED_METRICS = (
+    "throughput_images_per_sec", "time_to_accuracy_sec", "data_wait_fraction", "data_split_fraction",
+    "compute_fraction", "comm_fraction", "step_time_p50_sec", "step_time_mean_sec", "data_wait_sec_per_step",
+    "compute_sec_per_step", "exposed_comm_sec_per_step", "achieved_tflops_per_device", "mfu_table", "mfu_measured",
+)  # fmt: skip
+SUMMARIZED = ("final_top1", "best_top1", "time_to_accuracy_sec", "epochs_to_accuracy", *TIMED_METRICS[2:])
+
+
+def seeds_text(n: int, seeds: int) -> str:
+    """What the spread of ``n`` repeats over ``seeds`` distinct seeds measures, in a few words:
+    seed-to-seed (every run its own seed) or run-to-run (one seed: nondeterminism only)."""
+    if n <= 1:
+        return ""
+    if seeds == n:
+        return "seed-to-seed"
+    if seeds == 1:
+        return "run-to-run, one seed"
+    return f"{seeds} seeds over {n} runs"
+
+
+def summarize_repeats(frame: pd.DataFrame, include_unstable: bool = False) -> pd.DataFrame:
     """One row per repeat group. Metric statistics use the group's ``ok`` runs only; the
     ``status`` column counts every run (``ok ×2, failed ×1``) and ``errors`` keeps their
-    messages, so a failed or diverged run is never dropped silently."""
+    messages, so a failed or diverged run is never dropped silently. Runs flagged unstable are
+    left out of the timed metrics (``TIMED_METRICS``) and counted (``unstable_left_out``),
+    unless ``include_unstable`` or every ok run of the group is unstable (then their figures
+    stand, marked ``timed_disturbed_only``). Accuracy statistics say over how many seeds they
+    spread (``<metric>_seeds``)."""
     out = []
     for _, group in frame.groupby("settings_key", sort=False):
         first = group.iloc[0]
         ok = group[group["status"] == "ok"]
-        tput = ok["throughput_images_per_sec"].dropna()
+        clean = ok if include_unstable else ok[~ok["unstable"]]
+        disturbed_only = clean.empty and not ok.empty
+        timed = ok if disturbed_only else clean
+        tput = timed["throughput_images_per_sec"].dropna()
         reached = ok["time_to_accuracy_sec"].dropna()
         stats = summarize(list(tput))
         row = {k: first[k] for k in (*SETTING_FIELDS, "hardware", "num_nodes", "per_worker_batch",
@@ -285,21 +314,21 @@ def summarize_repeats(frame: pd.DataFrame) -> pd.DataFrame:
             throughput_olympic=_or_nan(stats and stats.olympic_mean),
             tta_reached=len(reached),
             unstable_runs=int(group["unstable"].sum()),
+            unstable_left_out=0 if include_unstable or disturbed_only else int(ok["unstable"].sum()),
+            timed_disturbed_only=bool(disturbed_only and not include_unstable),
             unstable_reasons="; ".join(sorted({x for x in group["unstable_reasons"] if x})),
             stragglers="; ".join(sorted({x for x in group["straggler"] if x})),
         )
-        for metric in ("final_top1", "best_top1", "time_to_accuracy_sec", "epochs_to_accuracy", "data_wait_fraction",
-                       "data_split_fraction",
-                       "compute_fraction", "comm_fraction", "step_time_p50_sec", "step_time_mean_sec",
-                       "data_wait_sec_per_step", "compute_sec_per_step", "exposed_comm_sec_per_step",
-                       "achieved_tflops_per_device", "mfu_table", "mfu_measured"):  # fmt: skip
-            values = ok[metric].dropna()
+        for metric in SUMMARIZED:
+            runs = timed if metric in TIMED_METRICS else ok
+            values = runs[metric].dropna()
             row[metric + "_n"] = len(values)
             row[metric] = values.mean() if len(values) else float("nan")
             row[metric + "_min"] = values.min() if len(values) else float("nan")
             row[metric + "_max"] = values.max() if len(values) else float("nan")
+            row[metric + "_seeds"] = runs.loc[values.index, "seed"].nunique()
         for metric in CI_METRICS:  # the study's question is accuracy: its repeats (seeds) get an interval too
-            spread = summarize(list(ok[metric].dropna()))
+            spread = summarize(list((timed if metric in TIMED_METRICS else ok)[metric].dropna()))
             row[metric + "_ci_low"] = _or_nan(spread and spread.ci_low)
             row[metric + "_ci_high"] = _or_nan(spread and spread.ci_high)
         out.append(row)

@@ -78,7 +78,7 @@ def _status_cell(row: pd.Series) -> str:
     if row["errors"]:
         text += f": {row['errors']}"
     if row["unstable_runs"]:
-        text += f"; unstable ×{row['unstable_runs']}"
+        text += f"; unstable ×{row['unstable_runs']}" + (" (left out of timings)" if row["unstable_left_out"] else "")
     if row["stragglers"]:
         text += "; straggler"
     return text
@@ -88,6 +88,8 @@ def _throughput_cell(row: pd.Series) -> str:
     text = _num(row["throughput_mean"])
     if row["throughput_n"] > 1:
         text += f" [{_num(row['throughput_ci_low'])}–{_num(row['throughput_ci_high'])}]"
+    if row["timed_disturbed_only"] and row["throughput_n"]:
+        text += " (every run disturbed)"
     return text
 
 
@@ -124,7 +126,12 @@ def flagged_notes(summary: pd.DataFrame) -> list[str]:
     for _, r in summary.iterrows():
         where = f"{r['backend']} · {r['recipe']} · N={r['world_size']} · B={r['global_batch_size']}"
         if r["unstable_runs"]:
-            notes.append(f"Unstable ({r['unstable_runs']} of {r['runs']} run(s)), {where}: {r['unstable_reasons']}.")
+            policy = (
+                "left out of throughput and the other timings" if r["unstable_left_out"]
+                else "every ok run was, so the timings shown are theirs" if r["timed_disturbed_only"]
+                else "included (--include-unstable)"
+            )  # fmt: skip
+            notes.append(f"Unstable ({r['unstable_runs']} of {r['runs']} run(s); {policy}), {where}: {r['unstable_reasons']}.")
         if r["stragglers"]:
             notes.append(f"Straggler, {where}: {r['stragglers']}.")
     return notes
@@ -210,7 +217,12 @@ def _overview(records: list[dict[str, Any]], frame: pd.DataFrame, sources: list[
             "the mean over a setting's `ok` repeats with its 95% confidence interval (Student's t), the "
             "coefficient of variation and, from 5 repeats on, MLPerf's olympic mean (without the fastest "
             "and the slowest run). A run is *unstable* when its own step times say so (spread, stalls, a "
-            "shift mid-window, an unsettled warm-up); a *straggler* is a rank the others waited for. Efficiency(N) = T(N) / (N/N₀ · T(N₀)) "
+            "shift mid-window, an unsettled warm-up): its timings (throughput, step times and split, time to "
+            "accuracy) are left out of its setting's figures and counted in the status column, unless every ok "
+            "run of the setting was unstable (then the figures are theirs, marked) or the report was asked to "
+            "`--include-unstable`; accuracy keeps every run. A *straggler* is a rank the others waited for. "
+            "Accuracy intervals say what their spread is: seed-to-seed when every repeat ran its own seed, "
+            "run-to-run when all ran one seed (nondeterminism only). Efficiency(N) = T(N) / (N/N₀ · T(N₀)) "
             "against the baseline world size N₀ of its group: weak scaling holds the per-worker batch "
             "(micro × accumulation) fixed, strong scaling the global batch. Workloads (model, data, image "
             "size, device and hardware) are never mixed in one table or scaling group."
@@ -225,13 +237,15 @@ def build_report(
     baseline_world_size: int | None = None,
     folders: dict[str, Path] | None = None,
     comm: list[dict[str, Any]] | None = None,
+    include_unstable: bool = False,
 ) -> ReportFiles:
     """``folders``: run id → folder of its results file, against which a record's relative
     ``telemetry`` path resolves (see ``load_records_with_folders``); else the working directory.
+    ``include_unstable``: pool runs flagged unstable into the timings (see ``summarize_repeats``).
     The folder is written whole or not at all (``core.files.whole_folder``)."""
     out_dir = Path(out_dir)
     with whole_folder(out_dir) as staging:
-        files = _build(records, staging, sources, baseline_world_size, folders, comm)
+        files = _build(records, staging, sources, baseline_world_size, folders, comm, include_unstable)
     return ReportFiles(
         out_dir / files.markdown.name, out_dir / files.html.name, [out_dir / p.relative_to(staging) for p in files.images]
     )
@@ -244,6 +258,7 @@ def _build(
     baseline_world_size: int | None,
     folders: dict[str, Path] | None,
     comm: list[dict[str, Any]] | None,
+    include_unstable: bool = False,
 ) -> ReportFiles:
     images: list[Path] = []
     if not records:
@@ -251,7 +266,7 @@ def _build(
         blocks += comm_blocks(comm or [], [], out_dir / "comm", images)
         return _write(blocks, out_dir, images)
     frame = records_frame(records)
-    summary = summarize_repeats(frame)
+    summary = summarize_repeats(frame, include_unstable)
     blocks = _overview(records, frame, sources, baseline_world_size)
     for number, (_, part) in enumerate(summary.groupby("workload", sort=True), start=1):
         part = part.reset_index(drop=True)

@@ -10,6 +10,7 @@ from typing import Any
 import pandas as pd
 
 from larsbench.reports import study_plots, telemetry_plots
+from larsbench.reports.load import seeds_text
 from larsbench.reports.render import Block, Bullets, Heading, Image, Table, Text, draw_plots
 from larsbench.reports.study import STOP_GAIN, Frontier, frontiers, is_study, study_rows, study_series
 from larsbench.reports.telemetry import collect, select, step_summary
@@ -45,7 +46,9 @@ def _with_range(row: pd.Series, metric: str, pattern: str, scale: float = 1.0, u
     if not _missing(row.get(metric + "_ci_low")):
         text += f" [{_fmt(row[metric + '_ci_low'], pattern, scale)}, {_fmt(row[metric + '_ci_high'], pattern, scale)}]"
     low, high = _fmt(row[metric + "_min"], pattern, scale), _fmt(row[metric + "_max"], pattern, scale)
-    return text + (f" (n={n})" if low == high else f" (n={n}; {low}–{high})")
+    spread = seeds_text(n, row.get(metric + "_seeds", n))
+    count = f"n={n}" + (f", {spread}" if spread else "")
+    return text + (f" ({count})" if low == high else f" ({count}; {low}–{high})")
 
 
 def _throughput(row: pd.Series) -> str:
@@ -126,8 +129,9 @@ def study_blocks(summary: pd.DataFrame, workload: str, prefix: Path, images: lis
         Heading("Large-batch study", 3),
         Text(
             "Recipes (optimizer, `-` LR scaling rule, `+warmupE` for E warm-up epochs) by global batch, for the "
-            "runs that measured accuracy. Over repeats (seeds): the mean with its 95% confidence interval "
-            "(Student's t) in brackets, then n and the min–max; "
+            "runs that measured accuracy. Over repeats: the mean with its 95% confidence interval "
+            "(Student's t) in brackets, then n, what the spread is (seed-to-seed: every repeat ran its own "
+            "seed; run-to-run: one seed, nondeterminism only) and the min–max; "
             "best top-1 is the highest evaluation of a run. Images/s are this study's own runs."
         ),
         study_table(series),

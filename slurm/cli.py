@@ -29,10 +29,15 @@ With --comm, the jobs measure collectives instead of training: `larsbench comm` 
 allocation of each shape the experiment's runs take (across its nodes), once per backend, device
 and network interface those runs use; records go to OUTPUT/comm.jsonl.
 
+With --repeats auto, every setting's first repeat runs in the grid's jobs and a dependent job,
+<name>-repeats.sbatch, submits each next repeat of the settings whose latest record says
+'continue' (their throughput's 95% CI not yet within --repeats-target of the mean, fewer than
+--repeats-max runs), then itself again after them; --wait follows the whole chain.
+
 With --nightly DIR (for cron; see docs/history.md) a second script, <name>-history.sbatch, runs
 `larsbench history DIR -o DIR/report --fail-on-step` once the grid's jobs have ended; with
 --submit it is submitted with --dependency=afterany on them, and its job fails (status 1) when
-the newest nights of a series form a regression step.
+the newest nights of a series form a regression step (3 when the gate is inconclusive).
 
 Every submitted job id is kept in DIR/slurm/jobs.jsonl. A wait cut short (the Slurm controller
 gone for --controller-timeout seconds, the waiting process stopped) leaves them there: once Slurm
@@ -44,7 +49,7 @@ missing, or the controller gone while waiting."""
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
-    from larsbench.suite.cli import add_run_flags
+    from larsbench.suite.cli import add_repeats_flags, add_run_flags
 
     slurm = subparsers.add_parser(
         "slurm", help="write sbatch scripts for an experiment (job arrays); --submit, --wait",
@@ -58,7 +63,6 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     slurm.add_argument("--wait", action="store_true",
                        help="submit, wait for every job; exit 0 only if all completed. When DIR/slurm/jobs.jsonl holds jobs "
                        "submitted earlier that no wait saw end, wait for those instead of submitting again")  # fmt: skip
-    slurm.add_argument("--repeats", type=int, metavar="N", help="run every setting N times (array tasks); overrides the experiment's 'repeats'")
     slurm.add_argument("--poll-seconds", type=float, default=1.0, metavar="S", help="squeue polling interval for --wait")
     slurm.add_argument("--controller-timeout", type=float, default=120.0, metavar="S",
                        help="how long --wait keeps asking a Slurm controller that does not answer before it gives up "
@@ -66,6 +70,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     slurm.add_argument("--nightly", type=Path, metavar="DIR",
                        help="history folder: the grid writes to DIR/runs/<UTC time>, and a job that runs after it "
                        "(afterany) writes `larsbench history` of all of DIR to DIR/report and fails on a regression step")  # fmt: skip
+    add_repeats_flags(slurm)
     comm = slurm.add_argument_group("collectives (--comm)")
     comm.add_argument("--comm", action="store_true", help="measure the collectives (larsbench comm) on the runs' allocations instead of training")
     comm.add_argument("--min-bytes", default="4K", metavar="SIZE", help="smallest message (default 4K)")
@@ -80,7 +85,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 def cmd_slurm(args: argparse.Namespace, console: Console) -> int:
     from larsbench.backends.registry import get_backend
     from larsbench.core.spec import RUN_FIELDS
-    from larsbench.slurm import nightly, submit, sweep
+    from larsbench.slurm import nightly, repeats, submit, sweep
 
     def say(text: str) -> None:
         console.print(text, markup=False, highlight=False, soft_wrap=True)
@@ -91,8 +96,11 @@ def cmd_slurm(args: argparse.Namespace, console: Console) -> int:
     overrides = {name: getattr(args, name) for name in RUN_FIELDS if hasattr(args, name)}
     if args.wait and args.nightly is None and args.output is not None and submit.uncollected_jobs(args.output):
         return _reattach(args.output, args, say)  # the experiment may be gone or slow to prepare: not needed
-    experiment, section = sweep.load(args.experiment, overrides, args.repeats)
+    experiment, section = sweep.load(args.experiment, overrides, args.repeats, args.repeats_target, args.repeats_max)
     options = merge(section, flag_options(args))
+    if experiment.auto is not None and args.nightly is not None and request is None:
+        raise ConfigError("--repeats", "auto runs repeats after the grid, and the nightly history job would not wait for "
+                          "them; give a number of repeats with --nightly")  # fmt: skip
     if args.nightly is not None:
         output = nightly.night_output(args.nightly, args.output)
     else:
@@ -106,29 +114,42 @@ def cmd_slurm(args: argparse.Namespace, console: Console) -> int:
         submit.require("sbatch", *(["squeue"] if args.wait else []))
     if request is not None:
         return _comm(args, request, experiment, options, output, console, say)
-    scripts = sweep.plan(sweep.prepare_data(experiment), options, output)
-    history = None
+    experiment = sweep.prepare_data(experiment)
+    series = repeats.series_ids(experiment, time.strftime("%Y%m%dT%H%M%S")) if experiment.auto is not None else None
+    scripts = sweep.plan(experiment, options, output, series=series)
+    history = adaptive = None
     if args.nightly is not None:
         history = nightly.plan_history(args.nightly, output, options.get("job_name") or experiment.name, options, os.getcwd())
-    _write(output, lambda: sweep.write(scripts, [(history.script, history.text)] if history else []))
+    if series is not None:
+        adaptive = repeats.plan_repeats(experiment, series, options, output, os.getcwd())
+    extra = [(history.script, history.text)] if history else []
+    extra += [(adaptive.script, adaptive.text), (adaptive.plan, adaptive.plan_text, None)] if adaptive else []
+    _write(output, lambda: sweep.write(scripts, extra))
     for job in scripts:
         runs = f"{len(job.runs)} runs (job array)" if len(job.runs) > 1 else "1 run"
         say(f"{job.script}  ({runs}, {job.shape.nodes} node(s) x {job.shape.ntasks_per_node} rank(s))")
     if history is not None:
         say(f"{history.script}  (the history of {args.nightly} and its gate, after the grid; report in {history.report})")
+    if adaptive is not None:
+        say(f"{adaptive.script}  (submits each setting's next repeat until its throughput is known within "
+            f"±{experiment.auto.target * 100:.3g}% or {experiment.auto.most} runs; plan in {adaptive.plan})")
     if not (args.submit or args.wait):
         say("submit with: sbatch SCRIPT (or run again with --submit)"
-            + ("; the history script with sbatch --dependency=afterany:<the grid's job ids>" if history else ""))  # fmt: skip
+            + ("; the history script with sbatch --dependency=afterany:<the grid's job ids>" if history else "")
+            + ("; the repeats script with sbatch --dependency=afterany:<the grid's job ids>" if adaptive else ""))  # fmt: skip
         return 0
     job_ids = []
     for job in scripts:
         job_ids.append(_submitted(output, submit.sbatch(job.script), job.script, say))
-    if history is not None:
-        grid = list(job_ids)
-        job_ids.append(_submitted(output, submit.sbatch(history.script, after=grid), history.script, say, f" (after jobs {', '.join(grid)} end)"))
+    grid = list(job_ids)
+    for after in (history, adaptive):
+        if after is not None:
+            job_ids.append(_submitted(output, submit.sbatch(after.script, after=grid), after.script, say, f" (after jobs {', '.join(grid)} end)"))
     if not args.wait:
         return 0
     status, tasks = _wait(output, job_ids, args, say)
+    if adaptive is not None:
+        status = max(status, _follow_repeats(output, job_ids, args, say))
     if history is not None:
         gate = next((t for t in tasks if t.job_id == job_ids[-1]), None)
         verdict = "passed" if gate is not None and gate.state == "COMPLETED" else "failed or did not run"
@@ -148,6 +169,18 @@ def _write(output: Path, write) -> None:
             write()
     except OSError as exc:
         raise ConfigError("--output", f"cannot write to {output} ({exc.strerror or exc}); choose a writable folder") from None
+
+
+def _follow_repeats(output: Path, seen: list[str], args: argparse.Namespace, say) -> int:
+    """Wait for the jobs the repeats job submitted (noted in the jobs file), round after round,
+    until it submits no more; their combined status."""
+    from larsbench.slurm import submit
+
+    status, seen = 0, set(seen)
+    while more := [job for job in submit.uncollected_jobs(output) if job not in seen]:
+        seen |= set(more)
+        status = max(status, _wait(output, more, args, say)[0])
+    return status
 
 
 def _submitted(output: Path, job_id: str, script: Path, say, note: str = "") -> str:

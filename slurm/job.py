@@ -1,6 +1,7 @@
 """Helpers the generated sbatch script calls inside the job (``python -m larsbench.slurm.job ...``).
 
 ``spec``      print the ``--spec-json`` value of one line of a runs file (the array index's run)
+``series``    print the adaptive series that line's run belongs to (``--series-json``), if any
 ``queue-time`` print how long this start of the job waited in the queue
 ``prepare``   before ``srun``, at every start: forget an earlier start's rank files, and fail the
               run (a ``failed`` record, exit 2) when the allocation does not match the script's shape
@@ -62,11 +63,13 @@ def finalize(
     from larsbench.core.results import read_records
     from larsbench.loop.record import append_failure, rank_errors_text
     from larsbench.suite.config import build_spec
+    from larsbench.suite.repeats import decide_for
 
     if results.exists() and any(r.get("run_id") == run_id for r in read_records(results)):
         return None
     files = RunFiles.of(results, run_id)
-    spec = build_spec([("spec", run_entry(runs, index)["spec"])])
+    entry = run_entry(runs, index)
+    spec = build_spec([("spec", entry["spec"])])
     env = os.environ
     node_list = env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST")
     num_nodes = int(env.get("SLURM_JOB_NUM_NODES") or env.get("SLURM_NNODES") or 1)
@@ -91,9 +94,11 @@ def finalize(
         versions = get_backend(spec.backend).versions()
     except Exception:  # the backend's library may be what failed to import
         versions = {}
+    series = entry.get("series")
+    decision = decide_for(results, {"run_id": run_id, "status": status}, series) if series else None
     return append_failure(
         spec, files, experiment, reason, status=status, env=cluster, versions=versions,
-        unreachable_nodes=sorted(unreachable) if unreachable is not None else None,
+        unreachable_nodes=sorted(unreachable) if unreachable is not None else None, repeats_decision=decision,
     )  # fmt: skip
 
 
@@ -229,6 +234,9 @@ def main(argv: list[str] | None = None) -> int:
     spec = actions.add_parser("spec", help="print the spec JSON of one run of a runs file")
     spec.add_argument("--runs", required=True, type=Path)
     spec.add_argument("--index", required=True, type=int)
+    series = actions.add_parser("series", help="print the adaptive series of one run of a runs file (nothing if none)")
+    series.add_argument("--runs", required=True, type=Path)
+    series.add_argument("--index", required=True, type=int)
     run = argparse.ArgumentParser(add_help=False)
     run.add_argument("--runs", required=True, type=Path)
     run.add_argument("--index", required=True, type=int)
@@ -257,6 +265,10 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.action == "spec":
         print(json.dumps(run_entry(args.runs, args.index)["spec"], separators=(",", ":")))
+        return 0
+    if args.action == "series":
+        found = run_entry(args.runs, args.index).get("series")
+        print(json.dumps(found, separators=(",", ":")) if found else "")
         return 0
     if args.action == "prepare":
         problem = prepare(args.runs, args.index, args.run_id, args.results, args.experiment)

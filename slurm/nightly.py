@@ -10,7 +10,9 @@ and runs the regression gate.
 The history job is submitted with ``--dependency=afterany:<the grid's job ids>``: it runs once
 every grid job has ended, failed ones included (their ``failed`` records are part of the
 history), and exits with ``larsbench history --fail-on-step``'s status: 1 when the latest nights
-of a series form a regression step, so the job's state (``FAILED``) is the gate's verdict.
+of a series form a regression step, 3 when the gate is inconclusive (a newest night beyond the
+tolerance that is not yet a step), so the job's state (``FAILED``) and exit code are the gate's
+verdict.
 """
 
 from __future__ import annotations
@@ -84,7 +86,8 @@ def render_history_script(
         "#",
         f"# larsbench: the nightly history of {comment_text(history)}, after the grid's jobs end.",
         "# Reports on every night's records and runs the gate: exit 1 (job FAILED) when the latest",
-        "# nights of a series form a regression step. Written by `larsbench slurm --nightly`; by hand:",
+        "# nights of a series form a regression step, 3 when they are beyond the tolerance but not yet",
+        "# a step. Written by `larsbench slurm --nightly`; by hand:",
         "#   sbatch --dependency=afterany:<the grid's job ids> <this file>",
         "",
         "set -o pipefail",

@@ -50,7 +50,8 @@ SBATCH_OPTIONS = (
 )  # fmt: skip
 
 # Keyword arguments larsbench fills in itself; every other one is a user option.
-INTERNAL = ("runs_file", "results", "experiment", "labels", "array", "chdir", "output", "open_mode", "signal", "requeue", "allocation")
+INTERNAL = ("runs_file", "results", "experiment", "labels", "array", "chdir", "output", "open_mode", "signal", "requeue", "allocation",
+            "series")  # fmt: skip
 
 
 class ShellVar(str):
@@ -182,11 +183,14 @@ def render_script(
     open_mode: str = "append",
     signal: str | None = None,
     requeue: bool = True,
+    series: bool = False,
 ) -> str:
     """The sbatch script for ``len(labels)`` runs of one shape (a job array when more than one).
 
     ``labels[i]`` describes line ``i`` of ``runs_file`` (a comment only; the runs file holds
     the specs). ``allocation`` is exported as ``LARSBENCH_ALLOCATION`` (JSON) for provenance.
+    ``series``: the runs belong to adaptive series of repeats (``repeats: auto``; their runs
+    file says which): rank 0 records what was decided after each run (``suite.repeats``).
     """
     count = max(1, len(labels))
     if array is None and count > 1:
@@ -206,6 +210,7 @@ def render_script(
     srun = srun_words(nodes, ntasks_per_node, cpus_per_task) + [
         ShellVar("python"), "-m", "larsbench.suite.worker", "--spec-json", ShellVar("spec"), "--run-id", ShellVar("run_id"),
         "--results", ShellVar("results"), "--experiment", ShellVar("experiment"),
+        *(["--series-json", ShellVar("series")] if series else []),
     ]  # fmt: skip
     run = [
         "--runs", ShellVar("runs"), "--index", ShellVar("index"), "--run-id", ShellVar("run_id"),
@@ -241,6 +246,8 @@ def render_script(
         "index=${SLURM_ARRAY_TASK_ID:-0}",
         "# This job's run: line $index of the runs file, as a larsbench.suite.worker --spec-json value.",
         f'spec=$("$python" -m larsbench.slurm.job spec --runs "$runs" --index "$index")',
+        *(['# The adaptive series this run belongs to (repeats: auto): rank 0 records what is decided after it.',
+           'series=$("$python" -m larsbench.slurm.job series --runs "$runs" --index "$index")'] if series else []),
         "# Same job id after a requeue, so the same run id: a requeued run resumes its checkpoint.",
         "run_id=${SLURM_CLUSTER_NAME:-slurm}-${SLURM_ARRAY_JOB_ID:-$SLURM_JOB_ID}${SLURM_ARRAY_TASK_ID:+_$SLURM_ARRAY_TASK_ID}",
         f"export LARSBENCH_ALLOCATION={shlex.quote(json.dumps(allocation or {}, sort_keys=True, separators=(',', ':')))}",

@@ -40,16 +40,23 @@ class JobScript:
     runs_file: Path
     runs: tuple[RunSpec, ...]
     text: str
+    series: tuple[dict[str, Any] | None, ...] = ()  # per run: the adaptive series it belongs to
 
     @property
     def runs_text(self) -> str:
-        return "".join(
-            json.dumps({"index": i, "label": spec.label, "spec": spec.to_dict()}, separators=(",", ":")) + "\n"
-            for i, spec in enumerate(self.runs)
-        )
+        lines = []
+        for i, spec in enumerate(self.runs):
+            entry: dict[str, Any] = {"index": i, "label": spec.label, "spec": spec.to_dict()}
+            if i < len(self.series) and self.series[i] is not None:
+                entry["series"] = self.series[i]
+            lines.append(json.dumps(entry, separators=(",", ":")) + "\n")
+        return "".join(lines)
 
 
-def load(path: str | Path | None, overrides: dict[str, Any], repeats: int | None = None) -> tuple[Experiment, dict[str, Any]]:
+def load(
+    path: str | Path | None, overrides: dict[str, Any], repeats: int | str | None = None, target: str | None = None,
+    most: int | None = None,
+) -> tuple[Experiment, dict[str, Any]]:  # fmt: skip
     """The experiment and its ``slurm:`` section (read here, so ``suite.config`` needs no
     knowledge of Slurm beyond accepting the key)."""
     if path is None and not overrides:
@@ -61,7 +68,7 @@ def load(path: str | Path | None, overrides: dict[str, Any], repeats: int | None
         source = str(path)
         doc = dict(read_experiment_file(Path(path)))
     section = doc.pop(SECTION, None)
-    return resolve_experiment(doc, overrides, source, repeats), section
+    return resolve_experiment(doc, overrides, source, repeats, target, most), section
 
 
 def safe_name(text: str) -> str:
@@ -74,19 +81,22 @@ def plan(
     options: dict[str, Any],
     output: str | Path,
     workdir: str | Path | None = None,
+    series: list[dict[str, Any] | None] | None = None,
 ) -> list[JobScript]:
-    """Scripts for every run of ``experiment``, grouped by allocation shape (pure: no files)."""
+    """Scripts for every run of ``experiment``, grouped by allocation shape (pure: no files).
+    ``series[i]``: the adaptive series run ``i`` belongs to (``slurm.repeats``)."""
     output = Path(resolve_path(output))
     workdir = resolve_path(workdir or os.getcwd())
     options = dict(options)
     job_name = options.pop("job_name", None) or experiment.name
     options.setdefault("python", default_python())
-    groups: dict[Shape, list[RunSpec]] = {}
-    for spec in experiment.runs:
-        groups.setdefault(shape_for(spec.world_size, options, spec.label), []).append(spec)
+    groups: dict[Shape, list[tuple[RunSpec, dict[str, Any] | None]]] = {}
+    for i, spec in enumerate(experiment.runs):
+        groups.setdefault(shape_for(spec.world_size, options, spec.label), []).append((spec, series[i] if series else None))
     scripts = []
     for shape in sorted(groups):
-        specs = tuple(groups[shape])
+        specs = tuple(spec for spec, _ in groups[shape])
+        members = tuple(one for _, one in groups[shape])
         stem = f"{safe_name(job_name)}-{shape.tag}"
         folder = output / "slurm"
         runs_file = folder / f"{stem}.runs.jsonl"
@@ -107,8 +117,9 @@ def plan(
             chdir=workdir,
             output=log,
             allocation=allocation,
+            series=any(members),
         )
-        scripts.append(JobScript(shape, name, folder / f"{stem}.sbatch", runs_file, specs, text))
+        scripts.append(JobScript(shape, name, folder / f"{stem}.sbatch", runs_file, specs, text, members if any(members) else ()))
     return scripts
 
 
@@ -122,11 +133,12 @@ def prepare_data(experiment: Experiment) -> Experiment:
     return dataclasses.replace(experiment, runs=tuple(prepare(spec) for spec in experiment.runs))
 
 
-def write(scripts: list[JobScript], extra: list[tuple[Path, str]] = ()) -> None:
-    """Every script and runs file (and ``extra`` scripts), all or none: a folder that cannot
-    take them all (full, unwritable) is left as it was, output folder included."""
+def write(scripts: list[JobScript], extra: list[tuple] = ()) -> None:
+    """Every script and runs file (and ``extra`` files: ``(path, text)`` for a script,
+    ``(path, text, None)`` for data), all or none: a folder that cannot take them all (full,
+    unwritable) is left as it was, output folder included."""
     files = [item for job in scripts for item in ((job.runs_file, job.runs_text, None), (job.script, job.text, 0o755))]
-    files += [(path, text, 0o755) for path, text in extra]
+    files += [(item[0], item[1], item[2] if len(item) > 2 else 0o755) for item in extra]
     if not files:
         return
     folder = files[0][0].parent

@@ -51,6 +51,17 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
         )
 
 
+def add_repeats_flags(parser: argparse.ArgumentParser) -> None:
+    """``--repeats N|auto`` and the adaptive series' ``--repeats-target`` and ``--repeats-max``."""
+    parser.add_argument("--repeats", metavar="N|auto",
+                        help="run every setting N times, each repeat with its own seed unless --hold-seed (each record carries "
+                        "its repeat index and seed); 'auto': repeat until the throughput's 95%% CI is within --repeats-target "
+                        "of its mean, or --repeats-max runs; overrides the experiment's 'repeats'")  # fmt: skip
+    parser.add_argument("--repeats-target", metavar="PERCENT",
+                        help="with --repeats auto: stop once the 95%% CI half-width is within this share of the mean (default 2%%)")
+    parser.add_argument("--repeats-max", type=int, metavar="N", help="with --repeats auto: at most N runs per setting (default 10)")
+
+
 def add_commands(commands: argparse._SubParsersAction, after_run: Callable[[Path, Console], None] | None = None) -> None:
     """The ``run``, ``comm`` and ``data`` sub-commands. ``after_run(output, console)`` runs when
     a ``run`` has finished (the command line writes the report there: reports sit above this
@@ -59,7 +70,7 @@ def add_commands(commands: argparse._SubParsersAction, after_run: Callable[[Path
     run.add_argument("experiment", nargs="?", type=Path, help="experiment YAML; omit for the bundled default or a single run from flags")
     run.add_argument("--output", type=Path, help="results folder (default: the experiment's 'output', else ./results)")
     run.add_argument("--run-id", help="name a single run; running it again with the same id resumes it from its checkpoint")
-    run.add_argument("--repeats", type=int, metavar="N", help="run every setting N times (each record carries its repeat index); overrides the experiment's 'repeats'")
+    add_repeats_flags(run)
     run.add_argument("--verbose", action="store_true", help="stream every launcher's and library's output instead of writing it to OUTPUT/logs/")
     run.add_argument("--no-report", dest="report", action="store_false", help="do not write OUTPUT/report at the end")
     add_run_flags(run)
@@ -104,7 +115,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     path = args.experiment
     if path is None and not overrides:
         path = bundled_experiment()
-    experiment = load_experiment(path, overrides, args.repeats)
+    experiment = load_experiment(path, overrides, args.repeats, args.repeats_target, args.repeats_max)
     output = args.output or Path(experiment.output or "results")
     console.print(f"larsbench: experiment {experiment.name!r}: {len(experiment.runs)} run(s) → {output}/results.jsonl")
     started = time.perf_counter()

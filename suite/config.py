@@ -8,6 +8,10 @@ everything. Every resolved cell becomes one frozen ``RunSpec``.
 Top-level keys that start with ``_`` are ignored: they hold YAML anchors (``&lars``) that
 runs merge in with ``<<: *lars``.
 
+Repeats (``repeats: N``, ``--repeats N``) run every cell N times, each repeat with its own seed
+unless the cell holds it (``suite.repeats``); ``repeats: auto`` runs each cell's first repeat
+and leaves the rest to an adaptive series (``repeats_target``, ``repeats_max``).
+
 Errors name the place the bad value came from (``runs[1].image_size``, ``sweep.optimizer``,
 ``--micro-batch``) so the fix is obvious.
 """
@@ -27,6 +31,7 @@ from pydantic import ValidationError
 from larsbench.core.errors import ConfigError
 from larsbench.core.files import not_a_file
 from larsbench.core.spec import DEFAULT_LR, RUN_ADAPTER, RUN_FIELDS, RunSpec, flag_for
+from larsbench.suite.repeats import AutoRepeats, parse_most, parse_repeats, parse_target, repeat_of
 
 @dataclass(frozen=True)
 class Experiment:
@@ -34,10 +39,12 @@ class Experiment:
     description: str
     output: str | None
     runs: tuple[RunSpec, ...]
+    auto: AutoRepeats | None = None  # repeats: auto: ``runs`` holds each cell's first repeat
 
 
 # "slurm" holds the allocation for `larsbench slurm` (read by slurm/, ignored by local runs).
-EXPERIMENT_KEYS = ("name", "description", "output", "repeats", "mlperf", "defaults", "runs", "sweep", "slurm")
+EXPERIMENT_KEYS = ("name", "description", "output", "repeats", "repeats_target", "repeats_max", "mlperf", "defaults", "runs",
+                   "sweep", "slurm")  # fmt: skip
 MLPERF_KEYS = {"org": None, "platform": None, "division": ("open", "closed"), "status": ("research", "onprem", "cloud", "preview")}
 MAX_REPEATS = 1000
 # Experiments are a few KiB; a file far larger is a wrong path, and YAML would hold it all.
@@ -51,10 +58,12 @@ def bundled_experiment(name: str = "default") -> Path:
 
 
 def load_experiment(
-    path: str | Path | None, overrides: dict[str, Any] | None = None, repeats: int | None = None
+    path: str | Path | None, overrides: dict[str, Any] | None = None, repeats: int | str | None = None,
+    target: str | None = None, most: int | None = None,
 ) -> Experiment:
     """Read an experiment file (or none: one run from the flags) and resolve every run;
-    ``repeats`` (``--repeats``) overrides the file's."""
+    ``repeats``, ``target`` and ``most`` (``--repeats``, ``--repeats-target``, ``--repeats-max``)
+    override the file's."""
     overrides = overrides or {}
     if path is None:
         doc: dict[str, Any] = {"name": "cli", "defaults": {}}
@@ -62,7 +71,7 @@ def load_experiment(
     else:
         source = str(path)
         doc = read_experiment_file(Path(path))
-    return resolve_experiment(doc, overrides, source, repeats)
+    return resolve_experiment(doc, overrides, source, repeats, target, most)
 
 
 def read_experiment_file(path: Path) -> dict[str, Any]:
@@ -93,17 +102,15 @@ def read_experiment_file(path: Path) -> dict[str, Any]:
     return doc
 
 
-def resolve_experiment(doc: dict[str, Any], overrides: dict[str, Any], source: str, repeats: int | None = None) -> Experiment:
+def resolve_experiment(
+    doc: dict[str, Any], overrides: dict[str, Any], source: str, repeats: int | str | None = None,
+    target: str | None = None, most: int | None = None,
+) -> Experiment:  # fmt: skip
     """Every cell of the experiment (runs × sweep, flags on top), each ``repeats`` times with
-    its repeat index: N records per setting, the sample the reports' statistics need."""
+    its repeat index and seed (``suite.repeats.repeat_of``): N records per setting, the sample
+    the reports' statistics need; with ``auto``, each cell's first repeat and the series' rule."""
     _check_keys(doc, EXPERIMENT_KEYS, source)
-    if repeats is None:
-        repeats = doc.get("repeats", 1)
-        where = "repeats"
-    else:
-        where = "--repeats"
-    if isinstance(repeats, bool) or not isinstance(repeats, int) or not 1 <= repeats <= MAX_REPEATS:
-        raise ConfigError(where, f"must be a whole number of runs per setting from 1 to {MAX_REPEATS} (got {repeats!r})")
+    count, auto = _repeats(doc, repeats, target, most)
     name = _optional_text(doc, "name", source) or Path(source).stem
     description = _optional_text(doc, "description", source) or ""
     output = _optional_text(doc, "output", source)
@@ -131,11 +138,33 @@ def resolve_experiment(doc: dict[str, Any], overrides: dict[str, Any], source: s
                 ("flags", overrides),
             ]
             spec = build_spec(cell_layers)
-            for repeat in range(repeats):
-                copy = dataclasses.replace(spec, repeat=repeat)
+            for repeat in range(count):
+                copy = repeat_of(spec, repeat)
                 if copy not in specs:
                     specs.append(copy)
-    return Experiment(name=name, description=description, output=output, runs=tuple(specs))
+    return Experiment(name=name, description=description, output=output, runs=tuple(specs), auto=auto)
+
+
+def _repeats(doc: dict[str, Any], repeats: int | str | None, target: str | None, most: int | None) -> tuple[int, AutoRepeats | None]:
+    """Repeats per cell, and the adaptive rule for ``auto`` (flags win over the file)."""
+    where = "repeats" if repeats is None else "--repeats"
+    count = parse_repeats(doc.get("repeats", 1) if repeats is None else repeats, where, MAX_REPEATS, text=repeats is not None)
+    given = {"repeats_target": (target, "--repeats-target"), "repeats_max": (most, "--repeats-max")}
+    values = {}
+    for key, (flag_value, flag) in given.items():
+        value, place = (doc.get(key), key) if flag_value is None else (flag_value, flag)
+        if value is not None and count is not None:
+            raise ConfigError(place, f"applies to adaptive repeats only; set repeats to auto (or drop {place})")
+        values[key] = (value, place)
+    if count is not None:
+        return count, None
+    target_value, target_place = values["repeats_target"]
+    most_value, most_place = values["repeats_max"]
+    auto = AutoRepeats(
+        parse_target(target_value, target_place) if target_value is not None else AutoRepeats.target,
+        parse_most(most_value, most_place, MAX_REPEATS) if most_value is not None else AutoRepeats.most,
+    )  # fmt: skip
+    return 1, auto
 
 
 def build_spec(layers: list[tuple[str, dict[str, Any]]]) -> RunSpec:

@@ -34,6 +34,7 @@ from larsbench.loop.checkpoint import latest_valid
 from larsbench.loop.progress import read_status
 from larsbench.loop.record import append_failure, build_record, rank_errors_text
 from larsbench.suite.config import Experiment
+from larsbench.suite.repeats import decide_for, run_series
 from larsbench.workloads.data import prepare
 
 
@@ -45,6 +46,8 @@ def run_experiment(
     launcher's and library's output to the console instead of the run's log file."""
     if run_id is not None and len(experiment.runs) != 1:
         raise ConfigError("--run-id", f"names one run, but the experiment has {len(experiment.runs)}; select one run with flags")
+    if run_id is not None and experiment.auto is not None:
+        raise ConfigError("--run-id", "names one run, but --repeats auto makes a series of them; drop one of the two")
     if run_id is not None:
         check_run_id(run_id)
     for spec in experiment.runs:
@@ -60,9 +63,19 @@ def run_experiment(
     records = []
     try:
         for index, spec in enumerate(experiment.runs, start=1):
-            repeat = f" (repeat {spec.repeat + 1})" if spec.repeat else ""
-            console.rule(f"run {index}/{len(experiment.runs)}: {short_label(spec.to_dict())}{repeat}", style="dim")
-            records.append(launch_run(prepare(spec), results, experiment.name, console, run_id, verbose))
+            if experiment.auto is None:
+                repeat = f" (repeat {spec.repeat + 1})" if spec.repeat else ""
+                console.rule(f"run {index}/{len(experiment.runs)}: {short_label(spec.to_dict())}{repeat}", style="dim")
+                records.append(launch_run(prepare(spec), results, experiment.name, console, run_id, verbose))
+                continue
+
+            def one(repeat: RunSpec, series: dict[str, Any], index: int = index) -> dict[str, Any]:
+                console.rule(f"setting {index}/{len(experiment.runs)}: {short_label(repeat.to_dict())} (repeat {repeat.repeat + 1}, "
+                             f"at most {experiment.auto.most})", style="dim")  # fmt: skip
+                return launch_run(prepare(repeat), results, experiment.name, console, None, verbose, series)
+
+            series_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}-{index}"
+            records += run_series(spec, experiment.auto, series_id, one, lambda text: console.print(f"  {escape(text)}"))
     finally:
         free_reserve(reserve)
     return records
@@ -76,8 +89,11 @@ def check_run_id(run_id: str) -> str:
 
 
 def launch_run(
-    spec: RunSpec, results: Path, experiment: str, console: Console, run_id: str | None = None, verbose: bool = False
+    spec: RunSpec, results: Path, experiment: str, console: Console, run_id: str | None = None, verbose: bool = False,
+    series: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """One run, its record returned. ``series``: the adaptive series it belongs to
+    (``suite.repeats``): its record then says what was decided after it."""
     run_id = run_id or f"{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}"
     files = RunFiles.of(results, run_id)
     backend = get_backend(spec.backend)
@@ -87,6 +103,7 @@ def launch_run(
         "--run-id", run_id,
         "--results", str(results),
         "--experiment", experiment,
+        *(["--series-json", json.dumps(series)] if series else []),
     ]  # fmt: skip
     env = rank_environment(spec.world_size, spec.threads_per_rank)
     try:
@@ -96,7 +113,7 @@ def launch_run(
     except OSError as exc:  # an earlier run filled the disk, say: this one fails, the next may not
         reason = f"could not prepare the run's files in {files.folder} ({exc.strerror or exc})"
         console.print(f"[red]run failed:[/red] {escape(reason)}")
-        return _record_failure(spec, files, experiment, reason, console)
+        return _record_failure(spec, files, experiment, reason, console, series=series)
     started = time.time()
     with _forwarding_preemption(files) as preempted, _watching_ranks(files) as vanished, files.log.open("ab") as log:
         command = backend.local_launch_command(spec.world_size, worker)
@@ -114,7 +131,7 @@ def launch_run(
     if saved is not None:
         error = f"checkpointed at {saved.name}; resume with: larsbench run <same settings> --output {results.parent} --run-id {run_id}"
         console.print(f"[yellow]run preempted:[/yellow] {escape(error)}")
-        return _record_failure(spec, files, experiment, error, console, status="preempted")
+        return _record_failure(spec, files, experiment, error, console, status="preempted", series=series)
     ranks_said = rank_errors_text(files)
     reasons = ranks_said or _last_error_line(files.log) or f"launcher exited with status {returncode}"
     if (not ranks_said or "No space left on device" in reasons) and "is full (" not in reasons:
@@ -130,24 +147,28 @@ def launch_run(
         if tail:
             console.print(f"[dim]last lines of {escape(str(files.log))}:[/dim]")
             console.print(escape("\n".join(tail)), markup=True, highlight=False, soft_wrap=True)
-    return _record_failure(spec, files, experiment, f"{reasons} ({log_note})", console)
+    return _record_failure(spec, files, experiment, f"{reasons} ({log_note})", console, series=series)
 
 
-def _record_failure(spec: RunSpec, files: RunFiles, experiment: str, reason: str, console: Console, status: str = "failed") -> dict[str, Any]:
+def _record_failure(
+    spec: RunSpec, files: RunFiles, experiment: str, reason: str, console: Console, status: str = "failed",
+    series: dict[str, Any] | None = None,
+) -> dict[str, Any]:  # fmt: skip
     """``append_failure``, with the reserve given back when the disk is full; a record that
     still cannot be written is shown, and the run still counts as failed."""
+    decision = decide_for(files.results, {"run_id": files.run_id, "status": status}, series) if series else None
     try:
-        return append_failure(spec, files, experiment, reason, status=status)
+        return append_failure(spec, files, experiment, reason, status=status, repeats_decision=decision)
     except OSError as exc:
         error = exc
     if error.errno == errno.ENOSPC and free_reserve(files.reserve):
         try:
-            return append_failure(spec, files, experiment, reason, status=status)
+            return append_failure(spec, files, experiment, reason, status=status, repeats_decision=decision)
         except OSError as exc:
             error = exc
     console.print(f"[red]its record could not be written to {escape(str(files.results))}[/red] ({escape(error.strerror or str(error))}); "
                   "earlier records there are intact")  # fmt: skip
-    return build_record(spec, files.run_id, experiment, {}, status=status, error=reason)
+    return build_record(spec, files.run_id, experiment, {}, status=status, error=reason, repeats_decision=decision)
 
 
 def rank_environment(nprocs: int, threads: int | None = None) -> dict[str, str]:

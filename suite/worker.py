@@ -32,6 +32,7 @@ from larsbench.loop import provenance
 from larsbench.loop.eventlog import EventLog
 from larsbench.loop.record import build_record
 from larsbench.loop.trainer import RunContext, Trainer
+from larsbench.suite import repeats
 from larsbench.suite.config import build_spec
 
 
@@ -41,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-id", required=True)
     parser.add_argument("--results", required=True, type=Path)
     parser.add_argument("--experiment", default="cli")
+    parser.add_argument("--series-json", help="the adaptive series this run belongs to (suite.repeats): rank 0 records the decision after it")
     args = parser.parse_args(argv)
 
     env = environment.detect()
@@ -85,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         if env.is_main:
             info = provenance.collect(spec.to_dict(), env, backend.versions(), backend.transport())
             record = build_record(spec, args.run_id, args.experiment, info, metrics, device=str(device), files=files)
+            if args.series_json:
+                record["repeats_decision"] = repeats.decide_for(files.results, record, json.loads(args.series_json))
             append_record(files.results, record)
         return 0
     except ConfigError as exc:

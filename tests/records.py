@@ -4,7 +4,7 @@ fails the tests that read it instead of passing on a hand-written dict.
 
 ``make_record(throughput=120.0, world_size=2, ...)``: any ``RunSpec`` field by name; the
 measurements below; provenance overrides (``cpu_model``, ``gpu_model``, ``timestamp_utc``,
-``versions``, ``git_commit``, ``host``, ``node_list``, ``num_nodes``, ``config``).
+``versions``, ``git_commit``, ``host``, ``node_list``, ``num_nodes``, ``transport``, ``config``).
 """
 
 from __future__ import annotations
@@ -21,10 +21,11 @@ from larsbench.core.spec import DEFAULT_LR, RUN_FIELDS, RunSpec
 from larsbench.loop import provenance as provenance_module
 from larsbench.loop.metrics import RunMetrics
 from larsbench.loop.record import build_record
+from larsbench.workloads.schedules import scaled_lr
 
 _ids = itertools.count()
 PROVENANCE_KEYS = ("cpu_model", "gpu_model", "timestamp_utc", "versions", "git_commit", "host", "node_list", "num_nodes",
-                   "launcher", "torch_threads", "gpu_count")  # fmt: skip
+                   "launcher", "torch_threads", "gpu_count", "transport")  # fmt: skip
 
 
 @functools.cache
@@ -71,13 +72,16 @@ def make_record(
     peak_tflops: float | None = None,
     allreduce_bytes_per_step: int | None = None,
     comm_messages_bytes: list[int] | None = None,
+    diverged_at_step: int | None = None,
+    repeats_decision: dict[str, Any] | None = None,
     run_id: str | None = None,
     experiment: str = "test",
     **fields: Any,
 ) -> dict[str, Any]:
     """One record as the suite writes it. ``throughput`` (images/s) sets the window's length;
     without it the window is the sum of the step times. Per-step arguments take a scalar, a
-    list of steps or one list per rank (``ready_sec`` None: no reductions were timed)."""
+    list of steps or one list per rank (``ready_sec`` None: no reductions were timed). A run of
+    ``device="cuda"`` ran on ``cuda:0``; a diverged run stopped at ``diverged_at_step`` (default: its last)."""
     prov_overrides = {key: fields.pop(key) for key in PROVENANCE_KEYS + ("config",) if key in fields}
     unknown = set(fields) - set(RUN_FIELDS)
     if unknown:
@@ -92,7 +96,8 @@ def make_record(
         else:
             info[key] = copy.deepcopy(value)
     if status == "failed":
-        return build_record(spec, run_id, experiment, info, status="failed", error=error or "rank0: RuntimeError: test failure")
+        return build_record(spec, run_id, experiment, info, status="failed", error=error or "rank0: RuntimeError: test failure",
+                            repeats_decision=repeats_decision)  # fmt: skip
     ranks = spec.world_size
     first = _per_rank(step_sec, ranks, window_steps or 20)
     n = window_steps or len(first[0])
@@ -104,7 +109,7 @@ def make_record(
         steps=spec.steps or n,
         steps_per_epoch=steps_per_epoch,
         epochs=(spec.steps or n) / steps_per_epoch,
-        peak_lr=spec.lr,
+        peak_lr=scaled_lr(spec.lr, spec.scaling_rule, spec.global_batch_size, spec.reference_batch_size),
         loss_curve=loss_curve if loss_curve is not None else [[1, 2.3]],
         evals=evals or [],
         time_to_accuracy_sec=time_to_accuracy_sec,
@@ -128,8 +133,10 @@ def make_record(
         allreduce_bytes_per_step=allreduce_bytes_per_step,
     )
     if status == "diverged":
-        metrics.diverged_at_step = metrics.steps
-    return build_record(spec, run_id, experiment, info, metrics, status=None if status == "ok" else status, error=error, device="cpu")
+        metrics.diverged_at_step = diverged_at_step or metrics.steps
+    device = "cuda:0" if spec.device == "cuda" else "cpu"
+    return build_record(spec, run_id, experiment, info, metrics, status=None if status == "ok" else status, error=error, device=device,
+                        repeats_decision=repeats_decision)  # fmt: skip
 
 
 def write_records(path: Path, records: list[dict[str, Any]]) -> Path:

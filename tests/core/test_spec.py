@@ -14,7 +14,7 @@ from larsbench.core.spec import (
 def test_every_field_declares_one_role():
     assert set(ROLES) == set(RUN_FIELDS)
     assert set(ROLES.values()) == {MEASURE, SAMPLE, BOOKKEEPING}
-    assert {n for n, r in ROLES.items() if r == SAMPLE} == {"seed", "repeat"}
+    assert {n for n, r in ROLES.items() if r == SAMPLE} == {"seed", "repeat", "hold_seed"}
     assert {"precision", "channels_last", "compile", "data_workers", "backend_config"} <= set(MEASURE_FIELDS)
     assert {"checkpoint_every_steps", "compute_probe_steps", "collective_timeout_sec", "data_dir"} <= RESUMABLE_FIELDS
     # Settings that change the work inside the measured window are measure settings.

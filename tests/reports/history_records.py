@@ -1,4 +1,5 @@
-"""Synthetic nightly histories: one results folder per night, noisy throughput, planted steps."""
+"""Nightly histories for tests: one results folder per night of records made by the suite's record
+builder (``report_records.record``), with noisy throughput and planted steps."""
 
 from __future__ import annotations
 
@@ -20,12 +21,13 @@ def night_stamp(night: int, minutes: int = 0) -> str:
 
 
 def nightly_record(night: int, throughput: float, nccl: str = "2.27.3", repeat: int = 0, **overrides) -> dict:
-    """One run of night ``night`` (0 = 2026-01-01 at 02:00 UTC)."""
-    r = record(**{"run_id": f"night{night}-{next(_ids)}", "throughput_images_per_sec": throughput, "seed": repeat, **overrides})
-    r["provenance"]["timestamp_utc"] = night_stamp(night, minutes=repeat)
-    r["provenance"]["versions"] = {"python": "3.11", "torch": "2.13.0", "nccl": nccl}
-    r["provenance"]["git_commit"] = hashlib.sha1(str(night).encode()).hexdigest()
-    return r
+    """One run of night ``night`` (0 = 2026-01-01 at 02:00 UTC), repeat ``repeat`` of its setting."""
+    fields = {
+        "run_id": f"night{night}-{next(_ids)}", "throughput_images_per_sec": throughput, "seed": repeat, "repeat": repeat,
+        "timestamp_utc": night_stamp(night, minutes=repeat), "versions": {"python": "3.11", "torch": "2.13.0", "nccl": nccl},
+        "git_commit": hashlib.sha1(str(night).encode()).hexdigest(),
+    }  # fmt: skip
+    return record(**{**fields, **overrides})
 
 
 def write_history(

@@ -1,50 +1,63 @@
-"""Synthetic result records: the suite's schema with hand-picked numbers."""
+"""Result records for the report tests, made by the suite's record builder (``tests.records.make_record``,
+which calls ``loop.record.build_record``): tiny_cnn on a test CPU, N=1 × micro 8, 100 images/s.
+
+``record(**keys)`` takes record keys (``throughput_images_per_sec``, ``final_top1``,
+``time_to_accuracy_sec``, ``base_lr``, ``compute_sec_per_step``, ...) and run settings by name and
+turns them into what a run would have measured, so the builder derives every figure itself. A
+run flagged ``unstable`` is one whose step times shifted mid-window (``disturbed=True``).
+"""
 
 from __future__ import annotations
 
-import itertools
 import json
 from pathlib import Path
+from typing import Any
 
-from larsbench.core.results import SCHEMA_VERSION
+from tests.records import make_record
 
-_ids = itertools.count()
+DEFAULT_STEP_SEC = 0.08
+# Per-step measurements of a record, by the record key they end up under.
+_PER_STEP = {"data_wait_sec_per_step": "data_wait_sec", "compute_sec_per_step": "compute_sec",
+             "exposed_comm_sec_per_step": "exposed_comm_sec", "step_time_mean_sec": "step_sec"}  # fmt: skip
 
 
-def record(**overrides):
-    """One record of the suite's schema: tiny_cnn on a test CPU, N=1 × micro 8, 100 images/s."""
-    r = {
-        "schema_version": SCHEMA_VERSION, "run_id": f"run-{next(_ids)}", "experiment": "test", "label": None,
-        "status": "ok", "error": None, "backend": "ddp", "model": "tiny_cnn", "dataset": "synthetic",
-        "image_size": 32, "num_classes": 10, "device": "cpu", "world_size": 1, "micro_batch_size": 8,
-        "accumulation_steps": 1, "optimizer": "lars", "scaling_rule": "none", "base_lr": 2.0, "lr": 2.0,
-        "warmup_epochs": 0.5, "seed": 0, "steps": 30, "steps_per_epoch": 10, "epochs": 3.0,
-        "throughput_images_per_sec": 100.0, "step_time_p50_sec": 0.08, "step_time_p95_sec": 0.1,
-        "data_wait_fraction": 0.1, "final_top1": 0.5, "final_top5": 0.9, "target_top1": 0.4,
-        "time_to_accuracy_sec": 10.0, "epochs_to_accuracy": 2.0, "eval_history": [], "loss_curve": [[1, 2.3]],
-        "diverged_at_step": None, "param_checksum": 1.0, "wall_time_sec": 12.0,
-    }  # fmt: skip
-    cpu = overrides.pop("cpu_model", "Test CPU")
-    gpu = overrides.pop("gpu_model", None)
-    r.update(overrides)
-    r["global_batch_size"] = r["world_size"] * r["micro_batch_size"] * r["accumulation_steps"]
-    if r["label"] is None:
-        r["label"] = f"ddp-tiny_cnn-w{r['world_size']}-gb{r['global_batch_size']}-{r['optimizer']}"
-    if r["status"] != "ok":
-        for key in ("throughput_images_per_sec", "step_time_p50_sec", "step_time_p95_sec", "data_wait_fraction",
-                    "final_top1", "final_top5", "time_to_accuracy_sec", "epochs_to_accuracy"):  # fmt: skip
-            if key not in overrides:
-                r[key] = None
-    config = {k: r[k] for k in ("backend", "model", "dataset", "image_size", "num_classes", "world_size",
-                                "micro_batch_size", "accumulation_steps", "global_batch_size", "optimizer",
-                                "scaling_rule", "warmup_epochs", "target_top1", "seed")}  # fmt: skip
-    config.update(lr=r["base_lr"], epochs=3.0, steps=None, device="cpu", data_dir=f"/data/s{r['seed']}")
-    r["provenance"] = {
-        "timestamp_utc": "2026-01-01T00:00:00+00:00", "larsbench": "0.1.0", "git_commit": "abc",
-        "versions": {"python": "3.11", "torch": "2.5"}, "host": "h", "cpu_model": cpu, "cpu_count": 2,
-        "gpu_model": gpu, "gpu_count": 1 if gpu else 0, "launcher": "torchrun", "num_nodes": 1, "config": config,
-    }  # fmt: skip
-    return r
+def disturbed_steps(steps: int = 40, before: float = DEFAULT_STEP_SEC, after: float = 1.5 * DEFAULT_STEP_SEC) -> list[float]:
+    """A window whose step time shifts halfway (``before`` → ``after``): the builder flags it unstable."""
+    return [before] * (steps // 2) + [after] * (steps - steps // 2)
+
+
+def record(*, disturbed: bool = False, **keys: Any) -> dict[str, Any]:
+    """One record as the suite writes it (see the module docstring)."""
+    status = keys.pop("status", "ok")
+    ok = status == "ok"
+    args: dict[str, Any] = {"status": status, "image_size": 32, "micro_batch_size": 8, "warmup_epochs": 0.5,
+                            "target_top1": 0.4, "cpu_model": "Test CPU"}  # fmt: skip
+    if keys.get("gpu_model"):
+        args["gpu_count"] = 1
+    args["throughput"] = keys.pop("throughput_images_per_sec", 100.0 if ok else None)
+    if "base_lr" in keys:
+        args["lr"] = keys.pop("base_lr")
+    top1 = keys.pop("final_top1", 0.5 if ok else None)
+    top5 = keys.pop("final_top5", 0.9)
+    evals = keys.pop("eval_history", None)
+    if evals is None and top1 is not None:
+        evals = [{"step": 30, "epoch": 3.0, "top1": top1, "top5": top5, "elapsed_sec": 10.0}]
+    args["evals"] = evals
+    args["time_to_accuracy_sec"] = keys.pop("time_to_accuracy_sec", 10.0 if ok else None)
+    args["epochs_to_accuracy"] = keys.pop("epochs_to_accuracy", 2.0 if ok else None)
+    if "transport" in keys:  # what the backend reports in provenance; the builder copies it up
+        args["transport"] = {"collectives": keys.pop("transport")}
+    for key, arg in _PER_STEP.items():
+        if key in keys:
+            args[arg] = keys.pop(key)
+    step = args.get("step_sec", DEFAULT_STEP_SEC)
+    for key, arg in (("compute_fraction", "compute_sec"), ("comm_fraction", "exposed_comm_sec")):
+        if key in keys:
+            args.setdefault(arg, keys.pop(key) * step)
+    if disturbed:
+        args["step_sec"] = disturbed_steps()
+    args.update(keys)
+    return make_record(**args)
 
 
 def write(path: Path, records) -> Path:

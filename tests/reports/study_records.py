@@ -1,12 +1,13 @@
-"""A synthetic large-batch study: LARS and SGD (linear rule) at B = 8…64 by accumulation on one
-worker, a throughput sweep that reaches B = 16…64 with more workers, and LARS telemetry files."""
+"""A large-batch study for tests, of records made by the suite's record builder: LARS and SGD
+(linear rule) at B = 8…64 by accumulation on one worker, a throughput sweep that reaches
+B = 16…64 with more workers, and LARS telemetry files."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from report_records import record
+from tests.reports.report_records import record
 
 TRAIN_IMAGES = 640  # steps_per_epoch × B for every study run
 
@@ -16,7 +17,7 @@ def study_run(optimizer: str, batch: int, **overrides):
     fields = {"optimizer": optimizer, "world_size": 1, "micro_batch_size": 8, "accumulation_steps": batch // 8,
               "steps_per_epoch": TRAIN_IMAGES // batch, "throughput_images_per_sec": 100.0}  # fmt: skip
     if optimizer == "sgd":
-        fields.update(scaling_rule="linear", warmup_epochs=0, base_lr=0.1, lr=0.1 * batch / 8)
+        fields.update(scaling_rule="linear", warmup_epochs=0.0, base_lr=0.1, reference_batch_size=8)
     fields.update(overrides)
     return record(**fields)
 

@@ -45,10 +45,27 @@ def test_noise_alone_flags_nothing(tmp_path, cli, seed):
 
 @pytest.mark.parametrize("seed", range(3))
 def test_a_single_outlier_night_is_not_a_step(tmp_path, cli, seed):
-    root = write_history(tmp_path / "nights", seed=seed, outliers={12: 0.7, 29: 0.75})
+    root = write_history(tmp_path / "nights", seed=seed, outliers={12: 0.7, 28: 0.75})
     code, out = cli("history", root, "-o", tmp_path / "report", "--fail-on-step", "--metric", "throughput")
     assert code == 0, out
     assert steps(tmp_path / "report") == []
+
+
+def test_a_drop_on_the_newest_night_is_inconclusive_until_it_is_a_step_or_gone(tmp_path, cli):
+    """One night 25% down is no level yet, and no reason to pass either: the gate says
+    inconclusive (exit 3) and what would settle it; two more such nights make it a step."""
+    root = write_history(tmp_path / "nights", outliers={29: 0.75})
+    code, out = cli("history", root, "-o", tmp_path / "report", "--fail-on-step", "--metric", "throughput")
+    assert code == 3, out
+    assert steps(tmp_path / "report") == []
+    assert "gate inconclusive: " in out and "throughput: the newest 1 night(s) (2026-01-30) sit 2" in out
+    assert "below the level of the 29 night(s) before them" in out and "not yet a step (it needs 3 nights" in out
+    gate = history_json(tmp_path / "report")["gate"]
+    assert gate["result"] == "inconclusive" and not gate["fails"] and len(gate["inconclusive"]) == 1
+    assert "Gate (`--fail-on-step`): inconclusive" in (tmp_path / "report" / "history.md").read_text()
+    write_history(tmp_path / "later", nights=32, drop_at=29, drop=0.25)  # the drop held for three nights: a step
+    code, out = cli("history", tmp_path / "later", "-o", tmp_path / "r2", "--fail-on-step", "--metric", "throughput")
+    assert code == 1 and "gate failed" in out
 
 
 def test_the_gate_looks_at_the_latest_points_only(tmp_path, cli):
@@ -65,9 +82,9 @@ def test_the_gate_looks_at_the_latest_points_only(tmp_path, cli):
     # The same drop, still there on the newest night: the gate fails.
     write_history(tmp_path / "late", drop_at=24)
     assert cli("history", tmp_path / "late", "-o", tmp_path / "r2", "--fail-on-step")[0] == 1
-    # ... but only from its min-nights-th night on
+    # ... but only from its min-nights-th night on: before that it is beyond the tolerance, not yet a step
     write_history(tmp_path / "new", drop_at=28)
-    assert cli("history", tmp_path / "new", "-o", tmp_path / "r3", "--fail-on-step")[0] == 0
+    assert cli("history", tmp_path / "new", "-o", tmp_path / "r3", "--fail-on-step")[0] == 3
     assert cli("history", tmp_path / "new", "-o", tmp_path / "r3", "--fail-on-step", "--min-nights", "2")[0] == 1
 
 
@@ -119,14 +136,15 @@ def test_provenance_differences_name_versions_nodes_and_config():
     b["provenance"]["versions"].update(torch="2.14.1", deepspeed="0.19.8")
     b["provenance"]["config"].update(log_every_steps=50, seed=9)  # the seed tells repeats apart: not a change
     text = {str(c) for c in provenance_changes([a], [b])}
+    host = a["provenance"]["host"]
     assert {"torch 2.13.0 → 2.14.1", "NCCL 2.27.3 → 2.28.1", "DeepSpeed none → 0.19.8", "nodes none → gpu[01-04]",
-            "host h → gpu01", "config log_every_steps none → 50"} <= text  # fmt: skip
+            f"host {host} → gpu01", "config log_every_steps 10 → 50"} <= text  # fmt: skip
     assert any(t.startswith("git commit ") for t in text)
     assert not any("seed" in t for t in text)
     # repeats that disagree within a night show every value
     c = nightly_record(4, 100.0)
     c["provenance"]["host"] = "gpu02"
-    assert "host h → gpu01, gpu02" in {str(x) for x in provenance_changes([a], [b, c])}
+    assert f"host {host} → gpu01, gpu02" in {str(x) for x in provenance_changes([a], [b, c])}
 
 
 def test_every_metric_has_its_series_and_direction(tmp_path, cli):
@@ -134,19 +152,66 @@ def test_every_metric_has_its_series_and_direction(tmp_path, cli):
     for night in range(12):
         late = night >= 6
         r = nightly_record(night, 100.0, time_to_accuracy_sec=13.0 if late else 10.0, final_top1=0.5)
-        r["exposed_comm_sec"] = 0.02
         write(root / f"n{night:02d}" / "results.jsonl", [r])
     code, out = cli("history", root, "-o", tmp_path / "report", "--fail-on-step")
     assert code == 1, out
     data = history_json(tmp_path / "report")
-    assert {s["metric"] for s in data["series"]} == {"throughput", "time_to_accuracy", "final_top1", "exposed_comm"}
+    assert {s["metric"] for s in data["series"]} == {"throughput", "time_to_accuracy", "final_top1", "exposed_comm", "comm_fraction"}
     (step,) = steps(tmp_path / "report")
     assert (step["metric"], step["size"], step["regression"]) == ("time_to_accuracy", "+30.0%", True)
-    md = (tmp_path / "report" / "history.md").read_text()
-    assert "no run recorded comm_fraction" in md
     # --metric narrows it; a tolerance above the step lets it through
     assert cli("history", root, "-o", tmp_path / "r2", "--metric", "throughput", "--fail-on-step")[0] == 0
     assert cli("history", root, "-o", tmp_path / "r3", "--tolerance", "time_to_accuracy=40%", "--fail-on-step")[0] == 0
+    # a metric no ok run recorded has no series, and the report says so
+    failed = tmp_path / "failed"
+    for night in range(3):
+        write(failed / f"n{night}" / "results.jsonl", [nightly_record(night, 100.0), nightly_record(night, 0.0, status="failed", world_size=2)])
+    assert cli("history", failed, "-o", tmp_path / "r4")[0] == 0
+    assert "no run recorded" not in (tmp_path / "r4" / "history.md").read_text()  # every metric has a series of the 1-rank runs
+
+
+def test_a_60_percent_step_in_exposed_communication_is_named(tmp_path, cli):
+    """Two ranks whose exposed communication per step (``exposed_comm_sec_per_step``, measured on
+    the backend's collectives) rises from 20 to 32 ms on night 8 of 16: the step is found on
+    that night, as a regression of +60%, with what changed (NCCL 2.27.3 → 2.28.1)."""
+    root = tmp_path / "nights"
+    for night in range(16):
+        late = night >= 8
+        comm = (0.032 if late else 0.020) * (1 + 0.01 * (-1) ** night)
+        runs = [nightly_record(night, 100.0, "2.28.1" if late else "2.27.3", repeat, world_size=2, exposed_comm_sec=comm,
+                               compute_sec=0.05, step_sec=0.05 + comm + 0.005) for repeat in range(2)]  # fmt: skip
+        write(root / f"n{night:02d}" / "results.jsonl", runs)
+    assert runs[0]["exposed_comm_sec_per_step"] == pytest.approx(comm)
+    code, out = cli("history", root, "-o", tmp_path / "report", "--fail-on-step", "--metric", "exposed_comm")
+    assert code == 1, out
+    (step,) = steps(tmp_path / "report")
+    assert (step["metric"], step["first_bad"], step["last_good"], step["regression"]) == ("exposed_comm", "2026-01-09", "2026-01-08", True)
+    assert re.fullmatch(r"\+(59|60|61)\.\d%", step["size"]), step["size"]
+    assert {"what": "NCCL", "before": "2.27.3", "after": "2.28.1"} in step["changes"]
+    assert "exposed_comm rose 6" in out and "gate failed" in out
+
+
+def test_unstable_runs_are_left_out_of_the_nightly_means(tmp_path, cli):
+    """A disturbed run (its step times shifted) on a night does not pull that night's
+    throughput down: left out and counted; a newest night of only disturbed runs is inconclusive."""
+    root = tmp_path / "nights"
+    for night in range(12):
+        runs = [nightly_record(night, 100.0 * (1 + 0.01 * (-1) ** night))]
+        if night in (4, 11):
+            runs.append(nightly_record(night, 40.0, repeat=1, disturbed=True))
+        write(root / f"n{night:02d}" / "results.jsonl", runs)
+    code, out = cli("history", root, "-o", tmp_path / "report", "--fail-on-step", "--metric", "throughput")
+    assert code == 0, out
+    (series,) = history_json(tmp_path / "report")["series"]
+    assert [p["n"] for p in series["points"]] == [1] * 12 and sum(p["left_out_unstable"] for p in series["points"]) == 2
+    assert min(p["mean"] for p in series["points"]) > 98
+    code, out = cli("history", root, "-o", tmp_path / "r2", "--fail-on-step", "--metric", "throughput", "--include-unstable")
+    assert code == 3, out  # pooled, the newest night falls 30%: beyond the tolerance, not a step
+    newest = root / "n12" / "results.jsonl"
+    write(newest, [nightly_record(12, 40.0, disturbed=True)])
+    code, out = cli("history", root, "-o", tmp_path / "r3", "--fail-on-step", "--metric", "throughput")
+    assert code == 3 and "every run of the newest night was disturbed (unstable)" in out
+    assert history_json(tmp_path / "r3")["series"][0]["disturbed"] == ["2026-01-13"]
 
 
 def test_failed_nights_and_resumed_runs(tmp_path):
@@ -179,9 +244,10 @@ def test_the_report_is_self_contained_with_one_plot_per_metric_and_setting(tmp_p
     assert not (report / "s9-throughput.png").exists() and (report / "logo.png").exists()
     (report / "logo.png").unlink()
     pngs = sorted(p.name for p in report.glob("*.png"))
-    assert pngs == [f"s{i}-{m}.png" for i in (1, 2) for m in ("final_top1", "throughput", "time_to_accuracy")]
+    metrics = ("comm_fraction", "exposed_comm", "final_top1", "throughput", "time_to_accuracy")
+    assert pngs == [f"s{i}-{m}.png" for i in (1, 2) for m in metrics]
     html = (report / "history.html").read_text()
-    assert html.count('src="data:image/png;base64,') == 6 and "http" not in html.replace("http-equiv", "")
+    assert html.count('src="data:image/png;base64,') == 10 and "http" not in html.replace("http-equiv", "")
     md = (report / "history.md").read_text()
     assert all(f"({name})" in md for name in pngs)
     assert "## Steps" in md and "NCCL 2.27.3 → 2.28.1" in md

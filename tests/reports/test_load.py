@@ -30,7 +30,7 @@ def test_failed_and_diverged_repeats_are_counted_not_dropped():
 
 
 def test_a_failed_run_without_a_device_stays_in_its_workload():
-    runs = [record(), record(status="failed", device=None, seed=1)]
+    runs = [record(), record(status="failed", seed=1)]  # failed before choosing a device: none recorded
     assert records_frame(runs)["workload"].nunique() == 1
 
 

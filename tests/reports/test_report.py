@@ -41,7 +41,7 @@ def test_report_writes_markdown_html_and_embedded_plots(tmp_path, cli):
     assert "diverged (diverged at step 7)" in md
     assert "not reached (40%)" in md  # the SGD linear run missed the target
     assert "| 0/1 | — |" in md
-    assert "These records hold only `data_wait_fraction`" in md
+    assert "Data wait, compute (timed on a copy of the model" in md
     assert "## Runs that did not finish ok" in md and "rank3: NCCL timeout" in md.split("did not finish ok")[1]
 
 
@@ -75,19 +75,29 @@ def test_report_bad_input_exits_2(tmp_path, cli):
 
 
 def test_repeats_show_their_confidence_interval_cv_and_olympic_mean(tmp_path, cli):
+    """Five clean repeats give the interval; a sixth whose step times shifted mid-window (flagged
+    unstable by the record builder) is left out of the timings and named, never averaged in."""
     values = [100.0, 104.0, 96.0, 102.0, 98.0]  # mean 100, std 3.16
-    records = [record(seed=i, throughput_images_per_sec=v) for i, v in enumerate(values)]
-    records[2].update(unstable=True, unstable_reasons=["step time shifted at step 30 of the window: 80 → 120 ms"])
-    records[3]["straggler"] = {"rank": 1, "host": "node7", "slower_by": 0.4, "own_sec_per_step": 0.14,
-                               "others_median_sec_per_step": 0.1}  # fmt: skip
+    ready = [[0.05] * 20, [0.07] * 20]  # rank 1 is ready last at every step, 40% after rank 0: a straggler
+    records = [record(seed=i, world_size=2, throughput_images_per_sec=v, hosts=["node6", "node7"],
+                      ready_sec=ready if i == 3 else None) for i, v in enumerate(values)]  # fmt: skip
+    records.append(record(seed=5, world_size=2, throughput_images_per_sec=60.0, disturbed=True))
+    assert records[-1]["unstable"] and records[3]["straggler"]["rank"] == 1
     code, _ = cli("report", write(tmp_path / "r.jsonl", records), "-o", tmp_path / "out")
     assert code == 0
     md = (tmp_path / "out" / "report.md").read_text()
     # 100 ± t(0.975, 4) · 3.162 / √5 = 100 ± 3.93; olympic mean drops 96 and 104: (98 + 100 + 102) / 3
-    assert "| 5/5 | 100.0 [96.1–103.9] | 3.2% | 100.0 |" in md
-    assert "ok; unstable ×1; straggler |" in md
-    assert "Unstable (1 of 5 run(s)), ddp · lars+warmup0.5 · N=1 · B=8: step time shifted at step 30 of the window: 80 → 120 ms." in md
-    assert "Straggler, ddp · lars+warmup0.5 · N=1 · B=8: rank 1 on node7 (40% slower on its own)." in md
+    assert "| 6/6 | 100.0 [96.1–103.9] | 3.2% | 100.0 |" in md
+    assert "ok; unstable ×1 (left out of timings); straggler |" in md
+    reasons = "; ".join(records[-1]["unstable_reasons"])
+    assert f"Unstable (1 of 6 run(s); left out of throughput and the other timings), ddp · lars+warmup0.5 · N=2 · B=16: {reasons}." in md
+    assert "Straggler, ddp · lars+warmup0.5 · N=2 · B=16: rank 1 on node7 (40% slower on its own)." in md
+    code, _ = cli("report", tmp_path / "r.jsonl", "-o", tmp_path / "pooled", "--include-unstable")
+    pooled = (tmp_path / "pooled" / "report.md").read_text()
+    assert code == 0 and "| 6/6 | 93.3 [" in pooled and "included (--include-unstable)" in pooled
+    write(tmp_path / "d.jsonl", records[-1:])  # every run disturbed: its figure stands, marked
+    assert cli("report", tmp_path / "d.jsonl", "-o", tmp_path / "disturbed")[0] == 0
+    assert "| 1/1 | 60.0 (every run disturbed) |" in (tmp_path / "disturbed" / "report.md").read_text()
 
 
 def split(world_size: int, data: float, compute: float, comm: float, **extra) -> dict:

@@ -1,6 +1,6 @@
 import pytest
 from report_records import record, write
-from study_records import TRAIN_IMAGES, study
+from study_records import TRAIN_IMAGES, study, study_run
 
 from larsbench.core.spec import recipe_label
 from larsbench.reports.load import records_frame, summarize_repeats
@@ -80,12 +80,14 @@ def test_study_section_in_the_report(tmp_path, cli):
     study_md = md.split("### Large-batch study")[1].split("### LARS telemetry")[0]
     # Repeats pool: the mean, its 95% CI (t with 1 degree of freedom: 12.7 × 0.0283 / √2 = 0.254
     # around 52%), n and min–max; best top-1 comes from the eval history.
-    row = ("| lars+warmup0.5 | 8 = 1×8×1 | 2 | 52.0% [26.6, 77.4] (n=2; 50.0–54.0) | 60.0% | 2 [2, 2] (n=2) "
-           "| 13.0 [0.3, 25.7] (n=2; 12.0–14.0) | 100.0 ± 0.0 | ok |")
+    # The two LARS repeats at B=8 ran seeds 0 and 1: their spread is seed-to-seed.
+    row = ("| lars+warmup0.5 | 8 = 1×8×1 | 2 | 52.0% [26.6, 77.4] (n=2, seed-to-seed; 50.0–54.0) | 55.0% [-8.5, 118.5] "
+           "(n=2, seed-to-seed; 50.0–60.0) | 2 [2, 2] (n=2, seed-to-seed) | 13.0 [0.3, 25.7] (n=2, seed-to-seed; 12.0–14.0) "
+           "| 100.0 ± 0.0 | ok |")  # fmt: skip
     assert row in study_md
-    assert "| sgd-linear | 16 = 1×8×2 | 0.2 | 45.0% | — | 2.5 | 16.0 | 100.0 | ok |" in study_md
+    assert "| sgd-linear | 16 = 1×8×2 | 0.2 | 45.0% | 45.0% | 2.5 | 16.0 | 100.0 | ok |" in study_md
     assert "| sgd-linear | 32 = 1×8×4 | 0.4 | — | — | — | — | — | diverged at step 12 |" in study_md
-    assert "| sgd-linear | 64 = 1×8×8 | 0.8 | 20.0% | — | — | — | 100.0 | not reached |" in study_md
+    assert "| sgd-linear | 64 = 1×8×8 | 0.8 | 20.0% | 20.0% | — | — | 100.0 | not reached |" in study_md
     assert "| lars+warmup0.5 | 32 | 2.2 | ddp lars+warmup0.5 N=4 (32 = 4×8×1, 1 run) | 360.0 | 3.9 | 14.0 |" in study_md
     assert "- lars+warmup0.5: stops paying off at B=32: going to B=64 cuts projected TTA by only 8%." in study_md
     assert "- sgd-linear: stops paying off at B=16: B=32 diverged." in study_md
@@ -102,3 +104,12 @@ def test_a_short_evaluated_throughput_run_does_not_hide_the_study_run_that_reach
     points, _ = frontier_of(records, "lars+warmup0.5")
     assert points[16].epochs == 2.0 and points[16].reached == "all"  # the 1-worker study run's
     assert points[16].source_world_size == 2 and points[16].throughput == 190.0  # the 2-worker run's
+
+
+def test_accuracy_intervals_say_whether_they_spread_over_seeds_or_over_runs_of_one_seed(tmp_path, cli):
+    one_seed = [study_run("lars", 8, seed=0, repeat=r, final_top1=v) for r, v in enumerate([0.50, 0.51])]
+    two_seeds = [study_run("lars", 16, seed=s, final_top1=v) for s, v in enumerate([0.50, 0.54])]
+    code, _ = cli("report", write(tmp_path / "r.jsonl", one_seed + two_seeds), "-o", tmp_path / "out")
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert code == 0 and "50.5% [44.1, 56.9] (n=2, run-to-run, one seed; 50.0–51.0)" in md
+    assert "52.0% [26.6, 77.4] (n=2, seed-to-seed; 50.0–54.0)" in md

@@ -1,0 +1,43 @@
+"""The planting tool (benchmarks/calibration/plant.py) really stops what it says, for as long as
+it says: a process that notes the time every 5 ms shows the gaps."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from benchmarks.calibration.plant import Planter, Throttle, excess_share
+from larsbench.core.layout import RunFiles
+
+pytestmark = pytest.mark.multiprocess
+
+TICKER = "import time\nend = time.monotonic() + {sec}\nwhile time.monotonic() < end:\n    print(time.monotonic(), flush=True)\n    time.sleep(0.005)\n"
+
+
+def gaps(seconds: float, throttle: Throttle, tmp_path) -> tuple[list[float], object]:
+    """The gaps between a ticking process's ticks while ``throttle`` runs on it as rank 0."""
+    files = RunFiles.of(tmp_path, "run")
+    child = subprocess.Popen([sys.executable, "-c", TICKER.format(sec=seconds)], stdout=subprocess.PIPE, text=True)
+    files.pid(0).parent.mkdir(parents=True, exist_ok=True)
+    files.pid(0).write_text(f"{child.pid} here\n")
+    with Planter(files, throttle) as planter:
+        out, _ = child.communicate(timeout=seconds + 30)
+    ticks = [float(x) for x in out.split()]
+    return [b - a for a, b in zip(ticks, ticks[1:])], planter.log
+
+
+def test_a_pause_of_one_rank_stops_it_once_for_that_long(tmp_path):
+    found, log = gaps(2.0, Throttle.pause(rank=0, seconds=0.6, start_after_sec=0.3), tmp_path)
+    long = [g for g in found if g > 0.1]
+    assert len(long) == 1 and 0.55 <= long[0] <= 0.9, long
+    assert log.stops == 1 and log.stopped_sec[0] == pytest.approx(0.6, abs=0.1)
+
+
+def test_a_duty_cycle_takes_its_share_of_wall_time_and_leaves_the_process_running(tmp_path):
+    found, log = gaps(3.0, Throttle(0.3, period_sec=0.2, duration_sec=2.0), tmp_path)
+    stopped = sum(g for g in found if g > 0.03)
+    assert 0.45 <= stopped <= 0.8, stopped  # 30% of 2 s
+    assert 8 <= log.stops <= 11 and log.ended is not None
+    assert excess_share([0.1] * 8 + [0.15] * 2, 0.1) == pytest.approx(0.1 / 1.1)
