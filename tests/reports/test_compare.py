@@ -142,7 +142,7 @@ def test_unstable_runs_are_left_out_of_timed_metrics_and_listed(tmp_path, cli, c
     assert [(x.side, x.run_id) for x in result.left_out] == [("current", slow["run_id"])]
     code, out = cli("compare", *pair(tmp_path, base, cur))
     assert code == 3 and f"left out (unstable, current): ddp-tiny_cnn-32px-synthetic-gb8=1x8x1-lars+warmup0.5" in out
-    assert f"run {slow['run_id']}: step times vary" in out and "100 (n=2, 99–101) (+1 unstable left out)" in out
+    assert f"run {slow['run_id']}: step time shifted" in out and "100 (n=2, 99–101) (+1 unstable left out)" in out
     code, out = cli("compare", *pair(tmp_path, base, cur), "--include-unstable")
     assert code == 3 and "unstable runs included" in out  # 83.3 ± 29: far below, and far from settled
     only = compare(base, [slow])

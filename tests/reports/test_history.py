@@ -134,11 +134,11 @@ def test_provenance_differences_name_versions_nodes_and_config():
     a, b = nightly_record(3, 100.0), nightly_record(4, 100.0, nccl="2.28.1")
     b["provenance"].update(node_list="gpu[01-04]", host="gpu01", torch_threads=8)
     b["provenance"]["versions"].update(torch="2.14.1", deepspeed="0.19.8")
-    b["provenance"]["config"].update(log_every_steps=50, seed=9)  # the seed tells repeats apart: not a change
+    b["provenance"]["config"].update(checkpoint_every_steps=50, seed=9)  # the seed tells repeats apart: not a change
     text = {str(c) for c in provenance_changes([a], [b])}
     host = a["provenance"]["host"]
     assert {"torch 2.13.0 → 2.14.1", "NCCL 2.27.3 → 2.28.1", "DeepSpeed none → 0.19.8", "nodes none → gpu[01-04]",
-            f"host {host} → gpu01", "config log_every_steps 10 → 50"} <= text  # fmt: skip
+            f"host {host} → gpu01", "config checkpoint_every_steps none → 50"} <= text  # fmt: skip
     assert any(t.startswith("git commit ") for t in text)
     assert not any("seed" in t for t in text)
     # repeats that disagree within a night show every value
