@@ -221,7 +221,7 @@ def test_collectives_across_the_nodes(slurm_nodes, tmp_path):
     assert sorted({r["backend"] for r in found}) == sorted(BACKENDS)
     for r in found:
         assert (r["num_nodes"], r["hosts"], r["world_size"], r["ranks_per_node"]) == (2, ["node1", "node2"], 2, 1)
-        assert 0 < r["latency_sec"] <= r["time_sec"] * 1.5 and r["loops"] == 3
+        assert 0 < r["latency_sec"] < 1 and r["loops"] == 3
         assert r["provenance"]["environment"]["GLOO_SOCKET_IFNAME"] == "eth0"
         assert r["busbw_gbps"] > 0
 
