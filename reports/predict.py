@@ -389,8 +389,10 @@ def predict_shape(base: Base, network: Network | None, shape: Shape) -> Predicti
         notes.append("the base's own shape: its measured exposed communication")
     elif base.world_size == 1:
         # At one rank nothing crosses a network: what the step still waited for after its last
-        # gradient (the backend's reduction machinery) is paid at any scale.
-        exposed = {k: max(v, getattr(base.exposed, "mean" if k == "point" else k)) for k, v in exposed.items()}
+        # gradient was handed over is the backend's own machinery (DDP copying buckets back into
+        # the gradients, DeepSpeed flattening and unflattening its buffer), and it comes on top of
+        # the network's time at any scale.
+        exposed = {k: v + getattr(base.exposed, "mean" if k == "point" else k) for k, v in exposed.items()}
     sync = sync_cost(base, world) * work
     data, compute, overhead = base.data_wait.scaled(work), base.compute.scaled(work), base.overhead
     parts = {

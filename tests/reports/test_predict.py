@@ -264,3 +264,14 @@ def test_a_base_that_timed_no_reduction_takes_when_its_gradient_is_ready_from_an
     assert "ddp's base's" in bases["horovod"].notes[-1]
     (alone,) = choose_bases([horovod])
     assert alone.overlap_window.mean == 0 and alone.messages == [90 * MiB] and "no overlap" in alone.notes[-1]
+
+
+def test_a_one_rank_base_adds_its_own_reduction_machinery_to_the_network_time():
+    # DeepSpeed on one rank: 211 ms after backward in allreduce_gradients with nothing on a
+    # network (flattening and unflattening its buffer): paid again around the real all-reduce
+    (base,) = choose_bases([base_record(backend="deepspeed", exposed_comm_sec=0.05, ready_sec=0.15, comm_sec=0.05,
+                                        comm_messages_bytes=[90 * MiB], step_sec=0.25)])  # fmt: skip
+    assert base.overlap_window.mean == pytest.approx(0.0) and base.exposed.mean == pytest.approx(0.05)
+    slow = networks(comm_run("deepspeed", 2, 1, LINK))["deepspeed"]
+    p = predict_shape(base, slow, Shape(2, 1, "weak", 32))
+    assert p.parts["exposed_comm_sec"] == pytest.approx(ring_seconds(90 * MiB, 2, LINK) + 0.05, rel=0.02)
