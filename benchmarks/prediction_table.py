@@ -24,6 +24,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 from larsbench.reports.load import load_records  # noqa: E402
 
 
+def _weak_shape(family: dict | None, nodes: int, batch: int) -> dict | None:
+    return next((s for s in (family or {}).get("shapes", []) if s["scaling"] == "weak" and s["nodes"] == nodes
+                 and s["global_batch_size"] == batch), None)  # fmt: skip
+
+
 def rows_for(folder: Path) -> list[dict]:
     rows = []
     for predictions in sorted(folder.glob("predictions-*.json")):
@@ -33,6 +38,9 @@ def rows_for(folder: Path) -> list[dict]:
             continue
         doc = json.loads(predictions.read_text())
         families = {f["backend"]: f for f in doc["predictions"]}
+        # The campaign's own predictions, when they were later recomputed with a corrected model.
+        earlier_path = folder / f"campaign-predictions-{rate}.json"
+        earlier = {f["backend"]: f for f in json.loads(earlier_path.read_text())["predictions"]} if earlier_path.exists() else {}
         for run in load_records([results]):
             if run.get("status") != "ok":
                 rows.append({"rate": rate, "backend": run["backend"], "nodes": (run["provenance"] or {}).get("num_nodes"),
@@ -40,10 +48,10 @@ def rows_for(folder: Path) -> list[dict]:
                 continue
             family = families.get(run["backend"])
             nodes = run["provenance"]["num_nodes"]
-            shape = next((s for s in (family or {}).get("shapes", []) if s["scaling"] == "weak" and s["nodes"] == nodes
-                          and s["global_batch_size"] == run["global_batch_size"]), None)  # fmt: skip
+            shape = _weak_shape(family, nodes, run["global_batch_size"])
             if shape is None:
                 continue
+            first = _weak_shape(earlier.get(run["backend"]), nodes, run["global_batch_size"])
             base = family["base"]
             measured = run["step_time_mean_sec"]
             rows.append({
@@ -56,6 +64,8 @@ def rows_for(folder: Path) -> list[dict]:
                 "predicted_efficiency": shape["efficiency"],
                 "measured_efficiency": run["throughput_images_per_sec"] / (nodes / base["world_size"] * base["throughput_images_per_sec"]),
                 "base_step": base["step_sec"],
+                "campaign_error": first["step_sec"] / measured - 1 if first else None,
+                "steady": not run.get("unstable"), "cv": run.get("step_time_cv"),
             })  # fmt: skip
     return rows
 
@@ -65,26 +75,42 @@ def _ms(value) -> str:
 
 
 def table(rows: list[dict]) -> str:
+    campaign = any(r.get("campaign_error") is not None for r in rows)
     lines = [
         "| link | backend | nodes | predicted step ms [low–high] | measured step ms | error | in range | "
-        "exposed comm ms (pred. / meas.) | compute ms (pred. / meas.) | weak eff. (pred. / meas.) |",
-        "|---|---|---:|---:|---:|---:|:---:|---:|---:|---:|",
+        "exposed comm ms (pred. / meas.) | compute ms (pred. / meas.) | weak eff. (pred. / meas.) | run steady (step CV) |"
+        + (" campaign's prediction: error |" if campaign else ""),
+        "|---|---|---:|---:|---:|---:|:---:|---:|---:|---:|---|" + ("---:|" if campaign else ""),
     ]
     for r in rows:
         if r["status"] != "ok":
-            lines.append(f"| {r['rate']} | {r['backend']} | {r['nodes']} | — | {r['status']} | — | — | — | — | — |")
+            lines.append(f"| {r['rate']} | {r['backend']} | {r['nodes']} | — | {r['status']} | — | — | — | — | — | — |" + (" — |" if campaign else ""))
             continue
         lines.append(
             f"| {r['rate']} | {r['backend']} | {r['nodes']} | {_ms(r['predicted'])} [{_ms(r['low'])}–{_ms(r['high'])}] | "
             f"{_ms(r['measured'])} | {r['error']:+.1%} | {'yes' if r['within'] else 'no'} | "
             f"{_ms(r['predicted_exposed'])} / {_ms(r['measured_exposed'])} | {_ms(r['predicted_compute'])} / {_ms(r['measured_compute'])} | "
-            f"{r['predicted_efficiency']:.2f} / {r['measured_efficiency']:.2f} |"
+            f"{r['predicted_efficiency']:.2f} / {r['measured_efficiency']:.2f} | {'yes' if r['steady'] else 'no'} ({r['cv']:.0%}) |"
+            + (f" {r['campaign_error']:+.1%} |" if campaign and r.get("campaign_error") is not None else (" — |" if campaign else ""))
         )  # fmt: skip
-    ok = [abs(r["error"]) for r in rows if r["status"] == "ok"]
+    ok = [r for r in rows if r["status"] == "ok"]
     if ok:
-        inside = sum(r["within"] for r in rows if r["status"] == "ok")
-        lines += ["", f"{len(ok)} held-out runs: median absolute error of the step time {statistics.median(ok):.1%}, "
-                      f"largest {max(ok):.1%}; the measured step inside the predicted range in {inside} of {len(ok)}."]  # fmt: skip
+        errors = [abs(r["error"]) for r in ok]
+        inside = sum(r["within"] for r in ok)
+        lines += ["", f"{len(ok)} held-out runs: median absolute error of the step time {statistics.median(errors):.1%}, "
+                      f"largest {max(errors):.1%}; the measured step inside the predicted range in {inside} of {len(ok)}."]  # fmt: skip
+        steady = [r for r in ok if r["steady"]]
+        if len(steady) < len(ok):
+            errors = [abs(r["error"]) for r in steady]
+            inside = sum(r["within"] for r in steady)
+            lines.append(f"The {len(steady)} whose own step times the suite found steady (not `unstable`): median absolute error "
+                         f"{statistics.median(errors):.1%}, largest {max(errors):.1%}; inside the range in {inside} of {len(steady)}.")  # fmt: skip
+        earlier = [abs(r["campaign_error"]) for r in ok if r.get("campaign_error") is not None]
+        if earlier:
+            calm = [abs(r["campaign_error"]) for r in ok if r["steady"] and r.get("campaign_error") is not None]
+            lines.append(f"The campaign's own predictions (written before the runs, with the model of that day): median "
+                         f"absolute error {statistics.median(earlier):.1%}, largest {max(earlier):.1%}; over the steady runs "
+                         f"{statistics.median(calm):.1%} and {max(calm):.1%}.")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 

@@ -119,15 +119,19 @@ class Base:
         return self.world_size * self.per_rank_batch
 
     def fusion_bytes(self) -> int | None:
-        """Horovod's fusion threshold (its environment's, else its default); None for backends
-        that send each reduction as launched."""
-        if self.backend != "horovod":
-            return None
-        value = self.environment.get("HOROVOD_FUSION_THRESHOLD")
-        try:
-            return int(value) if value is not None else HOROVOD_FUSION_BYTES
-        except ValueError:
-            return HOROVOD_FUSION_BYTES
+        return fusion_bytes(self.backend, self.environment)
+
+
+def fusion_bytes(backend: str, environment: dict[str, Any]) -> int | None:
+    """Horovod's fusion threshold (its environment's, else its default); None for backends that
+    send each reduction as launched."""
+    if backend != "horovod":
+        return None
+    value = environment.get("HOROVOD_FUSION_THRESHOLD")
+    try:
+        return int(value) if value is not None else HOROVOD_FUSION_BYTES
+    except ValueError:
+        return HOROVOD_FUSION_BYTES
 
 
 def _ranks_per_node(record: dict[str, Any]) -> tuple[int, int]:
@@ -363,6 +367,21 @@ def exposed_communication(base: Base, estimate: Estimate | None, window: Measure
     return {"point": max(0.0, end - window.mean), "low": max(0.0, low), "high": max(0.0, late_end - window.low)}, busy, len(sent)
 
 
+UNSTEADY = 2.0  # slowest over fastest timed loop at the sizes sent: the network time is no steady figure
+
+
+def unsteady_network(base: Base, estimate: Estimate) -> str | None:
+    """A note when COMM's own timed loops, at the sizes this backend sends, differ by more than
+    ``UNSTEADY``×: the network's time is then no steady figure, and neither is a prediction."""
+    sizes = sorted(set(base.messages))
+    ratios = [(estimate.seconds(s, "high") / estimate.seconds(s, "low"), s) for s in sizes if estimate.seconds(s, "low") > 0]
+    worst = max(ratios, default=(1.0, 0))
+    if worst[0] <= UNSTEADY:
+        return None
+    return (f"COMM's timed loops at the sizes sent vary up to {worst[0]:.3g}× (slowest / fastest, at {worst[1] / 2**20:.3g} MiB): "
+            "the network's time is not steady there, and this prediction is no steadier")  # fmt: skip
+
+
 def predict_shape(base: Base, network: Network | None, shape: Shape) -> Prediction | str:
     """The prediction at ``shape``, or why there is none."""
     world = shape.world_size
@@ -384,6 +403,10 @@ def predict_shape(base: Base, network: Network | None, shape: Shape) -> Predicti
         if estimate.source.transport and base.transport and estimate.source.transport != base.transport:
             notes.append(f"COMM measured {estimate.source.transport}, the base ran on {base.transport}")
     exposed, busy, collectives = exposed_communication(base, estimate, window)
+    if estimate is not None and base.messages:
+        steadiness = unsteady_network(base, estimate)
+        if steadiness:
+            notes.append(steadiness)
     if (shape.nodes, shape.ranks_per_node, micro, accumulation) == (base.nodes, base.ranks_per_node, base.micro_batch_size, base.accumulation_steps):
         exposed = {"point": base.exposed.mean, "low": base.exposed.low, "high": base.exposed.high}
         notes.append("the base's own shape: its measured exposed communication")

@@ -21,6 +21,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from larsbench.reports.predict import fusion_bytes, ready_times, simulate
 from larsbench.reports.predict_comm import Network
 
 SLOWER = 0.20  # a run this much above its roofline is marked
@@ -52,6 +53,11 @@ class Roofline:
     @property
     def marked(self) -> bool:
         return self.ratio > 1 + SLOWER
+
+
+def _ms(seconds: float) -> str:
+    ms = seconds * 1e3
+    return f"{ms:.0f} ms" if abs(ms) >= 100 else f"{ms:.3g} ms"
 
 
 def _number(value: Any) -> float | None:
@@ -109,13 +115,13 @@ def causes(record: dict[str, Any], roof: Roofline, messages: list[int], gradient
     named: list[tuple[float, str]] = []
     data = _number(record.get("data_wait_sec_per_step")) or 0.0
     if data >= SHARE * gap:
-        named.append((data, f"data starvation: each step waited {data * 1e3:.3g} ms for its batch ({data / step:.0%} of the step); "
+        named.append((data, f"data starvation: each step waited {_ms(data)} for its batch ({data / step:.0%} of the step); "
                             "more data_workers or faster decoding"))  # fmt: skip
     straggler = record.get("straggler") if isinstance(record.get("straggler"), dict) else {}
     lag = _number(straggler.get("lag_sec_per_step")) or 0.0
     if straggler and lag >= SHARE * gap:
         named.append((lag, f"a straggler: rank {straggler.get('rank')} on {straggler.get('host')} was ready last, "
-                           f"{lag * 1e3:.3g} ms per step after the others"))  # fmt: skip
+                           f"{_ms(lag)} per step after the others"))  # fmt: skip
     transport = str(record.get("transport") or "")
     if "host memory" in transport or (str(record.get("device") or "").startswith("cuda") and transport == "gloo"):
         named.append((gap, f"host transport: its gradients travel through host memory ({transport})"))
@@ -123,31 +129,40 @@ def causes(record: dict[str, Any], roof: Roofline, messages: list[int], gradient
     span = _number(record.get("comm_sec_per_step")) or 0.0
     own = found.get("own")
     if own is not None and messages:
-        split = sum(own.seconds(m) for m in messages)
+        # As the network saw them: Horovod fuses the tensors ready when its network is free.
+        window = _number(record.get("overlapped_comm_sec_per_step")) or 0.0
+        fuse = fusion_bytes(str(record.get("backend")), (record.get("provenance") or {}).get("environment") or {})
+        _, sent = simulate(messages, ready_times(len(messages), window), own.seconds, fuse)
+        split = sum(own.seconds(m) for m in sent)
         whole = own.seconds(gradient)
         if split - whole >= SHARE * gap:
-            named.append((split - whole, f"small buckets: {len(messages)} reductions of {gradient / len(messages) / 2**10:.3g} KiB on "
-                                         f"average cost {(split - whole) * 1e3:.3g} ms more per step than one of the whole "
-                                         "gradient on this network; raise bucket_cap_mb (DDP) or the fusion threshold"))  # fmt: skip
+            named.append((split - whole, f"small buckets: {len(sent)} reductions of {gradient / len(sent) / 2**10:.3g} KiB on "
+                                         f"average cost {_ms(split - whole)} more per step than one of the whole gradient on "
+                                         "this network; raise bucket_cap_mb (DDP), HOROVOD_FUSION_THRESHOLD or "
+                                         "HOROVOD_CYCLE_TIME (Horovod)"))  # fmt: skip
         if span > 1.5 * split and exposed >= SHARE * gap:
-            named.append((span - split, f"a slow interface: its reductions took {span * 1e3:.3g} ms per step, against "
-                                        f"{split * 1e3:.3g} ms for the same messages in larsbench comm on this allocation; "
-                                        "check network_interface and the path between the nodes"))  # fmt: skip
+            named.append((span - split, f"a slow interface or path: its reductions took {_ms(span)} per step, against "
+                                        f"{_ms(split)} for the same messages in larsbench comm on this allocation; check "
+                                        "network_interface and the path between the nodes"))  # fmt: skip
     best = found.get("best")
     if own is not None and best is not None and best[1] != record.get("backend"):
         mine = own.seconds(gradient)
         if mine > 2 * best[0] and mine - best[0] >= SHARE * gap:
             named.append((mine - best[0], f"a slower library path: {record.get('backend')}'s all-reduce of the gradient takes "
-                                          f"{mine * 1e3:.3g} ms here, {best[1]}'s {best[0] * 1e3:.3g} ms"))  # fmt: skip
+                                          f"{_ms(mine)} here, {best[1]}'s {_ms(best[0])}"))  # fmt: skip
     if exposed >= SHARE * gap and span > 0 and (span - exposed) < 0.1 * span:
-        named.append((exposed, f"communication not overlapped: {exposed * 1e3:.3g} of its {span * 1e3:.3g} ms of reductions "
+        named.append((exposed, f"communication not overlapped: {_ms(exposed)} of its {_ms(span)} of reductions "
                                "came after the last gradient was ready"))  # fmt: skip
     overhead = _number(record.get("overhead_sec_per_step")) or 0.0
     if overhead >= SHARE * gap:
-        named.append((overhead, f"overhead: {overhead * 1e3:.3g} ms per step beyond compute, data and communication "
-                                "(the loop, the backend's wrappers, other processes on the rank's cores)"))  # fmt: skip
+        named.append((overhead, f"overhead: {_ms(overhead)} per step beyond compute, data and communication (the loop, "
+                                "the backend's wrappers, and whatever else used the rank's cores: on CPUs the collectives' "
+                                "own copies and sums, other processes)"))  # fmt: skip
+    if record.get("unstable"):
+        reasons = "; ".join(record.get("unstable_reasons") or []) or "unstable"
+        named.append((SHARE * gap, f"a disturbed run: its own step times were unstable ({reasons})"))
     if not named:
-        return [f"no cause the records support: the gap ({gap * 1e3:.3g} ms) is spread over the step's parts"]
+        return [f"no cause the records support: the gap ({_ms(gap)}) is spread over the step's parts"]
     return [text for _, text in sorted(named, key=lambda item: -item[0])]
 
 

@@ -38,7 +38,8 @@
 # LARSBENCH_SLURM_CPUS (CPUs per node, default nproc), LARSBENCH_SLURM_MEM_MB,
 # LARSBENCH_SLURM_START_TIMEOUT (seconds, default 60), LARSBENCH_SLURM_NODE_CPU_SHARE (e.g. 0.45:
 # each node's slurmd, and so every job step on that node, may use at most that many of the
-# machine's CPUs, through a cgroup cpu quota; default: no limit).
+# machine's CPUs, through a cgroup cpu quota; default: no limit), LARSBENCH_SLURM_NODE_CPU_PERIOD_US
+# (the quota's period, default 10000 µs).
 #
 # The nodes share this machine's cores: without a limit, a rank alone on the machine gets every
 # core and a rank among N nodes' ranks a share of them, so one node is faster than one of N. With
@@ -100,7 +101,7 @@ render_conf() {
     cat <<EOF
 # Written by slurm/local_nodes.sh; rewritten (and the cluster rebuilt) when it changes.
 # nodes: $nodes
-# CPUs each node may use: ${CPU_SHARE:-all}
+# CPUs each node may use: ${CPU_SHARE:-all} (period ${CPU_PERIOD_US} us)
 ClusterName=$CLUSTER_NAME
 SlurmctldHost=ctl($SUBNET.$CTL_ADDR_SUFFIX)
 SlurmctldPort=$CTLD_PORT
@@ -157,12 +158,15 @@ EOF
 
 # --- CPU shares -----------------------------------------------------------------------------
 
-CPU_PERIOD_US=10000 # a short period: a throttled rank waits at most this long for its next slice
+# A short period: a throttled process waits at most this long for its next slice.
+CPU_PERIOD_US="${LARSBENCH_SLURM_NODE_CPU_PERIOD_US:-10000}"
 
 check_cpu_share() {
     [[ -z $CPU_SHARE ]] && return 0
     [[ $CPU_SHARE =~ ^[0-9]*\.?[0-9]+$ ]] && awk -v s="$CPU_SHARE" 'BEGIN { exit !(s > 0) }' ||
         die "LARSBENCH_SLURM_NODE_CPU_SHARE=$CPU_SHARE: give the CPUs each node may use, a number above 0 (e.g. 0.45)"
+    [[ $CPU_PERIOD_US =~ ^[0-9]+$ ]] && awk -v s="$CPU_SHARE" -v p="$CPU_PERIOD_US" 'BEGIN { exit !(s * p >= 1000 && p <= 1000000) }' ||
+        die "LARSBENCH_SLURM_NODE_CPU_PERIOD_US=$CPU_PERIOD_US: the kernel's quota is at least 1000 us, so the period must be at least $(awk -v s="$CPU_SHARE" 'BEGIN { printf "%d", 1000 / s + 1 }') us for a share of $CPU_SHARE (and at most 1000000)"
     [[ -w /sys/fs/cgroup/cpu/cgroup.procs || -f /sys/fs/cgroup/cgroup.controllers ]] ||
         die "LARSBENCH_SLURM_NODE_CPU_SHARE needs the cgroup cpu controller (v1 at /sys/fs/cgroup/cpu, or cgroup v2)"
 }

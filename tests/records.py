@@ -4,7 +4,7 @@ fails the tests that read it instead of passing on a hand-written dict.
 
 ``make_record(throughput=120.0, world_size=2, ...)``: any ``RunSpec`` field by name; the
 measurements below; provenance overrides (``cpu_model``, ``gpu_model``, ``timestamp_utc``,
-``versions``, ``git_commit``, ``host``, ``node_list``, ``num_nodes``, ``config``).
+``versions``, ``git_commit``, ``host``, ``node_list``, ``num_nodes``, ``environment``, ``config``).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from larsbench.loop.record import build_record
 
 _ids = itertools.count()
 PROVENANCE_KEYS = ("cpu_model", "gpu_model", "timestamp_utc", "versions", "git_commit", "host", "node_list", "num_nodes",
-                   "launcher", "torch_threads", "gpu_count")  # fmt: skip
+                   "launcher", "torch_threads", "gpu_count", "environment")  # fmt: skip
 
 
 @functools.cache

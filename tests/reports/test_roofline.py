@@ -57,3 +57,12 @@ def test_runs_without_a_network_figure_or_on_one_rank_have_no_roofline():
     own = roofline(run(step_sec=0.2, data_wait_sec=0.09), {})
     assert own.network_sec == pytest.approx(0.04) and "own communication span" in own.network_source and own.marked
     assert [r.run_id for r in rooflines([run(), run(status="failed")], NETWORK)] != []
+
+
+def test_horovod_is_judged_on_the_collectives_its_fusion_makes():
+    tensors = [64 * 1024] * 800  # one launch per gradient tensor; Horovod fuses what is ready
+    fused = roofline(run(backend="horovod", step_sec=0.3, comm_sec=0.2, exposed_comm_sec=0.1, comm_messages_bytes=tensors), NETWORK)
+    assert not any(c.startswith("small buckets") for c in fused.causes)
+    unfused = roofline(run(backend="horovod", step_sec=0.3, comm_sec=0.2, exposed_comm_sec=0.1, comm_messages_bytes=tensors,
+                           environment={"HOROVOD_FUSION_THRESHOLD": "65536"}), NETWORK)  # fmt: skip
+    assert unfused.marked and any(c.startswith("small buckets: 800 reductions") for c in unfused.causes)
