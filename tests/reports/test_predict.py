@@ -275,3 +275,32 @@ def test_a_one_rank_base_adds_its_own_reduction_machinery_to_the_network_time():
     slow = networks(comm_run("deepspeed", 2, 1, LINK))["deepspeed"]
     p = predict_shape(base, slow, Shape(2, 1, "weak", 32))
     assert p.parts["exposed_comm_sec"] == pytest.approx(ring_seconds(90 * MiB, 2, LINK) + 0.05, rel=0.02)
+
+
+def test_the_frontier_predicts_throughput_where_no_run_reached_a_batch_without_accumulation():
+    from larsbench.reports.load import records_frame, summarize_repeats
+    from larsbench.reports.predict import throughput_at_scale
+    from larsbench.reports.study import frontiers, study_rows
+
+    evals = [{"step": 10, "epoch": 2.0, "top1": 0.5, "top5": 0.9, "elapsed_sec": 10.0}]
+    # A study on one worker: B = 8 as 1×8×1, B = 16 and 32 only by accumulation
+    records = [
+        make_record(micro_batch_size=8, accumulation_steps=acc, throughput=100.0, step_sec=0.08 * acc, compute_sec=0.06 * acc,
+                    ready_sec=0.05, comm_sec=0.03, exposed_comm_sec=0.001, comm_messages_bytes=[64 * 1024],
+                    allreduce_bytes_per_step=64 * 1024, target_top1=0.4, epochs_to_accuracy=epochs, time_to_accuracy_sec=20.0,
+                    steps_per_epoch=640 // (8 * acc), evals=evals)
+        for acc, epochs in ((1, 2.0), (2, 2.0), (4, 2.2))
+    ]  # fmt: skip
+    summary = summarize_repeats(records_frame(records))
+    at_scale = throughput_at_scale(records, networks(comm_run("ddp", 8, 1, 1.25e9)))
+    (front,) = frontiers(summary, study_rows(summary), at_scale)
+    points = {p.global_batch: p for p in front.points}
+    assert not points[8].predicted and points[8].throughput == pytest.approx(100.0)  # B=8 ran as 1×8×1
+    for batch in (16, 32):
+        p = points[batch]
+        assert p.predicted and p.source.startswith(f"predicted: {batch // 8} node(s) × 1 = {batch} = {batch // 8}×8×1")
+        assert "measured with accumulation: 100.0 images/s" in p.source and p.source_world_size == batch // 8
+        assert p.projected_sec == pytest.approx(p.epochs * p.train_images / p.throughput)
+    # without comm records nothing is predicted: the study's own accumulation runs stand
+    (plain,) = frontiers(summary, study_rows(summary))
+    assert not any(p.predicted for p in plain.points)
