@@ -159,9 +159,12 @@ class Backend(ABC):
             self.collectives().broadcast(tensor, src=src)
         return tensor
 
-    def all_gather(self, tensor: torch.Tensor) -> torch.Tensor:
-        """Every rank's ``tensor``, concatenated along the first dimension in rank order."""
-        out = tensor.new_empty((self.world_size * tensor.shape[0], *tensor.shape[1:]))
+    def all_gather(self, tensor: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Every rank's ``tensor``, concatenated along the first dimension in rank order, written
+        into ``out`` when given (a caller that repeats the collective allocates it once, so a
+        timing of the collective leaves the allocation out) and returned."""
+        if out is None:
+            out = tensor.new_empty((self.world_size * tensor.shape[0], *tensor.shape[1:]))
         if self.world_size > 1:
             self.collectives().all_gather_into_tensor(out, tensor)
         else:

@@ -130,7 +130,8 @@ class HorovodBackend(Backend):
     def broadcast_(self, tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
         return self.hvd.broadcast_(tensor, root_rank=src)
 
-    def all_gather(self, tensor: torch.Tensor) -> torch.Tensor:
+    def all_gather(self, tensor: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        # Horovod's allgather allocates its own output: ``out`` cannot be filled without a copy.
         return self.hvd.allgather(tensor)
 
     def transport(self) -> dict[str, Any]:

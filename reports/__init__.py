@@ -6,6 +6,10 @@ attribution   the step time lost to scaling, split into data wait, compute and e
 study         large-batch study: recipes by global batch, the time-to-accuracy frontier
 telemetry     LARS telemetry side files: per-layer trust ratio and effective LR
 comm          ``larsbench comm`` records: bus bandwidth against message size
+predict       step time, throughput, efficiency and time to accuracy at unseen scales (predict_comm: an
+              all-reduce's time on an allocation; predict_rcp: MLPerf's reference convergence points;
+              predict_cli: the ``predict`` sub-command)
+roofline      the step time a run's network and compute allow, and the likely causes of a gap
 mlperf        MLCommons' compliance checker on the event logs, the summarizer's olympic score
 plots         PNG plots of one workload (matplotlib, Agg); study_plots, telemetry_plots, history_plots likewise
 study_report  the study and LARS telemetry sections of the report

@@ -1,4 +1,4 @@
-"""The ``report``, ``compare``, ``baseline`` and ``history`` sub-commands of ``larsbench``.
+"""The ``report``, ``compare``, ``baseline``, ``history`` and ``predict`` sub-commands of ``larsbench``.
 
 ``add_commands(subparsers)`` adds them to the main parser; each sets ``handler(args, console)``
 returning the exit code. Bad input raises ``larsbench.core.errors.ConfigError`` (exit 2 in ``main``).
@@ -15,6 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from larsbench.core.errors import ConfigError
+from larsbench.reports import predict_cli
 
 COMPARE_EPILOG = """\
 metrics, direction and default tolerance:
@@ -103,6 +104,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     history.add_argument("--include-unstable", action="store_true",
                          help="count runs flagged unstable in the timed metrics (default: left out, counted in the report)")  # fmt: skip
     history.set_defaults(handler=cmd_history)
+    predict_cli.add_command(subparsers)
 
 
 def cmd_report(args: argparse.Namespace, console: Console) -> int:

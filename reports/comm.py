@@ -88,25 +88,31 @@ def comm_blocks(records: list[dict[str, Any]], runs: list[dict[str, Any]], prefi
     blocks: list[Block] = [
         Heading("Collectives (larsbench comm)"),
         Text(
-            "Each backend's collectives through its own API, float32, the median time of the slowest rank per "
-            "iteration. Bandwidths as nccl-tests defines them: algbw = S / t (S the message, or the all-gather's "
+            "Each backend's collectives through its own API, float32, timed as nccl-tests times them: loops of "
+            "back-to-back collectives between barriers, buffers allocated beforehand, the median loop's time per "
+            "collective averaged over the ranks; latency is one collective of one float32 per rank. "
+            "Bandwidths as nccl-tests defines them: algbw = S / t (S the message, or the all-gather's "
             "output), busbw = algbw × 2(n−1)/n for all-reduce, × (n−1)/n for all-gather, × 1 for broadcast: the "
             "figure comparable to a link's bandwidth."
         ),
     ]
     rows = []
-    for key in sorted({(r["backend"], r["operation"], r["world_size"]) for r in records}):
-        mine = sorted((r for r in records if (r["backend"], r["operation"], r["world_size"]) == key), key=lambda r: r["bytes"])
+    def where(r: dict[str, Any]) -> tuple[str, str, int, int]:
+        return r["backend"], r["operation"], r["world_size"], int(r.get("num_nodes") or 1)
+
+    for key in sorted({where(r) for r in records}):
+        mine = sorted((r for r in records if where(r) == key), key=lambda r: r["bytes"])
         best = max(mine, key=lambda r: r["busbw_gbps"])
         small = mine[0]
         at_gradient = [
             f"{model}: {_interpolate(mine, size):.3g} GB/s → {size / (_interpolate(mine, size) * 1e9) * 1e3 * _bus(key[1], key[2]) :.1f} ms"
             for model, size in sorted(gradients.items()) if key[1] == "all_reduce" and _interpolate(mine, size)
         ]  # fmt: skip
-        rows.append([key[0], str((small.get("transport") or {}).get("collectives")), key[1], str(key[2]),
-                     f"{small['time_sec'] * 1e6:.0f} µs at {_human(small['bytes'])}",
+        latency = (f"{small['latency_sec'] * 1e6:.0f} µs at 4 B per rank" if small.get("latency_sec") is not None
+                   else f"{small['time_sec'] * 1e6:.0f} µs at {_human(small['bytes'])}")  # comm schema 1: the smallest size
+        rows.append([key[0], str((small.get("transport") or {}).get("collectives")), key[1], f"{key[2]} on {key[3]} node(s)", latency,
                      f"{best['busbw_gbps']:.3g} at {_human(best['bytes'])}", "; ".join(at_gradient) or "—"])  # fmt: skip
-    blocks.append(Table(["backend", "transport", "operation", "ranks", "latency (smallest)", "peak busbw GB/s",
+    blocks.append(Table(["backend", "transport", "operation", "ranks", "latency", "peak busbw GB/s",
                          "at the gradient size"], rows))  # fmt: skip
     path = plot_bus_bandwidth(records, gradients, Path(f"{prefix}-busbw.png"))
     if path is not None:

@@ -13,7 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.ticker import FixedLocator, NullLocator  # noqa: E402
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator  # noqa: E402
 
 from larsbench.reports.load import distinguishing_settings  # noqa: E402
 from larsbench.reports.scaling import KINDS, Series  # noqa: E402
@@ -306,4 +306,40 @@ def plot_step_split(summary: pd.DataFrame, workload: str, path: Path) -> Path | 
     ax.set_xlabel("share of step time (%)")
     ax.set_title("Step-time split per setting (mean over repeats)", fontsize=10)
     legend_below(ax, ncol=4)
+    return save(fig, path)
+
+
+def plot_roofline(runs: list, slower: float, workload: str, path: Path) -> Path | None:
+    """Measured step against the network roofline, one point per multi-rank run; marked runs
+    (more than ``slower`` above it) hollow and labelled."""
+    if not runs:
+        return None
+    fig, (ax,) = figure(1, workload)
+    backends = sorted({r.backend for r in runs})
+    top = max(max(r.step_sec, r.roofline_sec) for r in runs) * 1e3 * 1.25
+    low = min(min(r.step_sec, r.roofline_sec) for r in runs) * 1e3 / 1.25
+    line = [low, top]
+    ax.plot(line, line, color="0.3", linewidth=1, label="at the roofline")
+    ax.plot(line, [v * (1 + slower) for v in line], color="0.3", linewidth=1, linestyle="--", label=f"{slower:.0%} above it")
+    for i, backend in enumerate(backends):
+        color = COLORS[i % len(COLORS)]
+        mine = [r for r in runs if r.backend == backend]
+        for r in mine:
+            ax.plot(r.roofline_sec * 1e3, r.step_sec * 1e3, marker="o", color=color,
+                    markerfacecolor="none" if r.marked else color, linestyle="none")  # fmt: skip
+            ax.annotate(f"N={r.world_size}" + (" (marked)" if r.marked else ""), (r.roofline_sec * 1e3, r.step_sec * 1e3),
+                        xytext=(4, 2), textcoords="offset points", fontsize=7)  # fmt: skip
+        ax.plot([], [], marker="o", color=color, linestyle="none", label=backend)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    for axis in (ax.xaxis, ax.yaxis):  # plain milliseconds, not powers of ten
+        axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        narrow = top / low < 10  # within a decade every minor tick is labelled, else 2 and 5 only
+        axis.set_minor_formatter(FuncFormatter(lambda v, _, every=narrow: f"{v:g}" if every or f"{v:g}"[0] in "25" else ""))
+    ax.set_xlim(low, top)
+    ax.set_ylim(low, top * (1 + slower))
+    ax.set_xlabel("roofline step: max(compute, network) (ms)")
+    ax.set_ylabel("measured step (ms)")
+    ax.set_title("Step time against the network roofline (hollow: marked)", fontsize=10)
+    legend_below(ax, ncol=3)
     return save(fig, path)

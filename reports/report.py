@@ -18,7 +18,11 @@ from larsbench.reports.attribution import PARTS, attribute
 from larsbench.reports.comm import comm_blocks
 from larsbench.reports.mlperf import mlperf_blocks
 from larsbench.reports.load import distinguishing_settings, records_frame, summarize_repeats
+from larsbench.reports.predict import throughput_at_scale
+from larsbench.reports.predict_comm import networks as comm_networks
+from larsbench.reports.predict_rcp import rcp_blocks
 from larsbench.reports.render import Block, Bullets, Heading, PlotSpec, Table, Text, draw_plots, to_html, to_markdown
+from larsbench.reports.roofline import roofline_blocks, rooflines
 from larsbench.reports.scaling import KINDS, Series, efficiency_index, scaling_series
 from larsbench.reports.study_report import study_blocks, telemetry_blocks
 
@@ -268,6 +272,7 @@ def _build(
     frame = records_frame(records)
     summary = summarize_repeats(frame, include_unstable)
     blocks = _overview(records, frame, sources, baseline_world_size)
+    networks = comm_networks(comm or [])
     for number, (_, part) in enumerate(summary.groupby("workload", sort=True), start=1):
         part = part.reset_index(drop=True)
         workload = part.iloc[0]["workload"]
@@ -280,13 +285,17 @@ def _build(
             blocks.append(Bullets(flagged))
         blocks += [Heading("Scaling efficiency", 3), *efficiency_blocks(weak + strong)]
         blocks += attribution_blocks(weak + strong, part, workload, prefix, images)
-        study: list[Block] = study_blocks(part, workload, prefix, images)
+        runs = frame[frame["workload_key"] == part.iloc[0]["workload_key"]]
+        ids = set(runs["run_id"])
+        mine = [r for r in records if r.get("run_id") in ids]
+        blocks += roofline_blocks(rooflines(mine, networks), workload, prefix, images)
+        at_scale = throughput_at_scale(mine, networks) if networks else None
+        study: list[Block] = study_blocks(part, workload, prefix, images, at_scale)
         blocks += _plot_blocks(part, weak + strong, workload, prefix, images, in_study=bool(study))
         blocks += study
-        runs = frame[frame["workload_key"] == part.iloc[0]["workload_key"]]
+        blocks += rcp_blocks(mine)
         blocks += telemetry_blocks(runs, folders or {}, workload, prefix, images)
-        ids = set(runs["run_id"])
-        blocks += mlperf_blocks([r for r in records if r.get("run_id") in ids], folders or {})
+        blocks += mlperf_blocks(mine, folders or {})
     blocks += comm_blocks(comm or [], records, out_dir / "comm", images)
     bad = non_ok_table(frame)
     blocks += [Heading("Runs that did not finish ok")]

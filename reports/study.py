@@ -11,11 +11,16 @@ wall-clock says little about a cluster; the projection says what it would take t
     projected TTA(B) = epochs_to_target(B) × train_images / throughput(B)
 
 with train_images = steps_per_epoch × B of the study run (the images one epoch trains on).
+
+Where no run reached B without accumulation and the report has ``larsbench comm`` records, the
+throughput at B is ``larsbench predict``'s at the allocation that reaches B with the study's
+micro-batch and no accumulation (``at_scale``), labelled as predicted.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import pairwise
 
@@ -66,6 +71,7 @@ class FrontierPoint:
     throughput: float | None = None
     source: str = "—"  # which runs the throughput comes from
     source_world_size: int | None = None
+    predicted: bool = False  # the throughput is larsbench predict's, not a run's
     projected_sec: float | None = None
     measured_sec: float | None = None
 
@@ -118,7 +124,18 @@ def _reached(row: pd.Series) -> str:
     return "all" if row["tta_reached"] == row["ok_runs"] else f"{row['tta_reached']}/{row['ok_runs']}"
 
 
-def frontier_point(summary: pd.DataFrame, row: pd.Series) -> FrontierPoint:
+# (a study row) → (images/s, where it comes from, world size) at B without accumulation, or None.
+AtScale = Callable[[pd.Series], "tuple[float, str, int] | None"]
+
+
+def _at_scale(summary: pd.DataFrame, row: pd.Series) -> bool:
+    """Whether a run of ``row``'s workload reached its global batch without accumulation."""
+    same = summary[(summary["workload_key"] == row["workload_key"]) & (summary["global_batch_size"] == row["global_batch_size"])
+                   & summary["throughput_mean"].notna()]  # fmt: skip
+    return bool((same["accumulation_steps"] == 1).any())
+
+
+def frontier_point(summary: pd.DataFrame, row: pd.Series, at_scale: AtScale | None = None) -> FrontierPoint:
     batch = int(row["global_batch_size"])
     point = FrontierPoint(batch, row["settings_key"], _reached(row))
     if _finite(row["time_to_accuracy_sec"]):
@@ -131,6 +148,13 @@ def frontier_point(summary: pd.DataFrame, row: pd.Series) -> FrontierPoint:
     found = throughput_source(summary, row)
     if found is not None:
         point.throughput, point.source, point.source_world_size = found
+    if at_scale is not None and not _at_scale(summary, row):
+        # No run reached this batch the way a cluster would (without accumulation): predict it.
+        predicted = at_scale(row)
+        if predicted is not None:
+            point.throughput, text, point.source_world_size = predicted
+            point.source = f"predicted: {text}" + (f"; measured with accumulation: {found[0]:.1f} images/s" if found else "")
+            point.predicted = True
     if point.train_images and point.throughput:
         point.projected_sec = point.epochs * point.train_images / point.throughput
     return point
@@ -164,7 +188,7 @@ def stops_paying_off(points: list[FrontierPoint]) -> tuple[int | None, str]:
     return None, f"still pays off at the largest batch measured (B={projected[-1].global_batch})"
 
 
-def frontiers(summary: pd.DataFrame, rows: pd.DataFrame) -> list[Frontier]:
+def frontiers(summary: pd.DataFrame, rows: pd.DataFrame, at_scale: AtScale | None = None) -> list[Frontier]:
     """One frontier per study series. At a batch run in several ways (world size × accumulation),
     a row that reached the target stands for it (a short throughput run with an evaluation must
     not hide the long run that measured epochs to target), the one with the most workers first."""
@@ -174,7 +198,7 @@ def frontiers(summary: pd.DataFrame, rows: pd.DataFrame) -> list[Frontier]:
         chosen = part.sort_values(["global_batch_size", "_missed", "world_size", "accumulation_steps"],
                                   ascending=[True, True, False, True], kind="stable")  # fmt: skip
         chosen = chosen.drop_duplicates("global_batch_size", keep="first")
-        frontier = Frontier(label, [frontier_point(summary, r) for _, r in chosen.iterrows()])
+        frontier = Frontier(label, [frontier_point(summary, r, at_scale) for _, r in chosen.iterrows()])
         frontier.stop_batch, frontier.note = stops_paying_off(frontier.points)
         out.append(frontier)
     return out

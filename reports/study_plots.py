@@ -45,6 +45,10 @@ def plot_frontier(frontiers: list[Frontier], workload: str, path: Path) -> Path 
             ax.plot([p.global_batch for p in proj], [p.projected_sec for p in proj], color=color, marker=".", label=f.label)
         else:
             ax.plot([], [], color=color, label=f.label)
+        guessed = [p for p in proj if p.predicted]
+        if guessed:
+            ax.scatter([p.global_batch for p in guessed], [p.projected_sec for p in guessed], marker="^", s=48,
+                       facecolors="none", edgecolors=color, zorder=3)  # fmt: skip
         if meas:
             ax.scatter([p.global_batch for p in meas], [p.measured_sec for p in meas], marker="s", s=36,
                        facecolors="none", edgecolors=color, zorder=3)  # fmt: skip
@@ -57,10 +61,15 @@ def plot_frontier(frontiers: list[Frontier], workload: str, path: Path) -> Path 
     log2_axis(ax, batches, "global batch size (images per optimizer step)")
     ax.set_yscale("log")
     ax.set_ylabel("time to target top-1 (s, log scale)")
-    ax.set_title("Time-to-accuracy frontier: projected from measured epochs × measured throughput", fontsize=10)
+    predicted = any(p.predicted for f in frontiers for p in f.points)
+    source = "measured or predicted throughput" if predicted else "measured throughput"
+    ax.set_title(f"Time-to-accuracy frontier: projected from measured epochs × {source}", fontsize=10)
     ax.grid(alpha=0.3, which="both")
     handles, labels = ax.get_legend_handles_labels()
     handles += [Line2D([], [], color="0.35", marker="."), proxy("0.35", "s", "", hollow=True), proxy("0.35", "*", "")]
     labels += ["projected TTA (line)", "measured TTA (this study's run)", "doubling the batch stops paying off"]
+    if predicted:
+        handles.append(proxy("0.35", "^", "", hollow=True))
+        labels.append("throughput predicted (no run at B without accumulation)")
     legend_below(ax, handles, labels, ncol=2)
     return save(fig, path)

@@ -12,7 +12,7 @@ import pandas as pd
 from larsbench.reports import study_plots, telemetry_plots
 from larsbench.reports.load import seeds_text
 from larsbench.reports.render import Block, Bullets, Heading, Image, Table, Text, draw_plots
-from larsbench.reports.study import STOP_GAIN, Frontier, frontiers, is_study, study_rows, study_series
+from larsbench.reports.study import STOP_GAIN, AtScale, Frontier, frontiers, is_study, study_rows, study_series
 from larsbench.reports.telemetry import collect, select, step_summary
 
 STUDY_HEADERS = [
@@ -117,14 +117,15 @@ def frontier_notes(fronts: list[Frontier]) -> list[str]:
     ]
 
 
-def study_blocks(summary: pd.DataFrame, workload: str, prefix: Path, images: list[Path]) -> list[Block]:
+def study_blocks(summary: pd.DataFrame, workload: str, prefix: Path, images: list[Path], at_scale: AtScale | None = None) -> list[Block]:
     """The study section of one workload's repeat groups, or no blocks when it is no study
-    (fewer than two recipes and two global batch sizes with accuracy measured)."""
+    (fewer than two recipes and two global batch sizes with accuracy measured). ``at_scale``
+    predicts the throughput at a batch no run reached without accumulation."""
     rows = study_rows(summary)
     if rows.empty or not is_study(rows):
         return []
     series = study_series(rows)
-    fronts = frontiers(summary, rows)
+    fronts = frontiers(summary, rows, at_scale)
     blocks: list[Block] = [
         Heading("Large-batch study", 3),
         Text(
@@ -139,7 +140,9 @@ def study_blocks(summary: pd.DataFrame, workload: str, prefix: Path, images: lis
         Text(
             "Projected TTA(B) = epochs to target(B) × train images / throughput(B), where train images = steps "
             "per epoch × B of the study run and throughput(B) comes from the run of this workload at B with the "
-            "most workers (least accumulation: how a cluster reaches B), else from the study run itself. "
+            "most workers (least accumulation: how a cluster reaches B), else from the study run itself; where no "
+            "run reached B without accumulation and `larsbench comm` records are given, larsbench predict's throughput "
+            "at the allocation that reaches B with the study's micro-batch, labelled *predicted*. "
             f"Doubling the batch stops paying off at the first B whose next doubling cuts the projected time by "
             f"less than {STOP_GAIN:.0%} (or is slower, or misses the target)."
         ),

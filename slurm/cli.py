@@ -76,7 +76,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     comm.add_argument("--min-bytes", default="4K", metavar="SIZE", help="smallest message (default 4K)")
     comm.add_argument("--max-bytes", default="256M", metavar="SIZE", help="largest message (default 256M)")
     comm.add_argument("--operations", default="all_reduce,all_gather,broadcast", help="comma-separated (default: all three)")
-    comm.add_argument("--iterations", type=int, default=20, metavar="N", help="timed collectives per size, at most (default 20)")
+    comm.add_argument("--iterations", type=int, default=20, metavar="N", help="collectives per timed loop, at most (default 20, as nccl-tests' -n; fewer for sizes that would pass the 1 s budget); 3 loops per size")
     add_run_flags(slurm)
     add_option_flags(slurm)
     slurm.set_defaults(handler=cmd_slurm)
@@ -274,7 +274,7 @@ def _comm_request(args: argparse.Namespace) -> tuple[list[int], list[str]]:
         if op not in OPERATIONS:
             raise ConfigError("--operations", f"unknown operation {op!r}; choose from {', '.join(OPERATIONS)}")
     if args.iterations < 3:
-        raise ConfigError("--iterations", "must be at least 3 (a median needs a few)")
+        raise ConfigError("--iterations", "must be at least 3 collectives per timed loop")
     return size_sweep(smallest, largest), operations
 
 

@@ -36,7 +36,15 @@
 # and digits), LARSBENCH_SLURM_NODES_SUBNET (first three octets of a private /24, default
 # 10.77.0), LARSBENCH_SLURM_NODES_CTLD_PORT / _SLURMD_PORT (default 6827 / 6828),
 # LARSBENCH_SLURM_CPUS (CPUs per node, default nproc), LARSBENCH_SLURM_MEM_MB,
-# LARSBENCH_SLURM_START_TIMEOUT (seconds, default 60).
+# LARSBENCH_SLURM_START_TIMEOUT (seconds, default 60), LARSBENCH_SLURM_NODE_CPU_SHARE (e.g. 0.45:
+# each node's slurmd, and so every job step on that node, may use at most that many of the
+# machine's CPUs, through a cgroup cpu quota; default: no limit), LARSBENCH_SLURM_NODE_CPU_PERIOD_US
+# (the quota's period, default 10000 µs).
+#
+# The nodes share this machine's cores: without a limit, a rank alone on the machine gets every
+# core and a rank among N nodes' ranks a share of them, so one node is faster than one of N. With
+# LARSBENCH_SLURM_NODE_CPU_SHARE every node gets the same share whatever the others do, as
+# separate machines of equal speed would (keep nodes × share below the machine's cores).
 #
 # Needs root (namespaces, links, slurmd).
 set -euo pipefail
@@ -47,6 +55,7 @@ SUBNET="${LARSBENCH_SLURM_NODES_SUBNET:-10.77.0}"
 CTLD_PORT="${LARSBENCH_SLURM_NODES_CTLD_PORT:-6827}"
 SLURMD_PORT="${LARSBENCH_SLURM_NODES_SLURMD_PORT:-6828}"
 START_TIMEOUT="${LARSBENCH_SLURM_START_TIMEOUT:-60}"
+CPU_SHARE="${LARSBENCH_SLURM_NODE_CPU_SHARE:-}"
 CLUSTER_NAME="$NAME"
 
 CONF="$STATE_DIR/slurm.conf"
@@ -92,6 +101,7 @@ render_conf() {
     cat <<EOF
 # Written by slurm/local_nodes.sh; rewritten (and the cluster rebuilt) when it changes.
 # nodes: $nodes
+# CPUs each node may use: ${CPU_SHARE:-all} (period ${CPU_PERIOD_US} us)
 ClusterName=$CLUSTER_NAME
 SlurmctldHost=ctl($SUBNET.$CTL_ADDR_SUFFIX)
 SlurmctldPort=$CTLD_PORT
@@ -144,6 +154,43 @@ EOF
         printf '#!/bin/sh\nexec %q %q "$@"\n' "$BIN_DIR/in-cluster" "$real" >"$BIN_DIR/$client"
     done
     chmod 0755 "$BIN_DIR"/*
+}
+
+# --- CPU shares -----------------------------------------------------------------------------
+
+# A short period: a throttled process waits at most this long for its next slice.
+CPU_PERIOD_US="${LARSBENCH_SLURM_NODE_CPU_PERIOD_US:-10000}"
+
+check_cpu_share() {
+    [[ -z $CPU_SHARE ]] && return 0
+    [[ $CPU_SHARE =~ ^[0-9]*\.?[0-9]+$ ]] && awk -v s="$CPU_SHARE" 'BEGIN { exit !(s > 0) }' ||
+        die "LARSBENCH_SLURM_NODE_CPU_SHARE=$CPU_SHARE: give the CPUs each node may use, a number above 0 (e.g. 0.45)"
+    [[ $CPU_PERIOD_US =~ ^[0-9]+$ ]] && awk -v s="$CPU_SHARE" -v p="$CPU_PERIOD_US" 'BEGIN { exit !(s * p >= 1000 && p <= 1000000) }' ||
+        die "LARSBENCH_SLURM_NODE_CPU_PERIOD_US=$CPU_PERIOD_US: the kernel's quota is at least 1000 us, so the period must be at least $(awk -v s="$CPU_SHARE" 'BEGIN { printf "%d", 1000 / s + 1 }') us for a share of $CPU_SHARE (and at most 1000000)"
+    [[ -w /sys/fs/cgroup/cpu/cgroup.procs || -f /sys/fs/cgroup/cgroup.controllers ]] ||
+        die "LARSBENCH_SLURM_NODE_CPU_SHARE needs the cgroup cpu controller (v1 at /sys/fs/cgroup/cpu, or cgroup v2)"
+}
+
+# Puts pid (a node's slurmd; the jobs it starts inherit the group) under the node's CPU quota.
+limit_cpu() { # member pid
+    [[ -z $CPU_SHARE ]] && return 0
+    local member=$1 pid=$2 group quota
+    quota=$(awk -v s="$CPU_SHARE" -v p="$CPU_PERIOD_US" 'BEGIN { printf "%d", s * p }')
+    if [[ -w /sys/fs/cgroup/cpu/cgroup.procs ]]; then
+        group=/sys/fs/cgroup/cpu/$NAME-$member
+        mkdir -p "$group"
+        made cgroup "$group"
+        echo "$CPU_PERIOD_US" >"$group/cpu.cfs_period_us"
+        echo "$quota" >"$group/cpu.cfs_quota_us"
+    else
+        grep -qw cpu /sys/fs/cgroup/cgroup.subtree_control || echo +cpu >/sys/fs/cgroup/cgroup.subtree_control
+        group=/sys/fs/cgroup/$NAME-$member
+        mkdir -p "$group"
+        made cgroup "$group"
+        echo "$quota $CPU_PERIOD_US" >"$group/cpu.max"
+    fi
+    echo "$pid" >"$group/cgroup.procs"
+    log "$member: at most $CPU_SHARE CPU ($group)"
 }
 
 # --- what was made, and its removal -------------------------------------------------------
@@ -219,6 +266,8 @@ remove_made() {
             netns) [[ -e /run/netns/$name ]] && ip netns del "$name" ;;
             # A veth end can outlive its namespace's deletion for a moment: delete it by name.
             link | bridge) ip link show "$name" >/dev/null 2>&1 && ip link del "$name" ;;
+            # Empty once its processes are gone (stop_namespace_processes ran first).
+            cgroup) [[ -d $name ]] && rmdir "$name" ;;
         esac
         log "removed $kind $name"
     done
@@ -304,6 +353,7 @@ stop_all() {
 cmd_start() {
     local nodes=$1 new_conf k
     check_settings
+    check_cpu_share
     [[ $(id -u) == 0 ]] || die "a cluster of several nodes needs root (network namespaces, links)"
     local tool
     for tool in ip nsenter unshare; do
@@ -338,6 +388,7 @@ cmd_start() {
     done
     for ((k = 1; k <= nodes; k++)); do
         wait_pidfile "$RUN_DIR/slurmd-node$k.pid" slurmd 15 || { tail_logs; die "slurmd of node$k did not start"; }
+        limit_cpu "node$k" "$(<"$RUN_DIR/slurmd-node$k.pid")"
     done
 
     local deadline=$((SECONDS + START_TIMEOUT))

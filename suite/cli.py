@@ -87,7 +87,7 @@ def add_commands(commands: argparse._SubParsersAction, after_run: Callable[[Path
     comm.add_argument("--min-bytes", default="4K", metavar="SIZE", help="smallest message (default 4K)")
     comm.add_argument("--max-bytes", default="256M", metavar="SIZE", help="largest message (default 256M)")
     comm.add_argument("--operations", default="all_reduce,all_gather,broadcast", help="comma-separated (default: all three)")
-    comm.add_argument("--iterations", type=int, default=20, metavar="N", help="timed collectives per size, at most (default 20)")
+    comm.add_argument("--iterations", type=int, default=20, metavar="N", help="collectives per timed loop, at most (default 20, as nccl-tests' -n; fewer for sizes that would pass the 1 s budget); 3 loops per size")
     comm.add_argument("--output", type=Path, default=Path("results"), help="folder for comm.jsonl (default ./results)")
     comm.set_defaults(handler=cmd_comm)
 
@@ -164,7 +164,7 @@ def cmd_comm(args: argparse.Namespace, console: Console) -> int:
     if args.world_size < 1:
         raise ConfigError("--world-size", "must be at least 1")
     if args.iterations < 3:
-        raise ConfigError("--iterations", "must be at least 3 (a median needs a few)")
+        raise ConfigError("--iterations", "must be at least 3 collectives per timed loop")
     smallest, largest = parse_size(args.min_bytes, "--min-bytes"), parse_size(args.max_bytes, "--max-bytes")
     if smallest > largest:
         raise ConfigError("--min-bytes", f"{args.min_bytes} is larger than --max-bytes {args.max_bytes}")

@@ -96,13 +96,16 @@ def run_comm(
 
 
 def comm_table(records: list[dict], title: str) -> Table:
-    """Bus bandwidth (GB/s) by message size, one column per backend and operation."""
+    """Bus bandwidth (GB/s) by message size, one column per backend and operation, under a first
+    row with each one's small-message latency (µs: one collective of one float32 per rank)."""
     columns = sorted({(r["backend"], r["operation"]) for r in records}, key=lambda c: (c[0], OPERATIONS.index(c[1])))
     table = Table(title=title, title_justify="left")
-    table.add_column("size", justify="right")
+    table.add_column("size (busbw GB/s)", justify="right")
     for backend, operation in columns:
         transport = next((r.get("transport") or {}).get("collectives") for r in records if r["backend"] == backend)
         table.add_column(f"{backend} ({transport})\n{operation}", justify="right")
+    latency = {(r["backend"], r["operation"]): r["latency_sec"] for r in records if r.get("latency_sec") is not None}
+    table.add_row("latency µs", *(f"{latency[c] * 1e6:.0f}" if c in latency else "—" for c in columns), end_section=True)
     by_size: dict[int, dict[tuple[str, str], float]] = {}
     for r in records:
         by_size.setdefault(r["bytes"], {})[(r["backend"], r["operation"])] = r["busbw_gbps"]

@@ -4,7 +4,8 @@ fails the tests that read it instead of passing on a hand-written dict.
 
 ``make_record(throughput=120.0, world_size=2, ...)``: any ``RunSpec`` field by name; the
 measurements below; provenance overrides (``cpu_model``, ``gpu_model``, ``timestamp_utc``,
-``versions``, ``git_commit``, ``host``, ``node_list``, ``num_nodes``, ``transport``, ``config``).
+``versions``, ``git_commit``, ``host``, ``node_list``, ``num_nodes``, ``transport``, ``environment``,
+``config``).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from larsbench.workloads.schedules import scaled_lr
 
 _ids = itertools.count()
 PROVENANCE_KEYS = ("cpu_model", "gpu_model", "timestamp_utc", "versions", "git_commit", "host", "node_list", "num_nodes",
-                   "launcher", "torch_threads", "gpu_count", "transport")  # fmt: skip
+                   "launcher", "torch_threads", "gpu_count", "transport", "environment")  # fmt: skip
 
 
 @functools.cache

@@ -220,7 +220,8 @@ def test_collectives_across_the_nodes(slurm_nodes, tmp_path):
     found = [json.loads(line) for line in (out / "comm.jsonl").read_text().splitlines()]
     assert sorted({r["backend"] for r in found}) == sorted(BACKENDS)
     for r in found:
-        assert (r["num_nodes"], r["hosts"], r["world_size"]) == (2, ["node1", "node2"], 2)
+        assert (r["num_nodes"], r["hosts"], r["world_size"], r["ranks_per_node"]) == (2, ["node1", "node2"], 2, 1)
+        assert 0 < r["latency_sec"] < 1 and r["loops"] == 3
         assert r["provenance"]["environment"]["GLOO_SOCKET_IFNAME"] == "eth0"
         assert r["busbw_gbps"] > 0
 

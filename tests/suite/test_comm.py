@@ -10,7 +10,7 @@ import torch
 
 from larsbench.core.errors import ConfigError
 from larsbench.suite.comm import parse_size, size_sweep
-from larsbench.suite.comm_worker import bus_factor, time_operation
+from larsbench.suite.comm_worker import Buffers, bus_factor, time_operation
 from tests.conftest import larsbench
 
 
@@ -30,7 +30,7 @@ class RankOneOfTwo:
     ``rank0_sec`` (the value a broadcast from rank 0 brings)."""
 
     def __init__(self, rank0_sec: float):
-        self.rank0_sec, self.barriers = rank0_sec, 0
+        self.rank0_sec, self.barriers, self.collectives = rank0_sec, 0, 0
 
     def barrier(self):
         self.barriers += 1
@@ -38,16 +38,29 @@ class RankOneOfTwo:
     def broadcast_(self, tensor, src=0):
         if tensor.dtype == torch.float64:
             tensor.fill_(self.rank0_sec)
+        else:
+            self.collectives += 1
         return tensor
 
 
-@pytest.mark.parametrize(("rank0_sec", "count"), [(0.3, 3), (0.01, 20), (5.0, 3)])
+@pytest.mark.parametrize(("rank0_sec", "count"), [(0.3, 1), (0.01, 20), (0.05, 6), (5.0, 1)])
 def test_every_rank_times_the_count_rank_0_sets(rank0_sec, count):
     # Ranks that judged the 1 s budget each by their own clock disagreed (rank 1 here would
     # take 20 instant ones), and the one with more left waited in a barrier forever.
     backend = RankOneOfTwo(rank0_sec)
-    times = time_operation(backend, "broadcast", torch.ones(4), torch.device("cpu"), warmup=1, iterations=20, budget_sec=1.0)
-    assert len(times) == count and backend.barriers == count
+    buffers = Buffers.allocate("broadcast", 16, 2, torch.device("cpu"))
+    timing = time_operation(backend, buffers, torch.device("cpu"), warmup=1, iterations=20, loops=3, budget_sec=1.0)
+    assert timing.count == count and len(timing.seconds) == 3
+    # one barrier before the first (sizing) collective and one before each timed loop
+    assert backend.barriers == 1 + 3
+    assert backend.collectives == 1 + 1 + 3 * count  # warm-up, sizing, the loops back to back
+
+
+def test_the_all_gather_output_is_allocated_before_timing():
+    buffers = Buffers.allocate("all_gather", 4096, 4, torch.device("cpu"))
+    assert buffers.data.numel() == 256 and buffers.out.numel() == 1024 and buffers.message_bytes == 4096
+    smallest = Buffers.allocate("all_reduce", 4, 8, torch.device("cpu"))
+    assert smallest.out is None and smallest.message_bytes == 4
 
 
 def test_bus_bandwidth_factors_are_nccl_tests():
@@ -78,7 +91,11 @@ def test_each_backend_measures_its_collectives(tmp_path, backend):
         (op, size) for op in ("all_reduce", "all_gather", "broadcast") for size in (4096, 8192, 16384)
     )
     for r in records:
-        assert r["backend"] == backend and r["world_size"] == 2 and r["iterations"] == 3
+        assert r["backend"] == backend and r["world_size"] == 2 and r["iterations"] <= 3 and r["loops"] == 3
+        assert r["schema_version"] == 2 and r["timing"] == "loop" and r["ranks_per_node"] == 2 and r["num_nodes"] == 1
+        assert 0 < r["latency_sec"] < 1
+        # Horovod's allgather allocates its own output; the other libraries write into ours
+        assert r["output_preallocated"] is (backend != "horovod" or r["operation"] != "all_gather")
         assert r["algbw_gbps"] == pytest.approx(r["bytes"] / r["time_sec"] / 1e9)
         assert r["busbw_gbps"] == pytest.approx(r["algbw_gbps"] * bus_factor(r["operation"], 2))
         assert r["transport"]["collectives"] == "gloo" and len(r["hosts"]) == 2
@@ -87,3 +104,4 @@ def test_each_backend_measures_its_collectives(tmp_path, backend):
     assert report.returncode == 0, report.stderr
     md = (tmp_path / "report" / "report.md").read_text()
     assert "## Collectives (larsbench comm)" in md and (tmp_path / "report" / "comm-busbw.png").is_file()
+    assert "latency µs" in done.stdout  # the console's first row
