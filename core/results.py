@@ -86,6 +86,24 @@ def migrate(record: dict[str, Any]) -> dict[str, Any]:
                 record.setdefault(name, None)
             record["exposed_comm_sec_per_step"] = record["comm_fraction"] = None
         record.setdefault("repeats_decision", None)  # version 5: no run before it was part of an adaptive series
+        if version < 6:
+            record = _reductions_apart(record, measured=version >= 4)
+    return record
+
+
+def _reductions_apart(record: dict[str, Any], measured: bool) -> dict[str, Any]:
+    """Version 6 keeps the reduction calls' measured wait and span apart from the split, which
+    on one rank counts them as overhead: from version 4 on they were the split's exposed
+    communication and span."""
+    wait = record.get("exposed_comm_sec_per_step") if measured else None
+    span = record.get("comm_sec_per_step") if measured else None
+    record = {**record, "reduction_wait_sec_per_step": wait, "reduction_span_sec_per_step": span}
+    if measured and record.get("world_size") == 1 and wait:
+        step, overhead = record.get("step_time_mean_sec"), record.get("overhead_sec_per_step")
+        record.update(exposed_comm_sec_per_step=0.0, comm_sec_per_step=0.0, overlapped_comm_sec_per_step=0.0, comm_fraction=0.0)
+        if overhead is not None:
+            record["overhead_sec_per_step"] = overhead + wait
+            record["overhead_fraction"] = (overhead + wait) / step if step else None
     return record
 
 

@@ -21,7 +21,9 @@ from typing import Any
 # 4: the step split is measured on the backends' collectives (exposed and total communication,
 #    overhead, the rank it is taken along), stragglers come from the window.
 # 5: repeats_decision (what an adaptive series of repeats decided after the run).
-SCHEMA_VERSION = 5
+# 6: the reduction calls as measured (reduction_wait/span); on one rank they are overhead, not
+#    communication.
+SCHEMA_VERSION = 6
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,8 @@ RECORD = _keys(
     ("overhead_sec_per_step", "number?", "s", "the rest of the mean step: the loop, the backend's wrappers, host-device copies, and whatever competed for the rank's cores (null without the probe)"),
     ("comm_sec_per_step", "number?", "s", "mean communication span per step: first reduction launched to last finished"),
     ("overlapped_comm_sec_per_step", "number?", "s", "the part of the communication span hidden behind backward compute"),
+    ("reduction_wait_sec_per_step", "number?", "s", "the backend's reduction calls as measured: time waited on them after the last gradient was ready (on several ranks the exposed communication; on one rank, where they move nothing, part of the overhead)"),
+    ("reduction_span_sec_per_step", "number?", "s", "the reduction calls' span as measured: first launched to last finished (on several ranks the communication span)"),
     ("data_wait_fraction", "number?", "of step", "data wait as a share of the mean step"),
     ("compute_fraction", "number?", "of step", "compute as a share of the mean step"),
     ("comm_fraction", "number?", "of step", "exposed communication as a share of the mean step"),

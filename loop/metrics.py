@@ -111,6 +111,10 @@ class StepSplit:
     comm_sec: float | None
     rank: int
     note: str | None = None
+    # The reduction calls as measured, before the split's one-rank rule: time waited on them
+    # after the last gradient was ready, and first launched to last finished.
+    reduction_wait_sec: float | None = None
+    reduction_span_sec: float | None = None
 
     @property
     def overlapped_comm_sec(self) -> float | None:
@@ -148,8 +152,8 @@ def split_for(m: RunMetrics, rank: int) -> StepSplit | None:
         return None
     step = mean(steps)
     data = mean(_row(m.rank_data_waits, rank)) or 0.0
-    exposed = mean(_row(m.rank_exposed_comm, rank))
-    comm = mean(_row(m.rank_comm_times, rank))
+    exposed = reduction_wait = mean(_row(m.rank_exposed_comm, rank))
+    comm = reduction_span = mean(_row(m.rank_comm_times, rank))
     probe = _row(m.rank_compute_sec, rank)
     compute = quantile(probe, 0.5) if probe else None
     overhead = note = None
@@ -170,7 +174,7 @@ def split_for(m: RunMetrics, rank: int) -> StepSplit | None:
                 f"({loop_compute * 1e3:.4g} ms: step minus data wait and exposed communication); "
                 "compute is the loop's, overhead 0")]))  # fmt: skip
             compute, overhead = loop_compute, 0.0
-    return StepSplit(step, data, compute, exposed, overhead, comm, rank, note)
+    return StepSplit(step, data, compute, exposed, overhead, comm, rank, note, reduction_wait, reduction_span)
 
 
 def step_split(m: RunMetrics) -> StepSplit | None:

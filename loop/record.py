@@ -136,6 +136,8 @@ def _speed(spec: RunSpec, m: RunMetrics, provenance: dict[str, Any], device: str
         "overhead_sec_per_step": part("overhead_sec"),
         "comm_sec_per_step": part("comm_sec"),
         "overlapped_comm_sec_per_step": part("overlapped_comm_sec"),
+        "reduction_wait_sec_per_step": part("reduction_wait_sec"),
+        "reduction_span_sec_per_step": part("reduction_span_sec"),
         "data_wait_fraction": split.fraction(split.data_wait_sec) if split else None,
         "compute_fraction": split.fraction(split.compute_sec) if split else None,
         "comm_fraction": split.fraction(split.exposed_comm_sec) if split else None,

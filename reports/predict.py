@@ -15,7 +15,8 @@ The model (``docs/method.md``, "Predicting other scales", says why each part is 
   all-reduce of its size takes on the target allocation (``predict_comm``), handed to the
   network one after another as they become ready. The first is ready when the base's first
   reduction was launched and the last at the end of the overlap window the base measured
-  (``overlapped_comm_sec_per_step``: backward compute after the first reduction was launched),
+  (``reduction_span_sec_per_step`` − ``reduction_wait_sec_per_step``: backward compute after the
+  first reduction was launched, measured on one rank too),
   the others evenly between; what the network has not finished when the last is ready is
   exposed.
 
@@ -173,6 +174,16 @@ def sync_cost(base: Base, world_size: int) -> float:
     return max(0.0, expected_max(base.step_quantiles, world_size / base.world_size) - mean)
 
 
+def _overhead_without_reductions(record: dict[str, Any]) -> float | None:
+    """The record's overhead less the reduction calls its split counted there (on one rank,
+    where they move nothing): the model adds those to the network time itself."""
+    overhead = record.get("overhead_sec_per_step")
+    if overhead is None:
+        return None
+    moved = (record.get("reduction_wait_sec_per_step") or 0.0) - (record.get("exposed_comm_sec_per_step") or 0.0)
+    return max(0.0, overhead - moved)
+
+
 def build_base(family: str, records: list[dict[str, Any]]) -> Base:
     first = records[0]
     s = settings(first)
@@ -180,19 +191,22 @@ def build_base(family: str, records: list[dict[str, Any]]) -> Base:
     notes: list[str] = []
     cv = min(0.5, float(first.get("step_time_cv") or 0.0)) if len(records) == 1 else 0.0
     compute = Measured.of((r.get("compute_sec_per_step") for r in records), cv)
-    overhead = Measured.of((r.get("overhead_sec_per_step") for r in records), cv)
+    overhead = Measured.of((_overhead_without_reductions(r) for r in records), cv)
     data = Measured.of((r.get("data_wait_sec_per_step") for r in records), cv) or ZERO
     step = Measured.of(r.get("step_time_mean_sec") for r in records)
-    exposed = Measured.of(r.get("exposed_comm_sec_per_step") for r in records) or ZERO
+    # The reduction calls as measured: on one rank the split counts them as overhead (they move
+    # nothing), but their wait and their window are what the base says about its reductions.
+    exposed = Measured.of(r.get("reduction_wait_sec_per_step") for r in records) or ZERO
     if compute is None:
-        # No probe: what is not data wait or exposed communication counts as compute.
+        # No probe: what is not data wait or waiting on the reductions counts as compute.
         compute = Measured.of(((r.get("step_time_mean_sec") or 0) - (r.get("data_wait_sec_per_step") or 0)
-                               - (r.get("exposed_comm_sec_per_step") or 0) for r in records), cv)  # fmt: skip
+                               - (r.get("reduction_wait_sec_per_step") or 0) for r in records), cv)  # fmt: skip
         overhead = ZERO
         notes.append("the base has no compute probe: compute is its step minus data wait and exposed communication")
     messages = next((list(r["comm_messages_bytes"]) for r in records if r.get("comm_messages_bytes")), None)
     # Without a reduction timed (Horovod skips them on one rank) the window is unknown, not zero.
-    overlap = Measured.of((r.get("overlapped_comm_sec_per_step") for r in records), cv) if messages else None
+    overlap = Measured.of(((r.get("reduction_span_sec_per_step") or 0) - (r.get("reduction_wait_sec_per_step") or 0)
+                           for r in records if r.get("reduction_span_sec_per_step") is not None), cv) if messages else None  # fmt: skip
     gradient = next((int(r["allreduce_bytes_per_step"]) for r in records if r.get("allreduce_bytes_per_step")), None)
     prov = first.get("provenance") or {}
     return Base(

@@ -148,6 +148,18 @@ def test_a_record_before_the_measured_split_keeps_no_inferred_communication(tmp_
     assert schema.problems(migrated) == []
 
 
+def test_a_one_rank_record_of_schema_5_reads_its_reduction_calls_as_overhead(tmp_path):
+    old = record("a", schema_version=5, world_size=1, exposed_comm_sec_per_step=0.05, comm_sec_per_step=0.2,
+                 overhead_sec_per_step=0.01, step_time_mean_sec=0.3)  # fmt: skip
+    del old["reduction_wait_sec_per_step"], old["reduction_span_sec_per_step"]
+    (tmp_path / "results.jsonl").write_text(json.dumps(old) + "\n")
+    (migrated,) = read_records(tmp_path)
+    assert (migrated["reduction_wait_sec_per_step"], migrated["reduction_span_sec_per_step"]) == (0.05, 0.2)
+    assert migrated["exposed_comm_sec_per_step"] == 0.0 and migrated["comm_sec_per_step"] == 0.0
+    assert migrated["overhead_sec_per_step"] == pytest.approx(0.06) and migrated["overhead_fraction"] == pytest.approx(0.2)
+    assert schema.problems(migrated) == []
+
+
 @pytest.mark.parametrize("version", [1, 2])
 def test_an_older_record_reads_with_the_loader_it_ran_with(tmp_path, version):
     path = tmp_path / "results.jsonl"
