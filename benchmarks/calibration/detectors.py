@@ -47,6 +47,7 @@ from larsbench.core.results import read_records
 from larsbench.core.stats import find_straggler, stability
 from larsbench.suite.config import bundled_experiment, load_experiment
 from larsbench.suite.launch import launch_run
+from larsbench.workloads.data import prepare
 
 BACKENDS = ("ddp", "deepspeed", "horovod")
 LANDED = 0.05  # a planted cause counts when it added at least this share to the window
@@ -82,7 +83,7 @@ def run(output: Path, runs: int, seed: int, console: Console) -> None:
         if planter:
             planter.start()
         try:
-            launch_run(spec, results, "detectors", console, run_id)
+            launch_run(prepare(spec), results, "detectors", console, run_id)
         finally:
             log = planter.stop() if planter else None
         append_lines(output / "plant.jsonl", [json.dumps({"run_id": run_id, "case": case, "backend": backend,
