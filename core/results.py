@@ -85,6 +85,9 @@ def migrate(record: dict[str, Any]) -> dict[str, Any]:
             for name in _MEASURED_SPLIT:
                 record.setdefault(name, None)
             record["exposed_comm_sec_per_step"] = record["comm_fraction"] = None
+        # Before version 5 nobody timed what a run spent around its clock.
+        record.setdefault("setup_sec", None)
+        record.setdefault("phases_sec", None)
     return record
 
 

@@ -26,6 +26,7 @@ from larsbench.core.device import pick_device
 from larsbench.core.errors import ConfigError, error_line
 from larsbench.core.files import free_reserve, space_note
 from larsbench.core.layout import RunFiles
+from larsbench.core.phases import Phases
 from larsbench.core.preemption import EXIT_PREEMPTED, PreemptionNotice
 from larsbench.core.results import append_record
 from larsbench.loop import provenance
@@ -42,11 +43,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", required=True, type=Path)
     parser.add_argument("--experiment", default="cli")
     args = parser.parse_args(argv)
+    # This module's imports are done: the launcher's and the imports' phases end here.
+    phases = Phases.of_this_process()
 
     env = environment.detect()
     files = RunFiles.of(args.results, args.run_id)
     # Installed first: until then the preemption signal's default action would kill the rank.
-    ctx = RunContext(files=files, preemption=PreemptionNotice())
+    ctx = RunContext(files=files, preemption=PreemptionNotice(), phases=phases)
     # With its host: on several nodes a pid alone names no process, and the host names the node
     # that a rank which fell silent ran on.
     _leave(files.pid(env.rank), f"{os.getpid()} {socket.gethostname()}")
@@ -69,9 +72,13 @@ def main(argv: list[str] | None = None) -> int:
             environment.use_interface(spec.network_interface)
         if spec.threads_per_rank is not None:  # also exported as OMP_NUM_THREADS by the launchers
             torch.set_num_threads(spec.threads_per_rank)
-        backend = get_backend(spec.backend)(spec.backend_config)
+        with phases.timed("imports"):
+            backend_class = get_backend(spec.backend)
+            backend_class.load()  # the backend's library (DeepSpeed, Horovod): an import, not the rendezvous
+        backend = backend_class(spec.backend_config)
         device = pick_device(spec.device, env.local_rank)
-        backend.setup(env, device, spec.collective_timeout_sec)
+        with phases.timed("rendezvous"):
+            backend.setup(env, device, spec.collective_timeout_sec)
         ctx.checkpoint_every_steps = spec.checkpoint_every_steps
         # Set by the Slurm script (larsbench.slurm.job queue-time); absent for local runs.
         queued = os.environ.get("LARSBENCH_QUEUE_SEC")
@@ -84,7 +91,10 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_PREEMPTED  # checkpointed; the record comes when the run completes
         if env.is_main:
             info = provenance.collect(spec.to_dict(), env, backend.versions(), backend.transport())
+            metrics.setup_sec, metrics.phases_sec = phases.setup_sec, phases.as_dict()
             record = build_record(spec, args.run_id, args.experiment, info, metrics, device=str(device), files=files)
+            phases.end_record()  # up to here: the record's own statistics included
+            record["phases_sec"] = phases.as_dict()
             append_record(files.results, record)
         return 0
     except ConfigError as exc:
