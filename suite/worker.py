@@ -11,10 +11,12 @@ import argparse
 import errno
 import gc
 import json
+import logging
 import os
 import signal
 import socket
 import sys
+import time
 import traceback
 from pathlib import Path
 
@@ -95,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             record = build_record(spec, args.run_id, args.experiment, info, metrics, device=str(device), files=files)
             phases.end_record()  # up to here: the record's own statistics included
             record["phases_sec"] = phases.as_dict()
+            record["timestamp_end"] = time.time()  # written now, not when its building began
             append_record(files.results, record)
         return 0
     except ConfigError as exc:
@@ -112,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
         # which holds the process group) is freed before the process group is destroyed. Left to
         # the interpreter's exit, the reducer could outlive the group's threads and abort the
         # process ("terminate called without an active exception") after a finished run.
+        if trainer is not None:
+            trainer.data.close()  # its data-loader workers first, while their queues still work
         trainer = None
         gc.collect()
         if backend is not None:
@@ -132,4 +137,11 @@ def _leave(path: Path, text: str, reserve: Path | None = None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    # By now the record is written, the trainer (data-loader workers included) freed and the
+    # process group destroyed: the interpreter's own teardown of torch and the backend's
+    # library only adds half a second to every rank's exit, which the launcher waits for.
+    logging.shutdown()  # the event log's handlers, flushed and closed
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
