@@ -194,7 +194,8 @@ def _follow(process: subprocess.Popen, files: RunFiles, console: Console, show: 
                 shown_notes = len(status.get("notes", []))
             if returncode is not None:
                 return returncode
-            time.sleep(0.2)
+            with contextlib.suppress(subprocess.TimeoutExpired):  # returns as soon as the launcher exits
+                process.wait(timeout=0.2)
 
 
 def _say_done(console: Console, record: dict[str, Any], log_note: str) -> None:
