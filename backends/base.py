@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import importlib
 import importlib.util
 import os
 import socket
@@ -69,6 +70,13 @@ class Backend(ABC):
             found = False
         if not found:
             raise ConfigError("backend", f"the {cls.name} backend needs {module.split('.')[0]}, which is not installed; install it with: {install}")
+
+    @classmethod
+    def load(cls) -> None:
+        """Import the backend's library now (a rank times it with its other imports, apart from
+        the rendezvous); its methods import it again where they use it, at no cost."""
+        if cls.requires is not None:
+            importlib.import_module(cls.requires[0])
 
     @classmethod
     def check_options(cls, options: dict[str, Any], optimizer: str) -> None:

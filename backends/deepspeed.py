@@ -20,9 +20,11 @@ moves every weight before training starts) and, under fp16, divides gradients by
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import datetime
 import gc
+import json
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -74,6 +76,41 @@ def engine_config(
     return config
 
 
+def use_environment_extension_dir() -> str:
+    """Point torch's JIT extension builds at a folder of this Python environment's own (unless
+    ``TORCH_EXTENSIONS_DIR`` is set) and return it.
+
+    torch keeps JIT-compiled ops in one folder per Python and CUDA version, named by the op
+    alone, but each build compiles against the environment's own torch and DeepSpeed headers.
+    Two environments on one machine (two checkouts' virtualenvs, a CI clone) therefore rebuilt
+    DeepSpeed's CPU communication op over each other: 20 to 80 s on 2 cores each time a run
+    followed one from the other environment, on a machine where it was built long before.
+    """
+    import hashlib
+    import sys
+
+    from torch.utils.cpp_extension import get_default_build_root
+
+    if not os.environ.get("TORCH_EXTENSIONS_DIR"):
+        tag = hashlib.sha256(sys.prefix.encode()).hexdigest()[:12]
+        python = f"py{sys.version_info.major}{sys.version_info.minor}"
+        os.environ["TORCH_EXTENSIONS_DIR"] = os.path.join(get_default_build_root(), f"{python}-larsbench-{tag}")
+    return os.environ["TORCH_EXTENSIONS_DIR"]
+
+
+def build_cpu_ops() -> None:
+    """Compile DeepSpeed's CPU communication op now (``.ci/install.sh`` does, so that the first
+    run on a fresh machine does not): what ``deepspeed.init_distributed`` loads on a CPU."""
+    use_environment_extension_dir()
+    import deepspeed.ops
+    from deepspeed.accelerator import get_accelerator
+
+    # What deepspeed.comm.torch.build_shm_op does, without the print.
+    builder = get_accelerator().create_op_builder("ShareMemCommBuilder")
+    if builder is not None and deepspeed.ops.__compatible_ops__.get(builder.NAME, False):
+        builder.load(verbose=False)
+
+
 def shm_buffer_path(rank: int) -> str:
     """The shared-memory file DeepSpeed's CPU all-reduce creates for ``rank`` (its shm.cpp names
     it from the user id and the rendezvous address and port DeepSpeed read at start-up)."""
@@ -119,10 +156,16 @@ class DeepSpeedBackend(Backend):
 
     @classmethod
     def local_launch_command(cls, nprocs: int, worker: list[str]) -> list[str]:
+        """DeepSpeed's per-node launcher, ``deepspeed.launcher.launch``: the process that starts
+        a node's ranks, sets their environment and watches them. Its front end (``deepspeed``,
+        ``deepspeed.launcher.runner``) on a single machine only encodes the node's ranks and
+        starts this same command, from one more interpreter that imports torch and DeepSpeed
+        first (1.8 s here); the command is the one it builds (runner.py's local branch)."""
         python, dash_m, module, *args = worker
         assert dash_m == "-m", worker
+        world = base64.urlsafe_b64encode(json.dumps({"localhost": list(range(nprocs))}).encode()).decode()
         return [
-            python, "-m", "deepspeed.launcher.runner", f"--num_gpus={nprocs}",
+            python, "-u", "-m", "deepspeed.launcher.launch", f"--world_info={world}", "--master_addr=127.0.0.1",
             f"--master_port={free_port()}", "--no_local_rank", "--module", module, *args,
         ]  # fmt: skip
 
@@ -135,6 +178,7 @@ class DeepSpeedBackend(Backend):
     def setup(self, env: ClusterEnvironment, device: torch.device, timeout_sec: float) -> None:
         import deepspeed
 
+        use_environment_extension_dir()  # before DeepSpeed loads (or builds) its CPU op
         self._init_torch_distributed(env, device, timeout_sec)
         # Adopts the process group created above instead of creating its own.
         deepspeed.init_distributed(

@@ -12,6 +12,7 @@ from typing import NoReturn
 
 from rich.console import Console
 
+from larsbench import __version__
 from larsbench.core.errors import ConfigError, error_line
 from larsbench.core.files import UnreadableLines
 from larsbench.reports import cli as reports_cli
@@ -53,6 +54,7 @@ def usage_error(message: str) -> tuple[str, str]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="larsbench", description=DESCRIPTION, epilog=EPILOG)
+    parser.add_argument("--version", action="version", version=f"larsbench {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     suite_cli.add_commands(commands, after_run=reports_cli.report_after_run)  # run, comm, data
     slurm_cli.add_commands(commands)  # slurm

@@ -88,6 +88,9 @@ def migrate(record: dict[str, Any]) -> dict[str, Any]:
         record.setdefault("repeats_decision", None)  # version 5: no run before it was part of an adaptive series
         if version < 6:
             record = _reductions_apart(record, measured=version >= 4)
+        # Before version 7 nobody timed what a run spent around its clock.
+        record.setdefault("setup_sec", None)
+        record.setdefault("phases_sec", None)
     return record
 
 

@@ -16,6 +16,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from larsbench.core.phases import PHASE_DOCS
+
 # 2: precision, channels_last and compile became top-level keys (they define a setting).
 # 3: data_loader (cpu or gpu decoding) became a top-level key.
 # 4: the step split is measured on the backends' collectives (exposed and total communication,
@@ -23,7 +25,8 @@ from typing import Any
 # 5: repeats_decision (what an adaptive series of repeats decided after the run).
 # 6: the reduction calls as measured (reduction_wait/span); on one rank they are overhead, not
 #    communication.
-SCHEMA_VERSION = 6
+# 7: setup_sec and phases_sec: the time a run spends around its clock, by phase.
+SCHEMA_VERSION = 7
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,8 @@ RECORD = _keys(
     ("restarts", "integer", "", "times the run was resumed"),
     ("restart_overhead_sec", "number?", "s", "the setup time the restarts cost"),
     ("queue_time_sec", "number?", "s", "time the Slurm job waited in the queue, summed over its starts (null for local runs)"),
+    ("setup_sec", "number?", "s", "rank 0's latest start: from the launcher's stamp (`LARSBENCH_LAUNCH_TIME`, set just before the backend's launcher or at the top of the Slurm batch script; else the rank's own process start) to the start of the run's clock"),
+    ("phases_sec", "object?", "s", "where rank 0's latest start spent its time around the clock, by phase: " + ", ".join(f"`{name}` ({doc})" for name, doc in PHASE_DOCS.items()) + "; the setup phases add up to `setup_sec`"),
     ("throughput_images_per_sec", "number?", "images/s", "images of all ranks / wall seconds of the measured window"),
     ("split_rank", "integer?", "", "the rank every per-step figure below is taken along: the one whose gradients were ready last on average (the others wait for it)"),
     ("step_time_mean_sec", "number?", "s", "mean step time over the window"),

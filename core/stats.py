@@ -235,11 +235,30 @@ def _shift(times: list[float], rule: StabilityRule) -> int | None:
     """The start of a persistent level change, or None. The candidate is ruptures' best
     single split of the series; it counts when the two sides' medians differ by at least
     ``rule.shift`` and a Mann-Whitney test says they are not one distribution."""
-    scipy_stats = _scipy_stats()
+    min_size = max(3, len(times) // 20)
+    if _no_shift_possible(times, min_size, rule):
+        return None  # ruptures and scipy.stats take a second to import, in every run's record
+    return _change_point_shift(times, min_size, rule)
+
+
+def _no_shift_possible(times: list[float], min_size: int, rule: StabilityRule) -> bool:
+    """True when no split into sides of at least ``min_size`` steps can have medians
+    ``rule.shift`` or more apart. A side of k >= m steps has its median between the ceil(m/2)-th
+    smallest and the ceil(m/2)-th largest step of the whole series (its middle elements are
+    among the series' own), so both medians lie in that range, and its width bounds their
+    ratio."""
+    ordered = sorted(times)
+    j = math.ceil(min_size / 2)
+    if len(ordered) < 2 * min_size:
+        return True  # no admissible split at all
+    low, high = ordered[j - 1], ordered[-j]
+    return low > 0 and high / low < rule.shift
+
+
+def _change_point_shift(times: list[float], min_size: int, rule: StabilityRule) -> int | None:
     import ruptures
 
     series = np.log(np.asarray(times, dtype=float))  # relative changes weigh alike at any speed
-    min_size = max(3, len(times) // 20)
     try:
         (split, _end) = ruptures.Binseg(model="l2", min_size=min_size, jump=1).fit(series).predict(n_bkps=1)
     except ruptures.exceptions.BadSegmentationParameters:
@@ -248,7 +267,7 @@ def _shift(times: list[float], rule: StabilityRule) -> int | None:
     low, high = sorted((statistics.median(before), statistics.median(after)))
     if low <= 0 or high / low < rule.shift:
         return None
-    if scipy_stats.mannwhitneyu(before, after, alternative="two-sided").pvalue >= rule.alpha:
+    if _scipy_stats().mannwhitneyu(before, after, alternative="two-sided").pvalue >= rule.alpha:
         return None
     return split
 
@@ -293,7 +312,9 @@ def find_straggler(
     others = statistics.median(statistics.fmean(row[r] for row in rows) for r in range(n) if r != rank)
     scale = step_sec or own
     share = last.count(rank) / len(rows)
+    if scale <= 0 or lag < min_lag * scale:
+        return None  # checked first: the binomial test needs scipy.stats, a second's import in every run
     chance = _scipy_stats().binomtest(last.count(rank), len(rows), 1 / n, alternative="greater").pvalue
-    if chance >= alpha or scale <= 0 or lag < min_lag * scale:
+    if chance >= alpha:
         return None
     return Straggler(rank, share, lag, sum(max(0.0, x) for x in lags), own / others - 1 if others > 0 else 0.0)

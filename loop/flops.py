@@ -22,7 +22,6 @@ import time
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from larsbench import __version__
 from larsbench.core.cache import cached
@@ -72,6 +71,9 @@ def table_peak_tflops(gpu_name: str | None, key: str) -> float | None:
 
 def count_training_flops(model: nn.Module, input_shape: tuple[int, ...], num_classes: int, images: int = 2) -> float:
     """Forward + backward FLOPs per image of ``model`` (already on the meta device)."""
+    # Imported here: it loads triton (a third of a second), and a cached count never needs it.
+    from torch.utils.flop_counter import FlopCounterMode
+
     with torch.device("meta"):
         inputs = torch.empty((images, *input_shape))
         labels = torch.zeros(images, dtype=torch.long)

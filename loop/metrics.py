@@ -58,6 +58,9 @@ class RunMetrics:
     peak_key: str | None = None  # the arithmetic the run's peak is quoted for: bf16, fp16, tf32, fp32
     rank_peak_tflops: list[float] = field(default_factory=list)  # matrix-product probe per rank
     allreduce_bytes_per_step: int | None = None  # gradient bytes each rank reduces per optimizer step
+    # Where rank 0's latest start spent its time around the clock (``core.phases``), set at the end.
+    setup_sec: float | None = None
+    phases_sec: dict[str, float] = field(default_factory=dict)
 
     @property
     def final_top1(self) -> float | None:

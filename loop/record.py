@@ -105,6 +105,8 @@ def _progress(m: RunMetrics, finished: bool) -> dict[str, Any]:
         "restarts": m.restarts,
         "restart_overhead_sec": m.restart_overhead_sec if finished else None,
         "queue_time_sec": m.queue_sec,
+        "setup_sec": m.setup_sec if finished else None,
+        "phases_sec": dict(m.phases_sec) if finished and m.phases_sec else None,
     }
 
 

@@ -23,6 +23,7 @@ from torch import nn
 from larsbench.backends.base import Backend
 from larsbench.core.errors import ConfigError
 from larsbench.core.layout import RunFiles
+from larsbench.core.phases import Phases
 from larsbench.core.precision import Precision
 from larsbench.core.preemption import PreemptionNotice
 from larsbench.core.files import atomic_write
@@ -54,6 +55,7 @@ class RunContext:
     queue_sec: float | None = None  # how long this start waited in the scheduler's queue
     platform_nodes: int = 1  # nodes the run spans (for the event log's system description)
     process_start: float = field(default_factory=time.perf_counter)
+    phases: Phases = field(default_factory=Phases)  # where this start's time went around the clock
 
 
 class _SpecGuard:
@@ -85,7 +87,8 @@ class Trainer:
         self.events.start("init_start")
         self.metrics = RunMetrics()
         torch.manual_seed(spec.seed)  # same initial weights everywhere; wrap() also syncs them
-        self.data = build_rank_data(spec, rank, world_size, device)
+        with ctx.phases.timed("data"):
+            self.data = build_rank_data(spec, rank, world_size, device)
         self.steps_per_epoch = self.metrics.steps_per_epoch = self.data.steps_per_epoch(spec.accumulation_steps)
         if self.steps_per_epoch < 1:
             raise ConfigError(
@@ -100,6 +103,7 @@ class Trainer:
                 "warmup_epochs", f"warm-up ({self.warmup_steps} steps) must be shorter than the run ({self.total_steps} steps)"
             )
 
+        model_started = time.perf_counter()
         precision = Precision(spec.precision, device.type, channels_last=spec.channels_last)
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = spec.cudnn_benchmark
@@ -138,6 +142,7 @@ class Trainer:
             self.metrics.status = "ok"  # it was saved as "preempted"
             self.metrics.restarts += 1
             self.checkpoints.restore_rng()
+        ctx.phases.add("model", time.perf_counter() - model_started)
         if ctx.queue_sec is not None:
             self.metrics.queue_sec = (self.metrics.queue_sec or 0.0) + ctx.queue_sec
         self.resumed = resumed
@@ -180,7 +185,8 @@ class Trainer:
     def run(self) -> RunMetrics:
         # Before the clocks start: the probe is setup, not training (time to accuracy and
         # MLPerf's run_start..run_stop exclude it).
-        self.probe()
+        with self.ctx.phases.timed("probe"):
+            self.probe()
         self.backend.barrier()
         self.events.end("init_stop")
         if self.resumed:
@@ -188,12 +194,19 @@ class Trainer:
             self.progress.note(f"resumed at step {self.step} (restart {self.metrics.restarts})")
         else:
             self.events.start("run_start")
+        self.ctx.phases.start_clock()
         # Elapsed time continues across restarts: time-to-accuracy counts on-clock time only.
         self.run_start = time.perf_counter() - self.metrics.on_clock_sec
+        first_step = True
         while self.step < self.total_steps and self.metrics.status == "ok":
             self.start_epoch()
             for _ in range(min(self.steps_per_epoch - self._skip, self.total_steps - self.step)):
-                self.advance()
+                if first_step:  # its own phase: data-loader workers start, caches fill
+                    with self.ctx.phases.timed("first_step"):
+                        self.advance()
+                    first_step = False
+                else:
+                    self.advance()
                 if self.metrics.status != "ok":
                     break
             self._skip = 0
@@ -284,8 +297,9 @@ class Trainer:
         self.window.pause()
         self.events.start("eval_start", epoch_num=self.epoch)
         model = self.backend.unwrap(self.model)
-        sync_buffers(model, self.backend)
-        top1, top5 = evaluate(model, self.data.val, self.backend, self.device, spec.num_classes)
+        with self.ctx.phases.timed("evaluation"):
+            sync_buffers(model, self.backend)
+            top1, top5 = evaluate(model, self.data.val, self.backend, self.device, spec.num_classes)
         self.window.resume()
         elapsed = time.perf_counter() - self.run_start
         epochs_done = self.step / self.steps_per_epoch
@@ -297,6 +311,7 @@ class Trainer:
             metrics.time_to_accuracy_sec, metrics.epochs_to_accuracy = elapsed, epochs_done
 
     def finish(self) -> RunMetrics:
+        self.ctx.phases.end_loop()
         metrics = self.metrics
         if metrics.status == "preempted":
             self.save()

@@ -63,6 +63,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     slurm.add_argument("--wait", action="store_true",
                        help="submit, wait for every job; exit 0 only if all completed. When DIR/slurm/jobs.jsonl holds jobs "
                        "submitted earlier that no wait saw end, wait for those instead of submitting again")  # fmt: skip
+    slurm.add_argument("--dry-run", action="store_true",
+                       help="list the jobs and runs the scripts would hold (settings, ranks, global batch, steps, a rough "
+                       "time from earlier runs of each setting on this machine) and write or submit nothing")  # fmt: skip
     slurm.add_argument("--poll-seconds", type=float, default=1.0, metavar="S", help="squeue polling interval for --wait")
     slurm.add_argument("--controller-timeout", type=float, default=120.0, metavar="S",
                        help="how long --wait keeps asking a Slurm controller that does not answer before it gives up "
@@ -110,6 +113,10 @@ def cmd_slurm(args: argparse.Namespace, console: Console) -> int:
     if request is not None:
         for name in sorted({spec.backend for spec in experiment.runs}):
             get_backend(name).check_available()
+    if args.dry_run:
+        if args.submit or args.wait or args.nightly is not None:
+            raise ConfigError("--dry-run", "writes and submits nothing; drop --submit, --wait and --nightly, or --dry-run")
+        return _dry_run(args, request, experiment, options, output, console, say)
     if args.submit or args.wait:
         submit.require("sbatch", *(["squeue"] if args.wait else []))
     if request is not None:
@@ -155,6 +162,30 @@ def cmd_slurm(args: argparse.Namespace, console: Console) -> int:
         verdict = "passed" if gate is not None and gate.state == "COMPLETED" else "failed or did not run"
         say(f"history gate {verdict}: {history.report / 'history.md'}; log {history.log(job_ids[-1])}")
     return status
+
+
+def _dry_run(args: argparse.Namespace, request, experiment, options: dict, output: Path, console: Console, say) -> int:
+    """What the scripts would hold, from the pure planners: no data set is generated and no
+    file is written (the runs file would name the generated set's folder, made at write time)."""
+    from larsbench.suite.plan import plan, plan_table, total_text
+
+    if request is not None:
+        from larsbench.slurm import comm
+
+        sizes, operations = request
+        for job in comm.plan_comm(experiment, options, output, sizes, operations, args.iterations, os.getcwd()):
+            say(f"would write {job.script}  (collectives of {', '.join(m.backend for m in job.measures)}, "
+                f"{job.shape.nodes} node(s) x {job.shape.ntasks_per_node} rank(s))")  # fmt: skip
+        return 0
+    from larsbench.slurm import sweep
+
+    for job in sweep.plan(experiment, options, output):
+        runs = f"{len(job.runs)} runs as a job array" if len(job.runs) > 1 else "1 run"
+        say(f"would write {job.script}  ({runs}, {job.shape.nodes} node(s) x {job.shape.ntasks_per_node} rank(s))")
+    planned = plan(experiment.runs, output)
+    console.print(plan_table(planned, f"experiment {experiment.name!r}: the runs (dry run: nothing is written or submitted)"))
+    say(f"{total_text(planned)} of running time, queueing not included; records would go to {output / 'results.jsonl'}")
+    return 0
 
 
 def _write(output: Path, write) -> None:

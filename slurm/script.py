@@ -31,6 +31,7 @@ from typing import Annotated, Any
 
 from pydantic import Field, Strict
 
+from larsbench.core.phases import LAUNCH_TIME_ENV
 from larsbench.core.preemption import EXIT_PREEMPTED
 
 PositiveInt = Annotated[int, Strict(), Field(gt=0)]
@@ -235,6 +236,8 @@ def render_script(
         *listing,
         "",
         "set -eo pipefail",
+        "# The launch stamp: each rank's record times its setup (this script's helpers, srun, imports) from here.",
+        f"export {LAUNCH_TIME_ENV}=$(date +%s.%N)",
     ]
     lines += setup_lines(setup)
     lines += [

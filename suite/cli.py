@@ -73,6 +73,9 @@ def add_commands(commands: argparse._SubParsersAction, after_run: Callable[[Path
     add_repeats_flags(run)
     run.add_argument("--verbose", action="store_true", help="stream every launcher's and library's output instead of writing it to OUTPUT/logs/")
     run.add_argument("--no-report", dest="report", action="store_false", help="do not write OUTPUT/report at the end")
+    run.add_argument("--dry-run", action="store_true",
+                     help="list the runs (settings, ranks, global batch, steps) with a rough time from earlier runs of "
+                     "each setting on this machine, and run or write nothing")  # fmt: skip
     add_run_flags(run)
     run.set_defaults(handler=cmd_run, after_run=after_run)
 
@@ -117,6 +120,8 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         path = bundled_experiment()
     experiment = load_experiment(path, overrides, args.repeats, args.repeats_target, args.repeats_max)
     output = args.output or Path(experiment.output or "results")
+    if args.dry_run:
+        return _dry_run(experiment, output, console)
     console.print(f"larsbench: experiment {experiment.name!r}: {len(experiment.runs)} run(s) → {output}/results.jsonl")
     started = time.perf_counter()
     records = run_experiment(experiment, output, console, args.run_id, args.verbose)
@@ -124,6 +129,15 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     if args.report and args.after_run is not None:
         args.after_run(output, console)
     return 1 if any(r["status"] in ("failed", "preempted") for r in records) else 0
+
+
+def _dry_run(experiment, output: Path, console: Console) -> int:
+    from larsbench.suite.plan import plan, plan_table, total_text
+
+    planned = plan(experiment.runs, output)
+    console.print(plan_table(planned, f"larsbench: experiment {experiment.name!r} would run (dry run: nothing runs or is written)"))
+    console.print(f"{total_text(planned)}; records would go to {output}/results.jsonl")
+    return 0
 
 
 def cmd_data_generate(args: argparse.Namespace, console: Console) -> int:

@@ -26,6 +26,8 @@ from larsbench.core.device import pick_device
 from larsbench.core.errors import ConfigError
 from larsbench.core.files import RESERVE_BYTES, free_reserve, hold_reserve, space_note
 from larsbench.core.layout import RunFiles
+from larsbench.core.phases import LAUNCH_TIME_ENV
+from larsbench.core.phases import summary as phase_summary
 from larsbench.core.preemption import PREEMPT_SIGNAL
 from larsbench.core.process import alive as process_alive
 from larsbench.core.results import check_writable, read_records
@@ -118,14 +120,18 @@ def launch_run(
     with _forwarding_preemption(files) as preempted, _watching_ranks(files) as vanished, files.log.open("ab") as log:
         command = backend.local_launch_command(spec.world_size, worker)
         output = None if verbose else log  # one log per run: launchers and libraries print a lot, and unlike each other
+        env[LAUNCH_TIME_ENV] = repr(time.time())  # the ranks time their setup from here
         process = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT if output else None)
         returncode = _follow(process, files, console, show=not verbose)
+    ended = time.time()
 
     written = read_records(results) if results.exists() else []
     record = next((r for r in written if r.get("run_id") == run_id and r.get("timestamp_end", 0) >= started), None)
     log_note = f"log: {files.log}"
     if record is not None:
         _say_done(console, record, log_note)
+        if verbose:
+            _say_phases(console, record, started, ended)
         return record
     saved = latest_valid(files.checkpoints, spec.world_size) if preempted else None
     if saved is not None:
@@ -209,7 +215,8 @@ def _follow(process: subprocess.Popen, files: RunFiles, console: Console, show: 
                 shown_notes = len(status.get("notes", []))
             if returncode is not None:
                 return returncode
-            time.sleep(0.2)
+            with contextlib.suppress(subprocess.TimeoutExpired):  # returns as soon as the launcher exits
+                process.wait(timeout=0.2)
 
 
 def _say_done(console: Console, record: dict[str, Any], log_note: str) -> None:
@@ -228,6 +235,16 @@ def _say_done(console: Console, record: dict[str, Any], log_note: str) -> None:
     if straggler:
         console.print(f"  [yellow]straggler: rank {straggler.get('rank')} on {escape(str(straggler.get('host')))}, "
                       f"{straggler.get('slower_by', 0):.0%} slower on its own[/yellow]")
+
+
+def _say_phases(console: Console, record: dict[str, Any], started: float, ended: float) -> None:
+    """Where the run's time went around its clock (``--verbose``): the record's phases, and
+    what the ranks' exit cost after the record was written, seen from here."""
+    console.print(f"  [dim]{escape(phase_summary(record.get('setup_sec'), record.get('phases_sec')))}[/dim]")
+    clock = record.get("wall_time_sec") or 0.0
+    exit_sec = max(0.0, ended - record["timestamp_end"])
+    console.print(f"  [dim]exit {exit_sec:.2f} s after the record; {ended - started:.1f} s in all, "
+                  f"{ended - started - clock:.1f} s of it outside the run's clock[/dim]")  # fmt: skip
 
 
 def _tail(path: Path, lines: int) -> list[str]:

@@ -11,10 +11,12 @@ import argparse
 import errno
 import gc
 import json
+import logging
 import os
 import signal
 import socket
 import sys
+import time
 import traceback
 from pathlib import Path
 
@@ -26,6 +28,7 @@ from larsbench.core.device import pick_device
 from larsbench.core.errors import ConfigError, error_line
 from larsbench.core.files import free_reserve, space_note
 from larsbench.core.layout import RunFiles
+from larsbench.core.phases import Phases
 from larsbench.core.preemption import EXIT_PREEMPTED, PreemptionNotice
 from larsbench.core.results import append_record
 from larsbench.loop import provenance
@@ -44,11 +47,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--experiment", default="cli")
     parser.add_argument("--series-json", help="the adaptive series this run belongs to (suite.repeats): rank 0 records the decision after it")
     args = parser.parse_args(argv)
+    # This module's imports are done: the launcher's and the imports' phases end here.
+    phases = Phases.of_this_process()
 
     env = environment.detect()
     files = RunFiles.of(args.results, args.run_id)
     # Installed first: until then the preemption signal's default action would kill the rank.
-    ctx = RunContext(files=files, preemption=PreemptionNotice())
+    ctx = RunContext(files=files, preemption=PreemptionNotice(), phases=phases)
     # With its host: on several nodes a pid alone names no process, and the host names the node
     # that a rank which fell silent ran on.
     _leave(files.pid(env.rank), f"{os.getpid()} {socket.gethostname()}")
@@ -71,9 +76,13 @@ def main(argv: list[str] | None = None) -> int:
             environment.use_interface(spec.network_interface)
         if spec.threads_per_rank is not None:  # also exported as OMP_NUM_THREADS by the launchers
             torch.set_num_threads(spec.threads_per_rank)
-        backend = get_backend(spec.backend)(spec.backend_config)
+        with phases.timed("imports"):
+            backend_class = get_backend(spec.backend)
+            backend_class.load()  # the backend's library (DeepSpeed, Horovod): an import, not the rendezvous
+        backend = backend_class(spec.backend_config)
         device = pick_device(spec.device, env.local_rank)
-        backend.setup(env, device, spec.collective_timeout_sec)
+        with phases.timed("rendezvous"):
+            backend.setup(env, device, spec.collective_timeout_sec)
         ctx.checkpoint_every_steps = spec.checkpoint_every_steps
         # Set by the Slurm script (larsbench.slurm.job queue-time); absent for local runs.
         queued = os.environ.get("LARSBENCH_QUEUE_SEC")
@@ -86,7 +95,11 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_PREEMPTED  # checkpointed; the record comes when the run completes
         if env.is_main:
             info = provenance.collect(spec.to_dict(), env, backend.versions(), backend.transport())
+            metrics.setup_sec, metrics.phases_sec = phases.setup_sec, phases.as_dict()
             record = build_record(spec, args.run_id, args.experiment, info, metrics, device=str(device), files=files)
+            phases.end_record()  # up to here: the record's own statistics included
+            record["phases_sec"] = phases.as_dict()
+            record["timestamp_end"] = time.time()  # written now, not when its building began
             if args.series_json:
                 record["repeats_decision"] = repeats.decide_for(files.results, record, json.loads(args.series_json))
             append_record(files.results, record)
@@ -106,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         # which holds the process group) is freed before the process group is destroyed. Left to
         # the interpreter's exit, the reducer could outlive the group's threads and abort the
         # process ("terminate called without an active exception") after a finished run.
+        if trainer is not None:
+            trainer.data.close()  # its data-loader workers first, while their queues still work
         trainer = None
         gc.collect()
         if backend is not None:
@@ -126,4 +141,11 @@ def _leave(path: Path, text: str, reserve: Path | None = None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    # By now the record is written, the trainer (data-loader workers included) freed and the
+    # process group destroyed: the interpreter's own teardown of torch and the backend's
+    # library only adds half a second to every rank's exit, which the launcher waits for.
+    logging.shutdown()  # the event log's handlers, flushed and closed
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

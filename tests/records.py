@@ -75,6 +75,8 @@ def make_record(
     comm_messages_bytes: list[int] | None = None,
     diverged_at_step: int | None = None,
     repeats_decision: dict[str, Any] | None = None,
+    setup_sec: float | None = None,
+    phases_sec: dict[str, float] | None = None,
     run_id: str | None = None,
     experiment: str = "test",
     **fields: Any,
@@ -132,6 +134,8 @@ def make_record(
         peak_key="fp32" if peak_tflops else None,
         rank_peak_tflops=[peak_tflops] * ranks if peak_tflops else [],
         allreduce_bytes_per_step=allreduce_bytes_per_step,
+        setup_sec=setup_sec,
+        phases_sec=phases_sec or {},
     )
     if status == "diverged":
         metrics.diverged_at_step = diverged_at_step or metrics.steps

@@ -56,6 +56,26 @@ class RankData:
     def steps_per_epoch(self, accumulation_steps: int) -> int:
         return len(self.train) // accumulation_steps
 
+    def close(self) -> None:
+        """Stop the loaders' worker processes now, in order. Left to the cyclic garbage
+        collector (the trainer that holds them sits in reference cycles), a loader's queues
+        can be finalized before its iterator, which can then no longer tell its workers to
+        stop: it waited the DataLoader's 5 s status-check interval for each before killing
+        it, 10 s after every run that evaluated. What PyTorch Lightning does between stages."""
+        for loader in (_data_loader(self.train), _data_loader(self.val)):
+            iterator = getattr(loader, "_iterator", None)
+            if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+                iterator._shutdown_workers()
+            if iterator is not None:
+                loader._iterator = None
+
+
+def _data_loader(batches: object) -> DataLoader | None:
+    """The DataLoader inside this module's and ``gpu_decode``'s wrappers (each keeps it as ``loader``)."""
+    while batches is not None and not isinstance(batches, DataLoader):
+        batches = getattr(batches, "loader", None)
+    return batches
+
 
 def prepare(spec: RunSpec) -> RunSpec:
     """Run once, before any rank starts: make sure the run's data exists on disk."""

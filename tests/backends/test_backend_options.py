@@ -1,3 +1,6 @@
+import base64
+import json
+
 import pytest
 
 from larsbench.backends.base import Backend
@@ -67,7 +70,10 @@ def test_launch_commands_start_the_requested_ranks():
     assert ddp[:3] == ["/venv/bin/python", "-m", "torch.distributed.run"] and "--nproc-per-node=4" in ddp
     assert ddp[-4:] == ["--module", "larsbench.suite.worker", "--run-id", "x"]
     ds = DeepSpeedBackend.local_launch_command(4, worker)
-    assert "--num_gpus=4" in ds and "--no_local_rank" in ds and ds[-4:] == ["--module", "larsbench.suite.worker", "--run-id", "x"]
+    assert ds[:4] == ["/venv/bin/python", "-u", "-m", "deepspeed.launcher.launch"]  # DeepSpeed's per-node launcher
+    (world,) = [arg.split("=", 1)[1] for arg in ds if arg.startswith("--world_info=")]
+    assert json.loads(base64.urlsafe_b64decode(world)) == {"localhost": [0, 1, 2, 3]}
+    assert "--no_local_rank" in ds and ds[-4:] == ["--module", "larsbench.suite.worker", "--run-id", "x"]
     hvd = HorovodBackend.local_launch_command(4, worker)
     assert hvd[0] == "/venv/bin/horovodrun" and hvd[1:6] == ["-np", "4", "-H", "localhost:4", "--gloo"]
     assert hvd[-5:] == worker

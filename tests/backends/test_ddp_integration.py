@@ -6,6 +6,7 @@ import math
 import pytest
 
 from larsbench.core import schema
+from larsbench.core.phases import PHASES, SETUP_PHASES
 from larsbench.core.results import read_records
 from tests.conftest import run_cli
 
@@ -83,6 +84,12 @@ def test_imagefolder_run_evaluates_and_times_accuracy(tmp_path):
         assert r["time_to_accuracy_sec"] == first["elapsed_sec"]
         assert r["epochs_to_accuracy"] == first["epoch"]
     assert r["data_wait_fraction"] is not None and 0 <= r["data_wait_fraction"] < 1
+    # where the run's time went around its clock: every phase, the setup ones adding up to setup_sec
+    phases = r["phases_sec"]
+    assert set(phases) == set(PHASES) and all(seconds >= 0 for seconds in phases.values())
+    assert sum(phases[name] for name in SETUP_PHASES) == pytest.approx(r["setup_sec"], abs=0.01)
+    assert phases["launcher"] > 0 and phases["imports"] > 0.1  # torchrun started the rank, which imported torch
+    assert phases["evaluation"] > 0 and phases["first_step"] > 0
     _, missed = run(tmp_path, "missed", *common, "--target-top1", "1.0")
     if missed[0]["final_top1"] < 1.0:
         assert missed[0]["time_to_accuracy_sec"] is None and missed[0]["epochs_to_accuracy"] is None

@@ -25,3 +25,16 @@ def test_an_unstable_run_and_its_straggler_say_so():
     })  # fmt: skip
     assert "unstable: step times vary: robust CV 36% (> 10%); step time shifted at step 40" in text
     assert "straggler: rank 1 on node2, 22% slower on its own" in text
+
+
+def test_verbose_shows_where_the_time_went_around_the_clock():
+    from larsbench.suite.launch import _say_phases
+    from tests.records import make_record
+
+    record = make_record(throughput=400.0, setup_sec=3.5, phases_sec={"launcher": 1.25, "imports": 1.5, "setup_other": 0.75, "record": 0.2})
+    console = Console(record=True, width=200, color_system=None)
+    started = record["timestamp_end"] - 3.5 - record["wall_time_sec"] - 0.2
+    _say_phases(console, record, started, record["timestamp_end"] + 0.5)
+    lines = console.export_text().strip().splitlines()
+    assert lines[0].strip() == "setup 3.50 s (launcher 1.25, imports 1.50, setup other 0.75); record 0.20 s"
+    assert lines[1].strip() == f"exit 0.50 s after the record; {4.2 + record['wall_time_sec']:.1f} s in all, 4.2 s of it outside the run's clock"
