@@ -85,6 +85,9 @@ def migrate(record: dict[str, Any]) -> dict[str, Any]:
             for name in _MEASURED_SPLIT:
                 record.setdefault(name, None)
             record["exposed_comm_sec_per_step"] = record["comm_fraction"] = None
+        if version < 5:
+            # Before optimizers were registered components, LARS was the one with telemetry.
+            record.setdefault("layer_telemetry", record.get("optimizer") == "lars")
     return record
 
 

@@ -20,7 +20,9 @@ from typing import Any
 # 3: data_loader (cpu or gpu decoding) became a top-level key.
 # 4: the step split is measured on the backends' collectives (exposed and total communication,
 #    overhead, the rank it is taken along), stragglers come from the window.
-SCHEMA_VERSION = 4
+# 5: what the reports need to know about the optimizer (layer_telemetry), optimizer_sharding,
+#    and memory per rank (optimizer state, peak host RSS, peak CUDA memory).
+SCHEMA_VERSION = 5
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,7 @@ RECORD = _keys(
     ("accumulation_steps", "integer", "", "micro-batches per optimizer step"),
     ("global_batch_size", "integer", "images", "world × micro × accumulation"),
     ("optimizer", "string", "", "the optimizer (`lars`, `sgd`, ...)"),
+    ("layer_telemetry", "boolean?", "", "whether the optimizer keeps per-layer statistics for the telemetry file (a layer-wise one: LARS); null when the run failed before building it"),
     ("scaling_rule", "string", "", "LR scaling rule: `none`, `linear` or `sqrt`"),
     ("base_lr", "number?", "", "the LR before the scaling rule"),
     ("warmup_epochs", "number", "epochs", "linear LR warm-up length"),

@@ -66,7 +66,7 @@ class RunSpec:
         _doc("optional; without accumulation_steps it sets it: global = world × micro × accumulation, "
              "micro_batch_size being the largest per-rank micro-batch; with it, a check"),
     ] = None
-    optimizer: Annotated[Literal["lars", "sgd"], _doc("LARS or momentum SGD")] = "lars"
+    optimizer: Annotated[Text, _doc("the optimizer: lars, sgd or another registered one (workloads/optimizers.py)")] = "lars"
     lr: Annotated[
         PositiveFloat | None,
         _doc("base learning rate before the scaling rule (default: lars 2.0, sgd 0.1)"),
@@ -197,7 +197,9 @@ MEASURE_FIELDS: tuple[str, ...] = tuple(n for n in RUN_FIELDS if ROLES[n] == MEA
 RESUMABLE_FIELDS: frozenset[str] = frozenset(n for n in RUN_FIELDS if ROLES[n] == BOOKKEEPING)
 DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(RunSpec)}
 
-# Base LR when a run gives none (before the scaling rule).
+# Base LR when a run gives none (before the scaling rule), per optimizer. Kept with the spec's
+# other defaults, not with the optimizers: labels and records read it without loading torch.
+# An optimizer without an entry has no default: its runs must set lr.
 DEFAULT_LR = {"lars": 2.0, "sgd": 0.1}
 
 # The flags named in the project's CLI contract; every other field gets --field-name.

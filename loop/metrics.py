@@ -58,6 +58,7 @@ class RunMetrics:
     peak_key: str | None = None  # the arithmetic the run's peak is quoted for: bf16, fp16, tf32, fp32
     rank_peak_tflops: list[float] = field(default_factory=list)  # matrix-product probe per rank
     allreduce_bytes_per_step: int | None = None  # gradient bytes each rank reduces per optimizer step
+    layer_telemetry: bool | None = None  # the optimizer keeps per-layer statistics (its component's trait)
 
     @property
     def final_top1(self) -> float | None:

@@ -91,6 +91,7 @@ def _identity(spec: RunSpec, run_id: str, experiment: str, status: str, error: s
 
 def _progress(m: RunMetrics, finished: bool) -> dict[str, Any]:
     return {
+        "layer_telemetry": m.layer_telemetry if finished else None,
         "lr": m.peak_lr if finished else None,
         "steps": m.steps if finished else None,
         "steps_per_epoch": m.steps_per_epoch if finished else None,

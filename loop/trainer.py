@@ -38,7 +38,7 @@ from larsbench.loop.progress import RankProgress
 from larsbench.loop.provenance import cpu_model
 from larsbench.workloads.data import build_rank_data
 from larsbench.workloads.models import build_model
-from larsbench.workloads.optimizers import build_optimizer
+from larsbench.workloads.optimizers import build_optimizer, get_optimizer
 from larsbench.workloads.schedules import WarmupPolySchedule
 
 
@@ -104,18 +104,9 @@ class Trainer:
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = spec.cudnn_benchmark
         module = precision.convert_model(build_model(spec.model, spec.num_classes).to(device))
-        optimizer, self.metrics.peak_lr = build_optimizer(
-            spec.optimizer,
-            module,
-            base_lr=spec.lr,
-            scaling_rule=spec.scaling_rule,
-            global_batch=spec.global_batch_size,
-            reference_batch=spec.reference_batch_size,
-            momentum=spec.momentum,
-            weight_decay=spec.weight_decay,
-            trust_coefficient=spec.trust_coefficient,
-            lars_eps=spec.lars_eps,
-        )
+        self.component = get_optimizer(spec.optimizer)
+        self.metrics.layer_telemetry = self.component.telemetry
+        optimizer, self.metrics.peak_lr = build_optimizer(spec, module)
         self.schedule = WarmupPolySchedule(self.metrics.peak_lr, self.total_steps, self.warmup_steps, spec.end_lr, spec.poly_power)
         self.step = 0
         self.checkpoints = Checkpointer(ctx.files.checkpoints if ctx.files else None, rank, world_size, backend.barrier)
@@ -162,8 +153,8 @@ class Trainer:
             spec.label, self.total_steps, enabled=rank == 0, status_file=ctx.files.progress if ctx.files else None
         )
         every = telemetry.interval(spec.telemetry_every_steps, self.total_steps)
-        side_file = ctx.files.telemetry if ctx.files and rank == 0 else None
-        self.telemetry = telemetry.LarsTelemetry(self.optimizer, backend.unwrap(self.model), side_file, every)
+        side_file = ctx.files.telemetry if ctx.files and rank == 0 and self.component.telemetry else None
+        self.telemetry = telemetry.LayerTelemetry(self.optimizer, backend.unwrap(self.model), side_file, every)
         self.epoch, skip = divmod(self.step, self.steps_per_epoch)
         self._skip = skip
         self.batches: Iterator[tuple[torch.Tensor, torch.Tensor]] = iter(())
@@ -255,16 +246,8 @@ class Trainer:
             return
         shape = self.data.input_shape
 
-        def optimizer_for(model: nn.Module) -> torch.optim.Optimizer:
-            return build_optimizer(
-                spec.optimizer, model, base_lr=spec.lr, scaling_rule=spec.scaling_rule,
-                global_batch=spec.global_batch_size, reference_batch=spec.reference_batch_size,
-                momentum=spec.momentum, weight_decay=spec.weight_decay,
-                trust_coefficient=spec.trust_coefficient, lars_eps=spec.lars_eps,
-            )[0]  # fmt: skip
-
         result = probe_compute(
-            self.backend.unwrap(self.model), optimizer_for,
+            self.backend.unwrap(self.model), lambda model: build_optimizer(spec, model)[0],
             Precision(spec.precision, device.type, channels_last=spec.channels_last),
             spec.micro_batch_size, spec.accumulation_steps, shape, spec.num_classes, device,
             spec.compute_probe_steps, compile_model=spec.compile,

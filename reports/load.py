@@ -198,6 +198,7 @@ def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
         row["steps_per_epoch"] = r.get("steps_per_epoch")
         row["best_top1"] = best_top1(r.get("eval_history"))
         row["telemetry"] = r.get("telemetry")
+        row["layer_telemetry"] = bool(r.get("layer_telemetry"))
         row["transport"] = r.get("transport") or ((prov.get("transport") or {}).get("collectives"))
         row["unstable"] = bool(r.get("unstable"))
         row["unstable_reasons"] = "; ".join(r.get("unstable_reasons") or [])

@@ -187,6 +187,12 @@ def check_spec(spec: RunSpec, origin: dict[str, str] | None = None) -> RunSpec:
             where("image_size"),
             f"{spec.model} needs images of at least {min_size} px, got {spec.image_size}",
         )
+    from larsbench.workloads.optimizers import optimizer_names  # torch loads only when checking
+
+    if spec.optimizer not in optimizer_names():
+        raise ConfigError(where("optimizer"), f"unknown optimizer {spec.optimizer!r}; choose one of {', '.join(optimizer_names())}")
+    if spec.lr is None and spec.optimizer not in DEFAULT_LR:
+        raise ConfigError(where("lr"), f"the {spec.optimizer} optimizer has no default base LR; set lr")
     from larsbench.backends.registry import backend_names, get_backend  # torch and the backends load only when checking
 
     names = backend_names()

@@ -21,6 +21,7 @@ from larsbench.core.spec import DEFAULT_LR, RUN_FIELDS, RunSpec
 from larsbench.loop import provenance as provenance_module
 from larsbench.loop.metrics import RunMetrics
 from larsbench.loop.record import build_record
+from larsbench.workloads.optimizers import get_optimizer
 
 _ids = itertools.count()
 PROVENANCE_KEYS = ("cpu_model", "gpu_model", "timestamp_utc", "versions", "git_commit", "host", "node_list", "num_nodes",
@@ -126,6 +127,7 @@ def make_record(
         peak_key="fp32" if peak_tflops else None,
         rank_peak_tflops=[peak_tflops] * ranks if peak_tflops else [],
         allreduce_bytes_per_step=allreduce_bytes_per_step,
+        layer_telemetry=get_optimizer(spec.optimizer).telemetry,
     )
     if status == "diverged":
         metrics.diverged_at_step = metrics.steps

@@ -42,6 +42,8 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 
+from larsbench.core.spec import RunSpec
+from larsbench.workloads.component import LayerStats, OptimizerComponent
 from larsbench.workloads.multi_tensor import laid_out_alike, norms, squared_norm
 
 
@@ -138,17 +140,6 @@ class LARS(Optimizer):
                 state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
             bufs.append(state["momentum_buffer"])
         return bufs
-
-
-class LayerStats(NamedTuple):
-    """One LARS group's step: its tensors, ‖w‖ and ‖g‖ before the update (1-D device tensors,
-    in ``params`` order), the trust ratios λ and the global LR; the effective LR is lr·λ."""
-
-    params: list[torch.Tensor]
-    w_norm: torch.Tensor
-    g_norm: torch.Tensor
-    trust: torch.Tensor
-    lr: float
 
 
 def _trust_ratios(w_norm: torch.Tensor, g_norm: torch.Tensor, beta: float, eta: float, eps: float) -> torch.Tensor:
@@ -327,3 +318,28 @@ def lars_param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, A
         {"params": excluded, "weight_decay": 0.0, "lars_exclude": True},
     ]
     return [g for g in groups if g["params"]]
+
+
+def build(groups: list[dict[str, Any]], spec: RunSpec, peak_lr: float) -> LARS:
+    return LARS(groups, lr=peak_lr, momentum=spec.momentum, trust_coefficient=spec.trust_coefficient, eps=spec.lars_eps)
+
+
+def mlperf_keys(spec: RunSpec, peak_lr: float, decay_steps: int) -> dict[str, Any]:
+    """The ``lars_*`` keys MLPerf's ResNet rules name (closed_resnet_lars.yaml)."""
+    return {
+        "lars_opt_base_learning_rate": peak_lr,
+        "lars_opt_end_learning_rate": spec.end_lr,
+        "lars_opt_learning_rate_decay_poly_power": spec.poly_power,
+        "lars_opt_learning_rate_decay_steps": decay_steps,
+        "lars_opt_momentum": spec.momentum,
+        "lars_opt_weight_decay": spec.weight_decay,
+        "lars_epsilon": spec.lars_eps,
+        "lars_opt_learning_rate_warmup_epochs": spec.warmup_epochs,
+        "lars_opt_trust_coefficient": spec.trust_coefficient,
+    }
+
+
+COMPONENT = OptimizerComponent(
+    name="lars", summary="LARS (You, Gitman & Ginsburg 2017, Algorithm 1)", build=build, mlperf_keys=mlperf_keys,
+    layerwise=True, telemetry=True, shards=False,
+)  # fmt: skip

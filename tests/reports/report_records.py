@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from larsbench.core.results import SCHEMA_VERSION
+from larsbench.workloads.optimizers import get_optimizer
 
 _ids = itertools.count()
 
@@ -28,6 +29,7 @@ def record(**overrides):
     gpu = overrides.pop("gpu_model", None)
     r.update(overrides)
     r["global_batch_size"] = r["world_size"] * r["micro_batch_size"] * r["accumulation_steps"]
+    r.setdefault("layer_telemetry", get_optimizer(r["optimizer"]).telemetry)
     if r["label"] is None:
         r["label"] = f"ddp-tiny_cnn-w{r['world_size']}-gb{r['global_batch_size']}-{r['optimizer']}"
     if r["status"] != "ok":
