@@ -88,6 +88,9 @@ def migrate(record: dict[str, Any]) -> dict[str, Any]:
         if version < 5:
             # Before optimizers were registered components, LARS was the one with telemetry.
             record.setdefault("layer_telemetry", record.get("optimizer") == "lars")
+            record.setdefault("optimizer_sharding", config.get("optimizer_sharding", "none"))
+            for name in ("optimizer_state_bytes", "peak_host_rss_bytes", "peak_cuda_bytes"):
+                record.setdefault(name, None)
     return record
 
 

@@ -67,6 +67,12 @@ class RunSpec:
              "micro_batch_size being the largest per-rank micro-batch; with it, a check"),
     ] = None
     optimizer: Annotated[Text, _doc("the optimizer: lars, sgd or another registered one (workloads/optimizers.py)")] = "lars"
+    optimizer_sharding: Annotated[
+        Literal["none", "zero1", "zero2"],
+        _doc("partition the optimizer state over the ranks: zero1 (deepspeed: ZeRO stage 1; ddp: torch's "
+             "ZeroRedundancyOptimizer) or zero2 (deepspeed: ZeRO stage 2, gradients partitioned too); "
+             "layer-wise optimizers reduce each layer's norms across the partitions"),
+    ] = "none"
     lr: Annotated[
         PositiveFloat | None,
         _doc("base learning rate before the scaling rule (default: lars 2.0, sgd 0.1)"),

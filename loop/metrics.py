@@ -59,6 +59,10 @@ class RunMetrics:
     rank_peak_tflops: list[float] = field(default_factory=list)  # matrix-product probe per rank
     allreduce_bytes_per_step: int | None = None  # gradient bytes each rank reduces per optimizer step
     layer_telemetry: bool | None = None  # the optimizer keeps per-layer statistics (its component's trait)
+    # Memory per rank (``loop.memory``), the largest over restarts:
+    rank_optimizer_state_bytes: list[int] = field(default_factory=list)
+    rank_peak_host_rss_bytes: list[int] = field(default_factory=list)
+    rank_peak_cuda_bytes: list[int | None] = field(default_factory=list)
 
     @property
     def final_top1(self) -> float | None:

@@ -9,6 +9,7 @@ code the throughput benchmark in ``benchmarks/`` times against a bare loop.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import socket
@@ -27,7 +28,7 @@ from larsbench.core.precision import Precision
 from larsbench.core.preemption import PreemptionNotice
 from larsbench.core.files import atomic_write
 from larsbench.core.spec import RunSpec, resume_differences
-from larsbench.loop import telemetry
+from larsbench.loop import memory, telemetry
 from larsbench.loop.checkpoint import Checkpointer
 from larsbench.loop.eventlog import EventLog, log_run_setup
 from larsbench.loop.flops import measured_peak_tflops, peak_key
@@ -121,9 +122,13 @@ class Trainer:
             micro_batch_size=spec.micro_batch_size,
             accumulation_steps=spec.accumulation_steps,
             precision=precision,
+            sharding=spec.optimizer_sharding,
         )
-        # Registered after wrap: Horovod rebuilds the optimizer, which would drop a state loaded before.
-        self.checkpoints.register(optimizer=self.optimizer, precision=backend.precision, metrics=self.metrics, progress=self)
+        # Registered after wrap: Horovod rebuilds the optimizer, which would drop a state loaded
+        # before. Sharded state: every rank saves and restores its own shard.
+        optimizer_state, per_rank = backend.optimizer_state(self.optimizer)
+        (self.checkpoints.register_rank if per_rank else self.checkpoints.register)(optimizer=optimizer_state)
+        self.checkpoints.register(precision=backend.precision, metrics=self.metrics, progress=self)
         if resumed:
             self.checkpoints.restore(["optimizer", "precision", "metrics", "progress"])
             self.metrics.status = "ok"  # it was saved as "preempted"
@@ -324,6 +329,18 @@ class Trainer:
             for rank, values in enumerate(gathered):
                 kept[rank] += [None if math.isnan(v) else v for v in values]
         self.clock.reset()
+        self._fold_memory()
+
+    def _fold_memory(self) -> None:
+        """Every rank's optimizer state and memory peaks (collective), the largest over restarts."""
+        m = self.metrics
+        cuda = memory.peak_cuda_bytes(self.device)
+        row = [memory.optimizer_state_bytes(self.optimizer), memory.peak_host_rss_bytes(), math.nan if cuda is None else cuda]
+        gathered = gather_rows(self.backend, row, self.rank, self.world_size, self.device)
+        for name, column in (("rank_optimizer_state_bytes", 0), ("rank_peak_host_rss_bytes", 1), ("rank_peak_cuda_bytes", 2)):
+            now = [None if math.isnan(values[column]) else int(values[column]) for values in gathered]
+            before = getattr(m, name)
+            setattr(m, name, [_larger(a, b) for a, b in itertools.zip_longest(before, now)])
 
     def _write_steps(self, path) -> None:
         """Every rank's measured steps (time, data wait, when its gradients were ready, exposed
@@ -360,6 +377,10 @@ class Trainer:
             return False
         flag = torch.tensor([1.0 if self.ctx.preemption.requested else 0.0], device=self.device)
         return bool(self.backend.all_reduce(flag, "sum").item() > 0)
+
+
+def _larger(a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else max(a, b)
 
 
 def _platform(device: torch.device, world_size: int, nodes: int) -> str:

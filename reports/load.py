@@ -27,7 +27,7 @@ from larsbench.core.stats import summarize
 SETTING_FIELDS = (
     "backend", "model", "dataset", "image_size", "num_classes", "device", "world_size",
     "micro_batch_size", "accumulation_steps", "global_batch_size", "optimizer", "scaling_rule",
-    "base_lr", "warmup_epochs", "target_top1", "precision",
+    "base_lr", "warmup_epochs", "target_top1", "precision", "optimizer_sharding",
 )  # fmt: skip
 # The workload: records that differ here never share a table, plot or scaling group.
 # Metrics summarised with a 95% confidence interval of their mean over a setting's ok runs.
@@ -39,7 +39,7 @@ METRICS = (
     "data_wait_fraction", "compute_fraction", "comm_fraction", "data_wait_sec_per_step",
     "compute_sec_per_step", "exposed_comm_sec_per_step", "achieved_tflops_per_device", "mfu_table",
     "mfu_measured", "final_top1", "final_top5", "time_to_accuracy_sec", "epochs_to_accuracy",
-    "wall_time_sec",
+    "wall_time_sec", "optimizer_state_bytes", "peak_host_rss_bytes", "peak_cuda_bytes",
 )  # fmt: skip
 
 
@@ -293,7 +293,8 @@ def summarize_repeats(frame: pd.DataFrame) -> pd.DataFrame:
                        "data_split_fraction",
                        "compute_fraction", "comm_fraction", "step_time_p50_sec", "step_time_mean_sec",
                        "data_wait_sec_per_step", "compute_sec_per_step", "exposed_comm_sec_per_step",
-                       "achieved_tflops_per_device", "mfu_table", "mfu_measured"):  # fmt: skip
+                       "achieved_tflops_per_device", "mfu_table", "mfu_measured",
+                       "optimizer_state_bytes", "peak_host_rss_bytes", "peak_cuda_bytes"):  # fmt: skip
             values = ok[metric].dropna()
             row[metric + "_n"] = len(values)
             row[metric] = values.mean() if len(values) else float("nan")

@@ -18,6 +18,7 @@ from larsbench.reports.attribution import PARTS, attribute
 from larsbench.reports.comm import comm_blocks
 from larsbench.reports.mlperf import mlperf_blocks
 from larsbench.reports.load import distinguishing_settings, records_frame, summarize_repeats
+from larsbench.reports.memory import memory_blocks
 from larsbench.reports.render import Block, Bullets, Heading, PlotSpec, Table, Text, draw_plots, to_html, to_markdown
 from larsbench.reports.scaling import KINDS, Series, efficiency_index, scaling_series
 from larsbench.reports.study_report import study_blocks, telemetry_blocks
@@ -263,6 +264,7 @@ def _build(
         flagged = flagged_notes(part)
         if flagged:
             blocks.append(Bullets(flagged))
+        blocks += memory_blocks(part)
         blocks += [Heading("Scaling efficiency", 3), *efficiency_blocks(weak + strong)]
         blocks += attribution_blocks(weak + strong, part, workload, prefix, images)
         study: list[Block] = study_blocks(part, workload, prefix, images)

@@ -207,6 +207,8 @@ def check_spec(spec: RunSpec, origin: dict[str, str] | None = None) -> RunSpec:
     except ConfigError as exc:  # re-key to where the setting came from
         field = "backend_config" if exc.key.startswith("backend_config") else "backend"
         raise ConfigError(where(field) + exc.key[len(field) :], exc.message) from None
+    if spec.optimizer_sharding != "none":
+        _check_sharding(spec, backend, where("optimizer_sharding"))
     if spec.dataset == "imagefolder":
         _check_imagefolder(spec, where("data_dir"))
     else:
@@ -284,6 +286,23 @@ def _cuda_run(device: str) -> bool:
 
         return torch.cuda.is_available()
     return False
+
+
+def _check_sharding(spec: RunSpec, backend, key: str) -> None:
+    """Sharded optimizer state needs a backend that shards it and an optimizer that trains the
+    same on the pieces it is handed (its component's ``shards`` trait)."""
+    from larsbench.workloads.optimizers import get_optimizer
+
+    if not get_optimizer(spec.optimizer).shards:
+        raise ConfigError(
+            key,
+            f"the {spec.optimizer} optimizer cannot step sharded state (it needs whole layers and does not reduce "
+            "their norms across the ranks); use optimizer_sharding none with it",
+        )
+    try:
+        backend.check_sharding(spec.optimizer_sharding)
+    except ConfigError as exc:
+        raise ConfigError(key, exc.message) from None
 
 
 def _check_mlperf(fields: dict[str, str], key: str) -> None:

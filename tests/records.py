@@ -72,13 +72,17 @@ def make_record(
     peak_tflops: float | None = None,
     allreduce_bytes_per_step: int | None = None,
     comm_messages_bytes: list[int] | None = None,
+    optimizer_state_bytes: list[int] | None = None,
+    peak_host_rss_bytes: list[int] | None = None,
+    peak_cuda_bytes: list[int | None] | None = None,
     run_id: str | None = None,
     experiment: str = "test",
     **fields: Any,
 ) -> dict[str, Any]:
     """One record as the suite writes it. ``throughput`` (images/s) sets the window's length;
     without it the window is the sum of the step times. Per-step arguments take a scalar, a
-    list of steps or one list per rank (``ready_sec`` None: no reductions were timed)."""
+    list of steps or one list per rank (``ready_sec`` None: no reductions were timed); memory
+    figures take one value per rank."""
     prov_overrides = {key: fields.pop(key) for key in PROVENANCE_KEYS + ("config",) if key in fields}
     unknown = set(fields) - set(RUN_FIELDS)
     if unknown:
@@ -128,6 +132,9 @@ def make_record(
         rank_peak_tflops=[peak_tflops] * ranks if peak_tflops else [],
         allreduce_bytes_per_step=allreduce_bytes_per_step,
         layer_telemetry=get_optimizer(spec.optimizer).telemetry,
+        rank_optimizer_state_bytes=list(optimizer_state_bytes or []),
+        rank_peak_host_rss_bytes=list(peak_host_rss_bytes or []),
+        rank_peak_cuda_bytes=list(peak_cuda_bytes or []),
     )
     if status == "diverged":
         metrics.diverged_at_step = metrics.steps

@@ -44,10 +44,11 @@ from torch.optim import Optimizer
 
 from larsbench.core.spec import RunSpec
 from larsbench.workloads.component import LayerStats, OptimizerComponent
+from larsbench.workloads.layer_norms import TakesShards, group_params, reduce_norms, views
 from larsbench.workloads.multi_tensor import laid_out_alike, norms, squared_norm
 
 
-class LARS(Optimizer):
+class LARS(TakesShards, Optimizer):
     """LARS with momentum (paper's Algorithm 1).
 
     Args:
@@ -115,12 +116,14 @@ class LARS(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        if self.shards is not None:
+            self.last_stats = self._sharded_step()
+            return loss
         stats = []
         for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
+            params, grads = group_params(group)
             if not params:
                 continue
-            grads = [p.grad for p in params]
             if any(g.is_sparse for g in grads):
                 raise RuntimeError("LARS does not support sparse gradients")
             bufs = self._momentum_buffers(params) if group["momentum"] else None
@@ -130,6 +133,38 @@ class LARS(Optimizer):
                 stats.append(layer_stats)
         self.last_stats = stats
         return loss
+
+    def _sharded_step(self) -> list[LayerStats]:
+        """The step over sharded state (``use_shards``): excluded groups are element-wise and
+        step as usual; the adapted groups' layer norms are summed over every rank's pieces in
+        one collective, then each piece is updated with its layer's λ (the foreach kernels)."""
+        assert self.shards is not None
+        adapted = []
+        for group in self.param_groups:  # the same groups, in the same order, on every rank
+            params, grads = group_params(group)
+            bufs = self._momentum_buffers(params) if params and group["momentum"] else None
+            if group["lars_exclude"]:
+                if params:
+                    _select_step(group["fused"], params, grads, bufs)(params, grads, bufs, group)
+                continue
+            located, layers = self.located(params)
+            pieces_v = views(bufs, located) if bufs is not None else None
+            adapted.append((group, views(params, located), views(grads, located), pieces_v, layers))
+        if not adapted:
+            return []
+        reduced = reduce_norms(self.shards, [(w, g, layers) for _, w, g, _, layers in adapted])
+        stats = []
+        for (group, w, g, v, layers), (w_norm, g_norm, member) in zip(adapted, reduced):
+            lr, beta = group["lr"], group["weight_decay"]
+            trust = _trust_ratios(w_norm, g_norm, beta, group["trust_coefficient"], group["eps"])
+            if w:
+                scale = (trust * lr).index_select(0, layers).to(w[0].dtype)
+                if v is None:
+                    _plain_update(w, g, scale, lr, beta)
+                else:
+                    _momentum_update(w, g, v, scale, lr, beta, group["momentum"])
+            stats.append(LayerStats(list(self.shards.layers), w_norm, g_norm, trust, lr, member=member))
+        return stats
 
     def _momentum_buffers(self, params: list[torch.Tensor]) -> list[torch.Tensor]:
         bufs = []
@@ -341,5 +376,5 @@ def mlperf_keys(spec: RunSpec, peak_lr: float, decay_steps: int) -> dict[str, An
 
 COMPONENT = OptimizerComponent(
     name="lars", summary="LARS (You, Gitman & Ginsburg 2017, Algorithm 1)", build=build, mlperf_keys=mlperf_keys,
-    layerwise=True, telemetry=True, shards=False,
+    layerwise=True, telemetry=True, shards=True,
 )  # fmt: skip
