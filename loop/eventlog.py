@@ -81,5 +81,5 @@ def log_run_setup(events: EventLog, spec, *, platform: str, nodes: int, ranks_pe
     events.event("opt_base_learning_rate", peak_lr)
     events.event("opt_learning_rate_warmup_steps", warmup_steps)
     events.event("opt_learning_rate_warmup_epochs", spec.warmup_epochs)
-    for key, value in get_optimizer(spec.optimizer).mlperf_keys(spec, peak_lr, total_steps - warmup_steps).items():
+    for key, value in get_optimizer(spec.optimizer).mlperf_keys(spec, peak_lr, total_steps, warmup_steps).items():
         events.event(key, value)

@@ -29,8 +29,8 @@ from larsbench.core.spec import RunSpec
 
 # (param groups, the run spec, the peak LR after the scaling rule) → the optimizer
 Builder = Callable[[list[dict[str, Any]], RunSpec, float], torch.optim.Optimizer]
-# (the run spec, the peak LR, the steps the LR decays over) → {MLPerf key: value}
-MLPerfKeys = Callable[[RunSpec, float, int], dict[str, Any]]
+# (the run spec, the peak LR, the run's optimizer steps, its warm-up steps) → {MLPerf key: value}
+MLPerfKeys = Callable[[RunSpec, float, int, int], dict[str, Any]]
 
 
 @dataclass(frozen=True)

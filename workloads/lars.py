@@ -359,13 +359,13 @@ def build(groups: list[dict[str, Any]], spec: RunSpec, peak_lr: float) -> LARS:
     return LARS(groups, lr=peak_lr, momentum=spec.momentum, trust_coefficient=spec.trust_coefficient, eps=spec.lars_eps)
 
 
-def mlperf_keys(spec: RunSpec, peak_lr: float, decay_steps: int) -> dict[str, Any]:
+def mlperf_keys(spec: RunSpec, peak_lr: float, total_steps: int, warmup_steps: int) -> dict[str, Any]:
     """The ``lars_*`` keys MLPerf's ResNet rules name (closed_resnet_lars.yaml)."""
     return {
         "lars_opt_base_learning_rate": peak_lr,
         "lars_opt_end_learning_rate": spec.end_lr,
         "lars_opt_learning_rate_decay_poly_power": spec.poly_power,
-        "lars_opt_learning_rate_decay_steps": decay_steps,
+        "lars_opt_learning_rate_decay_steps": total_steps - warmup_steps,
         "lars_opt_momentum": spec.momentum,
         "lars_opt_weight_decay": spec.weight_decay,
         "lars_epsilon": spec.lars_eps,

@@ -75,7 +75,7 @@ def test_traits_are_what_the_optimizer_does(name):
 @pytest.mark.parametrize("name", NAMES)
 def test_mlperf_keys_are_keys_mlperf_names(name):
     spec, _, peak = stepped(name)
-    logged = get_optimizer(name).mlperf_keys(spec, peak, 100)
+    logged = get_optimizer(name).mlperf_keys(spec, peak, 100, 10)
     assert logged and set(logged) - OWN_KEYS <= mlperf_names(), set(logged) - OWN_KEYS - mlperf_names()
     assert all(value is not None for value in logged.values())
 
