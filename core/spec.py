@@ -37,7 +37,7 @@ MEASURE, SAMPLE, BOOKKEEPING = "measure", "sample", "bookkeeping"
 # Base LR when a run gives none (before the scaling rule), per optimizer. Kept with the spec's
 # other defaults, not with the optimizers: labels and records read it without loading torch.
 # An optimizer without an entry has no default: its runs must set lr.
-DEFAULT_LR = {"lars": 2.0, "sgd": 0.1}
+DEFAULT_LR = {"lars": 2.0, "lamb": 0.01, "sgd": 0.1}
 
 
 def _doc(text: str, role: str = MEASURE) -> Any:

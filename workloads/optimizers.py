@@ -11,7 +11,7 @@ from torch import nn
 
 from larsbench.core.errors import ConfigError
 from larsbench.core.spec import RunSpec
-from larsbench.workloads import lars, sgd
+from larsbench.workloads import lamb, lars, sgd
 from larsbench.workloads.component import OptimizerComponent
 from larsbench.workloads.lars import lars_param_groups
 from larsbench.workloads.schedules import scaled_lr
@@ -20,6 +20,7 @@ OPTIMIZERS: dict[str, OptimizerComponent] = {
     component.name: component
     for component in (
         lars.COMPONENT,
+        lamb.COMPONENT,
         sgd.COMPONENT,
     )
 }
