@@ -228,7 +228,7 @@ class DeepSpeedBackend(Backend):
                     found.append(Piece(index[id(param)], address.start, address.numel))
             pieces[id(flat)] = tuple(found)
         reduce = self.comm_timer.waiting(lambda tensor: ds_comm.all_reduce(tensor, group=zero.dp_process_group))
-        return ShardLayout(layers, pieces, reduce, flat.device)
+        return ShardLayout(layers, pieces, reduce, zero.single_partition_of_fp32_groups[0].device)
 
     def optimizer_state(self, optimizer):
         if self.engine is not None and self.engine.zero_optimization_stage() >= 1:

@@ -36,7 +36,7 @@ from torch.optim import Optimizer
 
 from larsbench.core.spec import RunSpec
 from larsbench.workloads.component import LayerStats, OptimizerComponent
-from larsbench.workloads.layer_norms import TakesShards, group_params, reduce_norms, views
+from larsbench.workloads.layer_norms import TakesShards, adapts, group_params, reduce_norms, views
 from larsbench.workloads.multi_tensor import norms, squared_norm
 
 
@@ -111,7 +111,8 @@ class LAMB(TakesShards, Optimizer):
                 if w:
                     _apply(w, u, (trust * group["lr"]).index_select(0, layers).to(w[0].dtype))
                 stats.append(LayerStats(list(self.shards.layers), w_norm, u_norm, trust, group["lr"], "update_norm", member))
-        self.last_stats = stats
+        if adapts(self.param_groups):
+            self.last_stats = stats
         return loss
 
     def _moments(self, params: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor], list[int]]:

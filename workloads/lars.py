@@ -44,7 +44,7 @@ from torch.optim import Optimizer
 
 from larsbench.core.spec import RunSpec
 from larsbench.workloads.component import LayerStats, OptimizerComponent
-from larsbench.workloads.layer_norms import TakesShards, group_params, reduce_norms, views
+from larsbench.workloads.layer_norms import TakesShards, adapts, group_params, reduce_norms, views
 from larsbench.workloads.multi_tensor import laid_out_alike, norms, squared_norm
 
 
@@ -117,7 +117,9 @@ class LARS(TakesShards, Optimizer):
             with torch.enable_grad():
                 loss = closure()
         if self.shards is not None:
-            self.last_stats = self._sharded_step()
+            stats = self._sharded_step()
+            if adapts(self.param_groups):
+                self.last_stats = stats
             return loss
         stats = []
         for group in self.param_groups:
@@ -131,7 +133,8 @@ class LARS(TakesShards, Optimizer):
             layer_stats = step(params, grads, bufs, group)
             if layer_stats is not None:
                 stats.append(layer_stats)
-        self.last_stats = stats
+        if adapts(self.param_groups):
+            self.last_stats = stats
         return loss
 
     def _sharded_step(self) -> list[LayerStats]:

@@ -68,6 +68,13 @@ class TakesShards:
         return self._pieces[key]
 
 
+def adapts(groups: list[dict[str, Any]]) -> bool:
+    """Whether a call of ``step`` steps a group with a trust ratio: only such a call replaces
+    ``last_stats``. DeepSpeed's ZeRO optimizer calls ``step`` once per group, and the call for
+    the excluded group must keep the statistics of the call before it (this step's)."""
+    return any(not group["lars_exclude"] for group in groups)
+
+
 def group_params(group: dict[str, Any]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """A group's tensors that have a gradient this step, and their gradients."""
     params = [p for p in group["params"] if p.grad is not None]

@@ -4,8 +4,8 @@ whole model ends exactly where one unsharded optimizer takes it, with every laye
 each rank's statistics and one collective per step.
 
 Two ways of sharding, as the backends do it: DeepSpeed's ZeRO-1/2 (each group flattened,
-padded and cut into equal parts across layer boundaries) and torch's ZeroRedundancyOptimizer
-(whole parameters dealt out to the ranks)."""
+padded and cut into equal parts across layer boundaries, ``step`` called once per group) and
+torch's ZeroRedundancyOptimizer (whole parameters dealt out to the ranks)."""
 
 from __future__ import annotations
 
@@ -125,7 +125,14 @@ def run_rank(name, fused, how, rank, model, store, results):
                 for p, at, n, inside in parts:
                     flat.grad[at : at + n] = p.grad.view(-1)[inside : inside + n]
         before = len(calls)
-        optimizer.step()
+        if how == "zero":  # as DeepSpeed's ZeRO optimizer does: one call of step per group
+            groups_now = optimizer.param_groups
+            for group in groups_now:
+                optimizer.param_groups = [group]
+                optimizer.step()
+            optimizer.param_groups = groups_now
+        else:
+            optimizer.step()
         assert len(calls) == before + 1, "one collective per step for every layer's norms"
         stats.append(list(optimizer.last_stats))
     owned = [torch.zeros(p.numel(), dtype=torch.bool) for p in params]
