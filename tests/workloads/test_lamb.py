@@ -183,9 +183,9 @@ def test_both_implementations_agree_and_leave_grad_untouched():
 @pytest.mark.parametrize("decay", [0.0, 1e-2])
 def test_the_foreach_step_reads_no_tensor_value_on_the_host(monkeypatch, decay):
     torch.manual_seed(0)
-    model = build_model("resnet50", 10)
+    model = build_model("tiny_cnn", 10)
     with torch.no_grad():
-        model.fc.weight.zero_()
+        model[6].weight.zero_()  # ‖w‖ = 0: the fallback r = 1 must not branch on the host either
     for p in model.parameters():
         p.grad = torch.randn_like(p) * 1e-2
     next(model.parameters()).grad.zero_()
@@ -198,6 +198,26 @@ def test_the_foreach_step_reads_no_tensor_value_on_the_host(monkeypatch, decay):
         monkeypatch.setattr(torch.Tensor, name, refuse)
     opt.step()  # creates the moments
     opt.step()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(
+    not torch.cuda.is_available(),
+    reason="needs a CUDA device: checks with torch.cuda.set_sync_debug_mode that LAMB.step() never synchronises",
+)
+def test_the_step_does_not_synchronise_cuda():
+    torch.manual_seed(0)
+    model = build_model("resnet50", 10).cuda()
+    for p in model.parameters():
+        p.grad = torch.randn_like(p) * 1e-2
+    opt = LAMB(lars_param_groups(model, 1e-2), lr=0.01)  # fused=None: the foreach kernels on CUDA
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")  # any synchronising call raises
+    try:
+        opt.step()  # creates the moments
+        opt.step()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
 
 
 def test_fused_true_off_the_cpu_is_an_error_naming_the_fallback():
