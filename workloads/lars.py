@@ -140,7 +140,9 @@ class LARS(TakesShards, Optimizer):
     def _sharded_step(self) -> list[LayerStats]:
         """The step over sharded state (``use_shards``): excluded groups are element-wise and
         step as usual; the adapted groups' layer norms are summed over every rank's pieces in
-        one collective, then each piece is updated with its layer's λ (the foreach kernels)."""
+        one collective, then each piece is updated with its layer's λ: on CPU by torch's fused
+        SGD kernel piece by piece (λ read on the host, free there), elsewhere by the foreach
+        kernels with λ on the device."""
         assert self.shards is not None
         adapted = []
         for group in self.param_groups:  # the same groups, in the same order, on every rank
@@ -161,11 +163,15 @@ class LARS(TakesShards, Optimizer):
             lr, beta = group["lr"], group["weight_decay"]
             trust = _trust_ratios(w_norm, g_norm, beta, group["trust_coefficient"], group["eps"])
             if w:
-                scale = (trust * lr).index_select(0, layers).to(w[0].dtype)
-                if v is None:
-                    _plain_update(w, g, scale, lr, beta)
+                scale = (trust * lr).index_select(0, layers)
+                kernel = FUSED_KERNELS["cpu"]
+                if group["fused"] is not False and kernel.able(w, g, v):
+                    for wi, gi, vi, si in zip(w, g, v or itertools.repeat(None), scale.tolist()):
+                        _fused_sgd([wi], [gi], None if vi is None else [vi], si, beta, group["momentum"])
+                elif v is None:
+                    _plain_update(w, g, scale.to(w[0].dtype), lr, beta)
                 else:
-                    _momentum_update(w, g, v, scale, lr, beta, group["momentum"])
+                    _momentum_update(w, g, v, scale.to(w[0].dtype), lr, beta, group["momentum"])
             stats.append(LayerStats(list(self.shards.layers), w_norm, g_norm, trust, lr, member=member))
         return stats
 
