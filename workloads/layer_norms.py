@@ -17,8 +17,13 @@ from larsbench.workloads.multi_tensor import squared_norms
 
 
 def views(tensors: list[torch.Tensor], located: list[tuple[int, Piece]]) -> list[torch.Tensor]:
-    """The piece of each located tensor, as a 1-D view (updates through it land in the tensor)."""
-    return [tensors[i].view(-1).narrow(0, piece.start, piece.numel) for i, piece in located]
+    """The piece of each located tensor, as a view (updates through it land in the tensor): a
+    whole tensor as itself (whatever its memory layout, channels_last included), a slice of a
+    flat buffer as a 1-D view."""
+    return [
+        tensors[i] if piece.start == 0 and piece.numel == tensors[i].numel() else tensors[i].view(-1).narrow(0, piece.start, piece.numel)
+        for i, piece in located
+    ]
 
 
 def layer_index(located: list[tuple[int, Piece]], device: torch.device) -> torch.Tensor:

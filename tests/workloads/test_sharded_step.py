@@ -27,9 +27,10 @@ SHARDED = [name for name, c in OPTIMIZERS.items() if c.layerwise and c.shards]
 STEPS, RANKS, DECAY = 4, 2, 1e-2
 
 
-def make_model() -> nn.Module:
+def make_model(channels_last: bool = False) -> nn.Module:
     torch.manual_seed(0)
-    return build_model("tiny_cnn", 4).double()
+    model = build_model("tiny_cnn", 4).double()
+    return model.to(memory_format=torch.channels_last) if channels_last else model
 
 
 def gradients(model: nn.Module) -> list[list[torch.Tensor]]:
@@ -37,11 +38,16 @@ def gradients(model: nn.Module) -> list[list[torch.Tensor]]:
     generator = torch.Generator().manual_seed(1)
     steps = []
     for step in range(STEPS):
-        grads = [torch.randn(p.shape, generator=generator, dtype=p.dtype) * 0.1 for p in model.parameters()]
+        grads = [torch.randn(p.shape, generator=generator, dtype=p.dtype).to(memory_format=_layout(p)) * 0.1
+                 for p in model.parameters()]  # fmt: skip
         if step == 1:
             grads[0].zero_()
         steps.append(grads)
     return steps
+
+
+def _layout(p: torch.Tensor) -> torch.memory_format:
+    return torch.channels_last if p.ndim == 4 and p.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
 
 
 def build(name: str, groups, fused):
@@ -52,9 +58,9 @@ def build(name: str, groups, fused):
     return optimizer
 
 
-def reference(name: str, fused):
+def reference(name: str, fused, channels_last: bool = False):
     """The unsharded optimizer: final parameters, and per step each adapted group's statistics."""
-    model = make_model()
+    model = make_model(channels_last)
     optimizer = build(name, lars_param_groups(model, DECAY), fused)
     stats = []
     for grads in gradients(model):
@@ -147,7 +153,7 @@ def run_rank(name, fused, how, rank, model, store, results):
 
 def sharded(name, fused, how):
     store, results = dist.HashStore(), {}
-    models = [make_model() for _ in range(RANKS)]  # here: threads would share the global RNG
+    models = [make_model(how.endswith("channels-last")) for _ in range(RANKS)]  # here: threads would share the global RNG
     threads = [
         threading.Thread(target=run_rank, args=(name, fused, how, r, models[r], store, results)) for r in range(RANKS)
     ]
@@ -159,20 +165,20 @@ def sharded(name, fused, how):
     return results
 
 
-@pytest.mark.parametrize("how", ["zero", "whole-parameters"])
+@pytest.mark.parametrize("how", ["zero", "whole-parameters", "whole-parameters-channels-last"])
 @pytest.mark.parametrize("fused", [None, False], ids=["default", "foreach"])
 @pytest.mark.parametrize("name", SHARDED)
 def test_sharded_ranks_end_where_one_unsharded_optimizer_does(name, fused, how):
-    want, want_stats = reference(name, fused)
+    want, want_stats = reference(name, fused, how.endswith("channels-last"))
     results = sharded(name, fused, how)
     for i, w in enumerate(want):
         got = torch.zeros(w.numel(), dtype=w.dtype)
         covered = torch.zeros(w.numel(), dtype=torch.int64)
         for params, owned, _ in results.values():
-            got[owned[i]] = params[i].view(-1)[owned[i]]
+            got[owned[i]] = params[i].reshape(-1)[owned[i]]
             covered += owned[i].long()
         assert covered.eq(1).all(), f"parameter {i}: every element on exactly one rank"
-        torch.testing.assert_close(got.view_as(w), w, rtol=1e-12, atol=1e-15, msg=lambda m: f"parameter {i}: {m}")
+        torch.testing.assert_close(got.view(w.shape), w.contiguous(), rtol=1e-12, atol=1e-15, msg=lambda m: f"parameter {i}: {m}")
     adapted = [i for i, p in enumerate(make_model().parameters()) if p.ndim > 1]
     for rank, (_, _, stats) in results.items():
         for step, (mine, expected) in enumerate(zip(stats, want_stats)):
