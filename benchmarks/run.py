@@ -206,6 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write the harness figures here")
     parser.add_argument("--skip-zero", action="store_true", help="leave out the DeepSpeed ZeRO-1 / ZeRO-0 ratio")
     parser.add_argument("--zero-rounds", type=int, default=4, help="A B B A rounds of 5-step blocks, ZeRO-0 against ZeRO-1")
+    parser.add_argument("--zero-model", default="resnet50")
+    parser.add_argument("--zero-image-size", type=int, default=32)
+    parser.add_argument("--zero-micro-batch", type=int, default=32)
     args = parser.parse_args(argv)
     if args.copies < 1 or args.lars_rounds < 4 or args.harness_rounds < 2:
         parser.error("--copies must be at least 1, --lars-rounds at least 4 and --harness-rounds at least 2 (quartiles need several rounds)")
@@ -219,7 +222,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:
             args.json.write_text(json.dumps({"device": args.harness_device, **figures}, indent=1) + "\n")
     if not args.skip_zero and args.harness_device == "cpu":
-        ok += zero_ratio(args.zero_rounds, args.harness_timeout)
+        zero_args = ("--model", args.zero_model, "--image-size", str(args.zero_image_size),
+                     "--micro-batch", str(args.zero_micro_batch))  # fmt: skip
+        ok += zero_ratio(args.zero_rounds, args.harness_timeout, zero_args)
     print(f"{sum(ok)}/{len(ok)} targets met in {time.perf_counter() - start:.0f} s")
     return 0 if all(ok) else 1
 

@@ -24,6 +24,14 @@ def test_deepspeed_runs_the_zero_stage_of_optimizer_sharding(sharding, stage):
     assert config.get("zero_allow_untested_optimizer", False) == (stage > 0)
 
 
+def test_deepspeed_zero_over_gloo_reduces_gradients_with_one_all_reduce_unless_told_otherwise():
+    assert engine_config(4, 1, 2, None, sharding="zero1", device_type="cpu")["zero_optimization"]["reduce_scatter"] is False
+    assert "reduce_scatter" not in engine_config(4, 1, 2, None, sharding="zero1", device_type="cuda")["zero_optimization"]
+    assert "reduce_scatter" not in engine_config(4, 1, 2, None, sharding="none", device_type="cpu")["zero_optimization"]
+    own = {"zero_optimization": {"reduce_scatter": True}}
+    assert engine_config(4, 1, 2, own, sharding="zero2", device_type="cpu")["zero_optimization"]["reduce_scatter"] is True
+
+
 @pytest.mark.parametrize(
     ("run", "words"),
     [
