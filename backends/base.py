@@ -85,6 +85,17 @@ class Backend(ABC):
             raise ConfigError("backend_config", f"the {cls.name} backend takes no backend_config; remove it")
 
     @classmethod
+    def check_sharding(cls, sharding: str) -> None:
+        """Refuse (one-line ConfigError naming ``optimizer_sharding``) a way of sharding the
+        optimizer state this backend has not (``none``, ``zero1``, ``zero2``), before start."""
+        if sharding != "none":
+            raise ConfigError(
+                "optimizer_sharding",
+                f"the {cls.name} backend cannot shard optimizer state; use none with {cls.name}, "
+                "or ddp (zero1) or deepspeed (zero1, zero2)",
+            )
+
+    @classmethod
     def check_precision(cls, precision: str, channels_last: bool, device: str, options: dict[str, Any]) -> None:
         """Refuse (one-line ConfigError naming the setting) a precision or memory layout this
         backend cannot run on ``device`` (``cpu``, ``cuda`` or ``auto``), before any rank starts.
@@ -122,9 +133,18 @@ class Backend(ABC):
         micro_batch_size: int,
         accumulation_steps: int,
         precision: Precision | None = None,
+        sharding: str = "none",
     ) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
         """Make model and optimizer distributed; identical initial weights on every rank.
-        Keeps ``precision`` (default fp32) for ``backward`` and ``step``."""
+        Keeps ``precision`` (default fp32) for ``backward`` and ``step``. ``sharding``
+        (``check_sharding`` allowed it): partition the optimizer state over the ranks, and
+        hand a layer-wise optimizer the ``ShardLayout`` of its pieces (``use_shards``)."""
+
+    def optimizer_state(self, optimizer: torch.optim.Optimizer) -> tuple[Any, bool]:
+        """What a checkpoint saves of the wrapped ``optimizer`` (``state_dict`` and
+        ``load_state_dict``), and whether each rank holds its own shard of it (saved by every
+        rank) rather than the whole state (saved by rank 0)."""
+        return optimizer, False
 
     def unwrap(self, model: torch.nn.Module) -> torch.nn.Module:
         """The plain module inside a wrapper (for evaluation without collectives), also

@@ -4,7 +4,9 @@ Each adapter tells its ``CommTimer`` when a reduction is handed to its library (
 DDP's communication hook, Horovod's per-gradient all-reduce, DeepSpeed's ``allreduce_gradients``)
 and when the step has finished waiting for the reductions (``finished``: DDP's backward returns,
 Horovod's ``synchronize`` returns, DeepSpeed's ``allreduce_gradients`` returns). Collectives the
-optimizer step itself waits on (ZeRO's parameter all-gather) are added whole with ``waited``.
+step waits on whole (ZeRO's parameter all-gather after the optimizer step, its bucket
+reductions inside backward, a layer-wise optimizer's norm reduction over sharded state) are
+added with ``waited`` (``waiting`` wraps one).
 
 For one optimizer step:
 - ready = the last ``launched``: this rank's gradients were all computed (its own work);
@@ -17,7 +19,10 @@ A step with no reduction (one rank and a library that skips it) has neither.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from larsbench.core.clock import Mark, mark
 
@@ -52,6 +57,20 @@ class CommTimer:
     def waited(self, start: Mark) -> None:
         """A collective the step waited on whole, from ``start`` (a ``mark``) to now."""
         self.marks.waited.append((start, mark(self.cuda)))
+
+    def waiting(self, collective: Callable[..., Any]) -> Callable[..., Any]:
+        """``collective`` with each call added whole with ``waited``: for a collective the step
+        blocks on (ZeRO's parameter all-gather, a layer-wise optimizer's norm reduction)."""
+
+        @functools.wraps(collective)
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            start = mark(self.cuda)
+            try:
+                return collective(*args, **kwargs)
+            finally:
+                self.waited(start)
+
+        return timed
 
     def take(self) -> CommMarks:
         marks, self.marks = self.marks, CommMarks()

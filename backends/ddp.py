@@ -4,6 +4,13 @@
 and, optionally, ``comm_hook``: ``"module:function"`` of a DDP communication hook
 (``torch.distributed.algorithms.ddp_comm_hooks.default_hooks:fp16_compress_hook`` compresses
 gradients to fp16 on the wire), registered on the wrapped model.
+
+``optimizer_sharding: zero1`` steps the workload's optimizer through torch's
+``ZeroRedundancyOptimizer``: gradients are still all-reduced whole by DDP, each rank keeps the
+optimizer state of, and updates, only the whole parameters assigned to it, then every rank
+broadcasts its updated parameters (timed as a collective the step waits on). A layer-wise
+optimizer gets the layout of its parameters and reduces their norms over the ranks, so its
+telemetry holds every layer. There is no ZeRO-2 here (DDP reduces whole gradients).
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from torch.nn.parallel import DistributedDataParallel
 from larsbench.backends.base import Backend
 from larsbench.core.environment import ClusterEnvironment
 from larsbench.core.errors import ConfigError
+from larsbench.core.shards import Piece, ShardLayout
 
 
 class DDPBackend(Backend):
@@ -49,7 +57,16 @@ class DDPBackend(Backend):
             elif key not in accepted:
                 raise ConfigError(f"backend_config.{key}", f"not a DistributedDataParallel argument; valid: comm_hook, {', '.join(sorted(accepted))}")
 
-    def wrap(self, model, optimizer, *, micro_batch_size, accumulation_steps, precision=None):
+    @classmethod
+    def check_sharding(cls, sharding: str) -> None:
+        if sharding == "zero2":
+            raise ConfigError(
+                "optimizer_sharding",
+                "ddp shards optimizer state with torch's ZeroRedundancyOptimizer, which is ZeRO-1 (DDP all-reduces "
+                "whole gradients); use zero1 with ddp, or zero2 with deepspeed",
+            )
+
+    def wrap(self, model, optimizer, *, micro_batch_size, accumulation_steps, precision=None, sharding="none"):
         # fp16: the base class scales the loss, and unscales the all-reduced gradients
         # before the optimizer step (GradScaler's unscale_/step/update).
         self.accumulation_steps, self.precision = accumulation_steps, precision or self.precision
@@ -68,7 +85,31 @@ class DDPBackend(Backend):
         else:
             hook, self._loss_divisor = _sum_allreduce, self.world_size
         wrapped.register_comm_hook(state=None, hook=self._timed(hook))
+        if sharding == "zero1":
+            optimizer = self._sharded(model, optimizer)
         return wrapped, optimizer
+
+    def _sharded(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
+        """The optimizer rebuilt from its param groups as a ZeroRedundancyOptimizer (each rank's
+        share of whole parameters in its own instance), with the broadcast of the updated
+        parameters timed, and a layer-wise optimizer handed the layout of its share."""
+        # Imported here: torch.distributed.optim takes about a second to import, in every DDP run.
+        from torch.distributed.optim import ZeroRedundancyOptimizer
+
+        zero = ZeroRedundancyOptimizer(optimizer.param_groups, optimizer_class=type(optimizer), **optimizer.defaults)
+        zero._sync_params = self.comm_timer.waiting(zero._sync_params)
+        if hasattr(zero.optim, "use_shards"):
+            layers = tuple(p for p in model.parameters() if p.requires_grad)
+            index = {id(p): i for i, p in enumerate(layers)}
+            pieces = {id(p): (Piece(index[id(p)], 0, p.numel()),) for g in zero.optim.param_groups for p in g["params"]}
+            reduce = self.comm_timer.waiting(lambda tensor: dist.all_reduce(tensor))
+            zero.optim.use_shards(ShardLayout(layers, pieces, reduce, self.device))
+        return zero
+
+    def optimizer_state(self, optimizer):
+        if type(optimizer).__name__ == "ZeroRedundancyOptimizer":  # _sharded's; its module is imported there
+            return optimizer.optim, True  # this rank's parameters' state, in its own optimizer
+        return optimizer, False
 
     def _timed(self, hook: Callable) -> Callable:
         timer = self.comm_timer

@@ -80,7 +80,7 @@ class HorovodBackend(Backend):
         if (hvd.rank(), hvd.size()) != (env.rank, env.world_size):
             raise RuntimeError(f"Horovod sees rank {hvd.rank()}/{hvd.size()}, the environment {env.rank}/{env.world_size}")
 
-    def wrap(self, model, optimizer, *, micro_batch_size, accumulation_steps, precision=None):
+    def wrap(self, model, optimizer, *, micro_batch_size, accumulation_steps, precision=None, sharding="none"):
         hvd = self.hvd
         self.accumulation_steps, self.precision = accumulation_steps, precision or self.precision
         hvd.broadcast_parameters(model.state_dict(), root_rank=0)

@@ -7,9 +7,12 @@
    against a bare hand-written DDP loop: throughput ratio (target >= 98%). ``--skip-lars
    --harness-device cuda --harness-ranks 1`` measures it alone on one GPU over NCCL
    (``benchmarks/gpu_check.sh`` does), ``--json FILE`` keeps the figures.
+4. DeepSpeed's LARS training step with ZeRO-1 (sharded optimizer state, layer norms reduced
+   across the partitions) against ZeRO-0 on the same 2 CPU ranks (target <= 1.30x), with each
+   side's optimizer state per rank.
 
 Every figure is measured in this run, both sides of a ratio interleaved in one process (one
-torchrun launch for 3). Each ratio is the median of per-round ratios; the spread printed with
+torchrun launch each for 3 and 4). Each ratio is the median of per-round ratios; the spread printed with
 it is their interquartile range. Interleaving spreads light load from other processes over
 both sides, but on a busy machine OpenMP's threads stall unevenly: each measurement also
 prints how many cores other processes used meanwhile, with a warning above 0.2.
@@ -157,13 +160,43 @@ def harness_ratio(rounds: int, timeout: float, ranks: int = 2, harness_args: tup
     return [line("suite DDP step / bare DDP loop throughput", ratios, 0.98, higher_is_better=True, percent=True)]
 
 
+def zero_ratio(rounds: int, timeout: float, zero_args: tuple[str, ...] = ()) -> list[bool]:
+    start = time.perf_counter()
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc-per-node=2",
+        "--module", "benchmarks.zero_step", "--rounds", str(rounds), *zero_args,
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    with OtherLoad() as load:
+        done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    results = [ln for ln in done.stdout.splitlines() if ln.startswith("ZERO ")]
+    if done.returncode != 0 or not results:
+        print(done.stdout[-3000:] + done.stderr[-3000:], file=sys.stderr)
+        print("DeepSpeed ZeRO-1 LARS step / ZeRO-0 LARS step: could not be measured (see above) FAIL")
+        return [False]
+    result = json.loads(results[-1][len("ZERO "):])
+    zero0, zero1 = result["seconds"]["none"], result["seconds"]["zero1"]
+    block = result["steps_per_block"]
+    state = {name: ", ".join(f"{b / 2**20:.1f}" for b in per_rank) for name, per_rank in result["optimizer_state_bytes"].items()}
+    print(
+        f"DeepSpeed LARS training step, {result['world_size']} CPU ranks, {result['model']} at {result['image_size']} px, "
+        f"micro-batch {result['micro_batch']}: ZeRO-0 {sum(zero0) / len(zero0) / block * 1e3:.0f} ms, "
+        f"ZeRO-1 {sum(zero1) / len(zero1) / block * 1e3:.0f} ms per step; optimizer state per rank (MiB): "
+        f"ZeRO-0 {state['none']}, ZeRO-1 {state['zero1']}   ({time.perf_counter() - start:.0f} s; {load_note(load)})",
+        flush=True,
+    )
+    # step-time ratio per round: the two ZeRO-1 blocks against the two ZeRO-0 blocks around them
+    ratios = [(zero1[i] + zero1[i + 1]) / (zero0[i] + zero0[i + 1]) for i in range(0, len(zero1) - 1, 2)]
+    return [line("DeepSpeed ZeRO-1 LARS step / ZeRO-0 LARS step", ratios, 1.30, higher_is_better=False)]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.splitlines()[0])
     parser.add_argument("--lars-rounds", type=int, default=40, help="interleaved optimizer steps of each kind")
     parser.add_argument("--copies", type=int, default=3, help="copies of the parameters per optimizer")
     parser.add_argument("--harness-rounds", type=int, default=6, help="A B B A rounds of 5-step blocks")
-    parser.add_argument("--skip-harness", action="store_true", help="only the optimizer-step ratios")
-    parser.add_argument("--skip-lars", action="store_true", help="only the harness ratio")
+    parser.add_argument("--skip-harness", action="store_true", help="leave out the DDP harness ratio")
+    parser.add_argument("--skip-lars", action="store_true", help="leave out the optimizer-step ratios")
     parser.add_argument("--harness-timeout", type=float, default=900.0)
     parser.add_argument("--harness-ranks", type=int, default=2, help="ranks of the harness run (default 2)")
     parser.add_argument("--harness-device", choices=("cpu", "cuda"), default="cpu", help="cuda: one GPU per rank, NCCL")
@@ -171,6 +204,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--harness-image-size", type=int, default=32)
     parser.add_argument("--harness-micro-batch", type=int, default=16)
     parser.add_argument("--json", type=Path, help="write the harness figures here")
+    parser.add_argument("--skip-zero", action="store_true", help="leave out the DeepSpeed ZeRO-1 / ZeRO-0 ratio")
+    parser.add_argument("--zero-rounds", type=int, default=4, help="A B B A rounds of 5-step blocks, ZeRO-0 against ZeRO-1")
+    parser.add_argument("--zero-model", default="resnet50")
+    parser.add_argument("--zero-image-size", type=int, default=32)
+    parser.add_argument("--zero-micro-batch", type=int, default=32)
     args = parser.parse_args(argv)
     if args.copies < 1 or args.lars_rounds < 4 or args.harness_rounds < 2:
         parser.error("--copies must be at least 1, --lars-rounds at least 4 and --harness-rounds at least 2 (quartiles need several rounds)")
@@ -183,6 +221,10 @@ def main(argv: list[str] | None = None) -> int:
         ok += harness_ratio(args.harness_rounds, args.harness_timeout, args.harness_ranks, harness_args, figures)
         if args.json:
             args.json.write_text(json.dumps({"device": args.harness_device, **figures}, indent=1) + "\n")
+    if not args.skip_zero and args.harness_device == "cpu":
+        zero_args = ("--model", args.zero_model, "--image-size", str(args.zero_image_size),
+                     "--micro-batch", str(args.zero_micro_batch))  # fmt: skip
+        ok += zero_ratio(args.zero_rounds, args.harness_timeout, zero_args)
     print(f"{sum(ok)}/{len(ok)} targets met in {time.perf_counter() - start:.0f} s")
     return 0 if all(ok) else 1
 

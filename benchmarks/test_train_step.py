@@ -45,12 +45,7 @@ def one_step(request, single_rank):
         torch.manual_seed(spec.seed)
         data = build_rank_data(spec, 0, 1, device)
         model = build_model(spec.model, spec.num_classes)
-        optimizer, _ = build_optimizer(
-            spec.optimizer, model, base_lr=spec.lr, scaling_rule=spec.scaling_rule,
-            global_batch=spec.global_batch_size, reference_batch=spec.reference_batch_size,
-            momentum=spec.momentum, weight_decay=spec.weight_decay,
-            trust_coefficient=spec.trust_coefficient, lars_eps=spec.lars_eps,
-        )  # fmt: skip
+        optimizer, _ = build_optimizer(spec, model)
         model, optimizer = backend.wrap(model, optimizer, micro_batch_size=spec.micro_batch_size, accumulation_steps=1)
         criterion = nn.CrossEntropyLoss()
         batches = _forever(data.train)

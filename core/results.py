@@ -91,6 +91,12 @@ def migrate(record: dict[str, Any]) -> dict[str, Any]:
         # Before version 7 nobody timed what a run spent around its clock.
         record.setdefault("setup_sec", None)
         record.setdefault("phases_sec", None)
+        if version < 8:
+            # Before optimizers were registered components, LARS was the one with telemetry.
+            record.setdefault("layer_telemetry", record.get("optimizer") == "lars")
+            record.setdefault("optimizer_sharding", config.get("optimizer_sharding", "none"))
+            for name in ("optimizer_state_bytes", "peak_host_rss_bytes", "peak_cuda_bytes"):
+                record.setdefault(name, None)
     return record
 
 

@@ -26,7 +26,9 @@ from larsbench.core.phases import PHASE_DOCS
 # 6: the reduction calls as measured (reduction_wait/span); on one rank they are overhead, not
 #    communication.
 # 7: setup_sec and phases_sec: the time a run spends around its clock, by phase.
-SCHEMA_VERSION = 7
+# 8: what the reports need to know about the optimizer (layer_telemetry), optimizer_sharding,
+#    and memory per rank (optimizer state, peak host RSS, peak CUDA memory).
+SCHEMA_VERSION = 8
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,8 @@ RECORD = _keys(
     ("accumulation_steps", "integer", "", "micro-batches per optimizer step"),
     ("global_batch_size", "integer", "images", "world × micro × accumulation"),
     ("optimizer", "string", "", "the optimizer (`lars`, `sgd`, ...)"),
+    ("optimizer_sharding", "string", "", "how the optimizer state was partitioned over the ranks: `none`, `zero1` or `zero2`"),
+    ("layer_telemetry", "boolean?", "", "whether the optimizer keeps per-layer statistics for the telemetry file (a layer-wise one: LARS); null when the run failed before building it"),
     ("scaling_rule", "string", "", "LR scaling rule: `none`, `linear` or `sqrt`"),
     ("base_lr", "number?", "", "the LR before the scaling rule"),
     ("warmup_epochs", "number", "epochs", "linear LR warm-up length"),
@@ -120,6 +124,9 @@ RECORD = _keys(
     ("split_note", "string?", "", "why the split is approximate, when it is (the compute probe took longer than the loop's compute)"),
     ("allreduce_bytes_per_step", "integer?", "bytes", "gradient bytes each rank reduces per optimizer step"),
     ("comm_messages_bytes", "array?", "bytes", "the reductions of one step as the backend launched them (DDP buckets, Horovod tensors, DeepSpeed buffers)"),
+    ("optimizer_state_bytes", "integer?", "bytes", "the optimizer state (momentum, Adam moments) of the rank holding the most; under sharding, that rank's shard"),
+    ("peak_host_rss_bytes", "integer?", "bytes", "the highest peak resident memory of any rank's process"),
+    ("peak_cuda_bytes", "integer?", "bytes", "the most CUDA memory torch's allocator held on any rank (null on CPUs)"),
     ("flops_per_image", "number?", "FLOP", "forward + backward FLOPs per image, counted on the model"),
     ("achieved_tflops_per_device", "number?", "TFLOP/s", "`flops_per_image` × throughput / world size"),
     ("peak_precision", "string?", "", "the arithmetic the peaks are for: `bf16`, `fp16`, `tf32` or `fp32`"),
@@ -130,7 +137,7 @@ RECORD = _keys(
     ("unstable", "boolean?", "", "whether the step times say the run was disturbed"),
     ("unstable_reasons", "array", "", "why (a shift mid-window, stalls, an unsettled warm-up)"),
     ("straggler", "object?", "", "`{rank, host, last_share, lag_sec_per_step, cost_sec, slower_by}` of a rank the others waited for in the window"),
-    ("ranks", "array", "", "every rank: `{rank, host, device, step_time_p50_sec, data_wait_sec_per_step, compute_sec_per_step, exposed_comm_sec_per_step, overhead_sec_per_step, comm_sec_per_step, ready_sec_per_step}`; in a failed run's record, the host each rank that started ran on"),
+    ("ranks", "array", "", "every rank: `{rank, host, device, step_time_p50_sec, data_wait_sec_per_step, compute_sec_per_step, exposed_comm_sec_per_step, overhead_sec_per_step, comm_sec_per_step, ready_sec_per_step, optimizer_state_bytes, peak_host_rss_bytes, peak_cuda_bytes}`; in a failed run's record, the host each rank that started ran on"),
     ("final_top1", "number?", "", "top-1 at the last evaluation"),
     ("final_top5", "number?", "", "top-5 at the last evaluation"),
     ("target_top1", "number?", "", "the top-1 target of time to accuracy"),

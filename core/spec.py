@@ -34,6 +34,12 @@ Text = Annotated[str, Strict(), Field(min_length=1)]
 MEASURE, SAMPLE, BOOKKEEPING = "measure", "sample", "bookkeeping"
 
 
+# Base LR when a run gives none (before the scaling rule), per optimizer. Kept with the spec's
+# other defaults, not with the optimizers: labels and records read it without loading torch.
+# An optimizer without an entry has no default: its runs must set lr.
+DEFAULT_LR = {"lars": 2.0, "lamb": 0.01, "sgd": 0.1}
+
+
 def _doc(text: str, role: str = MEASURE) -> Any:
     return Field(description=text, json_schema_extra={"role": role})
 
@@ -66,10 +72,17 @@ class RunSpec:
         _doc("optional; without accumulation_steps it sets it: global = world × micro × accumulation, "
              "micro_batch_size being the largest per-rank micro-batch; with it, a check"),
     ] = None
-    optimizer: Annotated[Literal["lars", "sgd"], _doc("LARS or momentum SGD")] = "lars"
+    optimizer: Annotated[Text, _doc("the optimizer: lars, sgd or another registered one (workloads/optimizers.py)")] = "lars"
+    optimizer_sharding: Annotated[
+        Literal["none", "zero1", "zero2"],
+        _doc("partition the optimizer state over the ranks: zero1 (deepspeed: ZeRO stage 1; ddp: torch's "
+             "ZeroRedundancyOptimizer) or zero2 (deepspeed: ZeRO stage 2, gradients partitioned too); "
+             "layer-wise optimizers reduce each layer's norms across the partitions"),
+    ] = "none"
     lr: Annotated[
         PositiveFloat | None,
-        _doc("base learning rate before the scaling rule (default: lars 2.0, sgd 0.1)"),
+        _doc("base learning rate before the scaling rule (default per optimizer: "
+             + ", ".join(f"{name} {lr:g}" for name, lr in DEFAULT_LR.items()) + ")"),
     ] = None
     scaling_rule: Annotated[
         Literal["none", "linear", "sqrt"],
@@ -212,8 +225,6 @@ MEASURE_FIELDS: tuple[str, ...] = tuple(n for n in RUN_FIELDS if ROLES[n] == MEA
 RESUMABLE_FIELDS: frozenset[str] = frozenset(n for n in RUN_FIELDS if ROLES[n] == BOOKKEEPING)
 DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(RunSpec)}
 
-# Base LR when a run gives none (before the scaling rule).
-DEFAULT_LR = {"lars": 2.0, "sgd": 0.1}
 
 # The flags named in the project's CLI contract; every other field gets --field-name.
 FLAG_ALIASES = {"micro_batch_size": "--micro-batch", "accumulation_steps": "--accumulation"}

@@ -2,12 +2,14 @@
 
 A run registers its stateful parts with a ``Checkpointer`` by name (anything with
 ``state_dict`` / ``load_state_dict``), so saving and resuming is one call each and a new piece
-of state cannot be forgotten.
+of state cannot be forgotten. A part is either the same on every rank (saved once, by rank 0)
+or a rank's own shard (``register_rank``: sharded optimizer state, saved by every rank into its
+own file and restored by the same rank; no rank ever holds the whole).
 
 Layout under ``<results dir>/checkpoints/<run_id>/``::
 
     step-000120/main.pt      model, optimizer, progress and metrics so far (rank 0)
-    step-000120/rank0.pt     that rank's RNG states (every rank)
+    step-000120/rank0.pt     that rank's RNG states, and its shard of a sharded optimizer (every rank)
     step-000120/COMPLETE     written last by rank 0: sizes and SHA-256 of every file
 
 Every file is written to a temporary name and renamed. A checkpoint counts only with a
@@ -49,10 +51,16 @@ class Checkpointer:
     def __init__(self, root: Path | None, rank: int, world_size: int, barrier: Callable[[], None]):
         self.root, self.rank, self.world_size, self.barrier = root, rank, world_size, barrier
         self.parts: dict[str, Stateful] = {}
+        self.rank_parts: dict[str, Stateful] = {}
         self.found: tuple[dict[str, Any], dict[str, Any]] | None = None
 
     def register(self, **parts: Stateful) -> None:
+        """Parts every rank holds alike: rank 0 saves them."""
         self.parts.update(parts)
+
+    def register_rank(self, **parts: Stateful) -> None:
+        """Parts each rank holds its own shard of: every rank saves and restores its own."""
+        self.rank_parts.update(parts)
 
     def find(self) -> bool:
         """Load the newest valid checkpoint, if any (restored part by part with ``restore``)."""
@@ -64,27 +72,29 @@ class Checkpointer:
         """Hand each named part its saved state (a part registered late restores late: an
         optimizer that a backend rebuilds at wrap must load after it)."""
         assert self.found is not None, "restore() without a checkpoint found"
-        main = self.found[0]
-        missing = [name for name in names if name not in main]
+        main, own = self.found[0], self.found[1].get("parts", {})
+        saved = {name: (own if name in self.rank_parts else main) for name in names}
+        missing = [name for name in names if name not in saved[name]]
         if missing:
             raise ConfigError(
                 "--run-id",
-                f"its checkpoint holds no {', '.join(missing)} (written by another larsbench version); "
-                "start a new run id",
+                f"its checkpoint holds no {', '.join(missing)} (written by another larsbench version, or with "
+                "another optimizer_sharding); start a new run id",
             )
         for name in names:
-            self.parts[name].load_state_dict(main[name])
+            self.rank_parts.get(name, self.parts.get(name)).load_state_dict(saved[name][name])
 
     def restore_rng(self) -> None:
         assert self.found is not None, "restore_rng() without a checkpoint found"
-        set_rng_state(self.found[1])
+        set_rng_state(self.found[1]["rng"])
 
     def save(self, step: int) -> Path | None:
         """Collective: every rank calls it."""
         if self.root is None:
             return None
         state = {name: part.state_dict() for name, part in self.parts.items()} if self.rank == 0 else None
-        return save(self.root, step, self.rank, self.world_size, state, self.barrier)
+        own = {name: part.state_dict() for name, part in self.rank_parts.items()}
+        return save(self.root, step, self.rank, self.world_size, state, self.barrier, own)
 
 
 def _torch_bytes(obj: Any) -> bytes:
@@ -107,11 +117,15 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save(root: Path, step: int, rank: int, world_size: int, main_state: dict[str, Any] | None, barrier) -> Path:
-    """Collective: every rank calls it. ``main_state`` is rank 0's (None elsewhere)."""
+def save(
+    root: Path, step: int, rank: int, world_size: int, main_state: dict[str, Any] | None, barrier,
+    rank_state: dict[str, Any] | None = None,
+) -> Path:  # fmt: skip
+    """Collective: every rank calls it. ``main_state`` is rank 0's (None elsewhere);
+    ``rank_state`` this rank's own parts."""
     folder = root / f"step-{step:09d}"
     folder.mkdir(parents=True, exist_ok=True)
-    atomic_write(folder / f"rank{rank}.pt", _torch_bytes(rng_state()))
+    atomic_write(folder / f"rank{rank}.pt", _torch_bytes({"rng": rng_state(), "parts": rank_state or {}}))
     if rank == 0:
         atomic_write(folder / "main.pt", _torch_bytes(main_state))
     barrier()  # every rank's file is in place before rank 0 declares the checkpoint complete
@@ -165,7 +179,10 @@ def _problem(folder: Path, world_size: int) -> str | None:
 
 
 def load(folder: Path, rank: int) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(rank 0's main state, this rank's RNG state) from a folder ``latest_valid`` returned."""
+    """(rank 0's main state, this rank's ``{"rng", "parts"}``) from a folder ``latest_valid``
+    returned."""
     main = torch.load(folder / "main.pt", map_location="cpu", weights_only=False)
-    rng = torch.load(folder / f"rank{rank}.pt", map_location="cpu", weights_only=False)
-    return main, rng
+    own = torch.load(folder / f"rank{rank}.pt", map_location="cpu", weights_only=False)
+    if "rng" not in own:  # written before ranks saved parts of their own: the RNG state alone
+        own = {"rng": own, "parts": {}}
+    return main, own

@@ -7,6 +7,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from larsbench.workloads.optimizers import get_optimizer
+
 
 class EventLog:
     """Rank 0 logs; every other rank holds a disabled log, so callers never branch."""
@@ -61,7 +63,8 @@ def log_run_setup(events: EventLog, spec, *, platform: str, nodes: int, ranks_pe
                   total_steps: int, warmup_steps: int, train_samples: int, eval_samples: int | None) -> None:  # fmt: skip
     """What MLPerf Training's rules (ruleset 4.0.0) ask a log to declare before run_start:
     submission fields, the benchmark where there is one, the system's scale, and the optimizer's
-    hyperparameters with the values this run uses (the LARS or SGD keys the ResNet rules name)."""
+    hyperparameters with the values this run uses (the keys its registered component names:
+    ``lars_*`` and ``sgd_*`` as the ResNet rules name them, ``opt_lamb_*`` as the BERT rules do)."""
     for key, value in submission_fields(spec.mlperf, platform).items():
         events.event(key, value)
     if spec.model in MLPERF_BENCHMARKS:
@@ -78,17 +81,5 @@ def log_run_setup(events: EventLog, spec, *, platform: str, nodes: int, ranks_pe
     events.event("opt_base_learning_rate", peak_lr)
     events.event("opt_learning_rate_warmup_steps", warmup_steps)
     events.event("opt_learning_rate_warmup_epochs", spec.warmup_epochs)
-    decay_steps = total_steps - warmup_steps
-    prefix = spec.optimizer  # lars_* or sgd_*, as the ResNet rules name them
-    events.event(f"{prefix}_opt_base_learning_rate", peak_lr)
-    events.event(f"{prefix}_opt_end_learning_rate", spec.end_lr)
-    events.event(f"{prefix}_opt_learning_rate_decay_poly_power", spec.poly_power)
-    events.event(f"{prefix}_opt_learning_rate_decay_steps", decay_steps)
-    events.event(f"{prefix}_opt_momentum", spec.momentum)
-    events.event(f"{prefix}_opt_weight_decay", spec.weight_decay)
-    if spec.optimizer == "lars":
-        events.event("lars_epsilon", spec.lars_eps)
-        events.event("lars_opt_learning_rate_warmup_epochs", spec.warmup_epochs)
-        events.event("lars_opt_trust_coefficient", spec.trust_coefficient)
-    else:
-        events.event("model_bn_span", spec.micro_batch_size)  # BatchNorm statistics span one micro-batch
+    for key, value in get_optimizer(spec.optimizer).mlperf_keys(spec, peak_lr, total_steps, warmup_steps).items():
+        events.event(key, value)

@@ -61,6 +61,11 @@ class RunMetrics:
     # Where rank 0's latest start spent its time around the clock (``core.phases``), set at the end.
     setup_sec: float | None = None
     phases_sec: dict[str, float] = field(default_factory=dict)
+    layer_telemetry: bool | None = None  # the optimizer keeps per-layer statistics (its component's trait)
+    # Memory per rank (``loop.memory``), the largest over restarts:
+    rank_optimizer_state_bytes: list[int] = field(default_factory=list)
+    rank_peak_host_rss_bytes: list[int] = field(default_factory=list)
+    rank_peak_cuda_bytes: list[int | None] = field(default_factory=list)
 
     @property
     def final_top1(self) -> float | None:

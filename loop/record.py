@@ -80,6 +80,7 @@ def _identity(spec: RunSpec, run_id: str, experiment: str, status: str, error: s
         "accumulation_steps": spec.accumulation_steps,
         "global_batch_size": spec.global_batch_size,
         "optimizer": spec.optimizer,
+        "optimizer_sharding": spec.optimizer_sharding,
         "scaling_rule": spec.scaling_rule,
         "base_lr": spec.lr,
         "warmup_epochs": spec.warmup_epochs,
@@ -94,6 +95,10 @@ def _identity(spec: RunSpec, run_id: str, experiment: str, status: str, error: s
 
 def _progress(m: RunMetrics, finished: bool) -> dict[str, Any]:
     return {
+        "layer_telemetry": m.layer_telemetry if finished else None,
+        "optimizer_state_bytes": _largest(m.rank_optimizer_state_bytes),
+        "peak_host_rss_bytes": _largest(m.rank_peak_host_rss_bytes),
+        "peak_cuda_bytes": _largest(m.rank_peak_cuda_bytes),
         "lr": m.peak_lr if finished else None,
         "steps": m.steps if finished else None,
         "steps_per_epoch": m.steps_per_epoch if finished else None,
@@ -193,8 +198,21 @@ def _ranks(m: RunMetrics) -> list[dict[str, Any]]:
             "overhead_sec_per_step": split.overhead_sec if split else None,
             "comm_sec_per_step": split.comm_sec if split else None,
             "ready_sec_per_step": sum(ready) / len(ready) if ready else None,
+            "optimizer_state_bytes": _at(m.rank_optimizer_state_bytes, rank),
+            "peak_host_rss_bytes": _at(m.rank_peak_host_rss_bytes, rank),
+            "peak_cuda_bytes": _at(m.rank_peak_cuda_bytes, rank),
         })  # fmt: skip
     return out
+
+
+def _at(values: list, rank: int):
+    return values[rank] if rank < len(values) else None
+
+
+def _largest(values: list[int | None]) -> int | None:
+    """The largest rank's figure: what a machine must hold for every rank to fit."""
+    known = [v for v in values if v is not None]
+    return max(known) if known else None
 
 
 def _accuracy(spec: RunSpec, m: RunMetrics) -> dict[str, Any]:

@@ -1,9 +1,12 @@
-"""LARS telemetry: per layer, every k optimizer steps, ‖w‖, ‖g‖, the trust ratio λ and the
-effective LR (lr·λ), appended by rank 0 to a JSON-lines side file the record points to.
+"""Layer-wise telemetry: per layer, every k optimizer steps, ‖w‖, the norm the trust ratio
+divides by (‖g‖ for LARS, ‖update‖ for LAMB), the trust ratio and the effective LR (lr·ratio),
+appended by rank 0 to a JSON-lines side file the record points to.
 
-The values are the ones the optimizer itself used in that step (``LARS.last_stats``), read
-after the step: whatever the backend did to the gradients before (all-reduce, accumulation
-over micro-batches, loss-scale removal) is already in them. One row per (step, layer):
+The values are the ones the optimizer itself used in that step (its ``last_stats``: optimizers
+registered with the ``telemetry`` trait keep them), read after the step: whatever the backend
+did to the gradients before (all-reduce, accumulation over micro-batches, loss-scale removal)
+is already in them; under sharded optimizer state they are the norms reduced over every rank's
+slices. One row per (step, layer):
 
     {"step": 120, "layer": "layer1.0.conv1.weight", "layer_index": 3, "w_norm": ...,
      "g_norm": ..., "trust_ratio": ..., "lr": ..., "effective_lr": ...}
@@ -22,22 +25,22 @@ import torch
 from torch import nn
 
 from larsbench.core.files import append_lines
-from larsbench.workloads.lars import LARS
 
 # When a run does not say how often: about this many logged steps per run, so a 500K-step
 # ImageNet run and a 50-step test both get a readable heatmap and a file of a few MB at most.
 DEFAULT_LOGGED_STEPS = 200
 
 
-def find_lars(optimizer: object) -> LARS | None:
-    """The LARS instance behind a backend's optimizer wrapper (DeepSpeed and Horovod wrap or
-    subclass it), or None for other optimizers."""
-    seen = 0
-    while optimizer is not None and seen < 8:
-        if isinstance(optimizer, LARS):
+def find_inner(optimizer: object, has: str) -> object | None:
+    """The optimizer with attribute ``has`` behind a backend's wrappers (Horovod subclasses the
+    workload's optimizer, DeepSpeed keeps it as ``.optimizer``, torch's ZeroRedundancyOptimizer
+    as ``.optim``), or None."""
+    for _ in range(8):
+        if optimizer is None:
+            return None
+        if hasattr(optimizer, has):
             return optimizer
-        optimizer = getattr(optimizer, "optimizer", None)
-        seen += 1
+        optimizer = getattr(optimizer, "optimizer", None) or getattr(optimizer, "optim", None)
     return None
 
 
@@ -48,12 +51,13 @@ def interval(every_steps: int | None, total_steps: int) -> int:
     return every_steps
 
 
-class LarsTelemetry:
-    """Collects ``LARS.last_stats`` every ``every`` steps (and at step 1) on the rank that writes."""
+class LayerTelemetry:
+    """Collects the optimizer's ``last_stats`` every ``every`` steps (and at step 1) on the rank
+    that writes; off for an optimizer that keeps none."""
 
     def __init__(self, optimizer: object, model: nn.Module, path: Path | None, every: int):
-        self.lars = find_lars(optimizer)
-        self.path = path if self.lars is not None and every > 0 else None
+        self.source = find_inner(optimizer, "last_stats")
+        self.path = path if self.source is not None and every > 0 else None
         self.every = every
         self.names = {id(p): name for name, p in model.named_parameters()}
 
@@ -67,24 +71,27 @@ class LarsTelemetry:
     def arm(self) -> None:
         """Forget the previous step's statistics before a step that will be logged: under fp16
         a step with inf/NaN gradients is skipped, and its row must not repeat an older step's."""
-        assert self.lars is not None
-        self.lars.last_stats = []
+        assert self.source is not None
+        self.source.last_stats = []
 
     def collect(self, step: int) -> None:
         """Append this step's rows (none when the optimizer skipped the step). One host read of
         a few hundred numbers: cheap every k steps."""
-        assert self.lars is not None and self.path is not None
+        assert self.source is not None and self.path is not None
         rows = []
         index = 0
-        for stats in self.lars.last_stats:
+        for stats in self.source.last_stats:
             values = torch.stack([stats.w_norm, stats.g_norm, stats.trust]).double().cpu().tolist()
-            for param, w_norm, g_norm, trust in zip(stats.params, *map(_finite, values)):
+            member = [True] * len(stats.params) if stats.member is None else stats.member.cpu().tolist()
+            for param, keep, w_norm, norm, trust in zip(stats.params, member, *map(_finite, values)):
+                if not keep:
+                    continue
                 rows.append({
                     "step": step,
                     "layer": self.names.get(id(param), f"param{index}"),
                     "layer_index": index,
                     "w_norm": w_norm,
-                    "g_norm": g_norm,
+                    stats.norm_name: norm,
                     "trust_ratio": trust,
                     "lr": stats.lr,
                     "effective_lr": None if trust is None else stats.lr * trust,

@@ -9,6 +9,7 @@ code the throughput benchmark in ``benchmarks/`` times against a bare loop.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import socket
@@ -28,7 +29,7 @@ from larsbench.core.precision import Precision
 from larsbench.core.preemption import PreemptionNotice
 from larsbench.core.files import atomic_write
 from larsbench.core.spec import RunSpec, resume_differences
-from larsbench.loop import telemetry
+from larsbench.loop import memory, telemetry
 from larsbench.loop.checkpoint import Checkpointer
 from larsbench.loop.eventlog import EventLog, log_run_setup
 from larsbench.loop.flops import measured_peak_tflops, peak_key, training_flops_per_image
@@ -39,7 +40,7 @@ from larsbench.loop.progress import RankProgress
 from larsbench.loop.provenance import cpu_model
 from larsbench.workloads.data import build_rank_data
 from larsbench.workloads.models import build_model
-from larsbench.workloads.optimizers import build_optimizer
+from larsbench.workloads.optimizers import build_optimizer, get_optimizer
 from larsbench.workloads.schedules import WarmupPolySchedule
 
 
@@ -108,18 +109,9 @@ class Trainer:
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = spec.cudnn_benchmark
         module = precision.convert_model(build_model(spec.model, spec.num_classes).to(device))
-        optimizer, self.metrics.peak_lr = build_optimizer(
-            spec.optimizer,
-            module,
-            base_lr=spec.lr,
-            scaling_rule=spec.scaling_rule,
-            global_batch=spec.global_batch_size,
-            reference_batch=spec.reference_batch_size,
-            momentum=spec.momentum,
-            weight_decay=spec.weight_decay,
-            trust_coefficient=spec.trust_coefficient,
-            lars_eps=spec.lars_eps,
-        )
+        self.component = get_optimizer(spec.optimizer)
+        self.metrics.layer_telemetry = self.component.telemetry
+        optimizer, self.metrics.peak_lr = build_optimizer(spec, module)
         self.schedule = WarmupPolySchedule(self.metrics.peak_lr, self.total_steps, self.warmup_steps, spec.end_lr, spec.poly_power)
         self.step = 0
         self.checkpoints = Checkpointer(ctx.files.checkpoints if ctx.files else None, rank, world_size, backend.barrier)
@@ -134,9 +126,13 @@ class Trainer:
             micro_batch_size=spec.micro_batch_size,
             accumulation_steps=spec.accumulation_steps,
             precision=precision,
+            sharding=spec.optimizer_sharding,
         )
-        # Registered after wrap: Horovod rebuilds the optimizer, which would drop a state loaded before.
-        self.checkpoints.register(optimizer=self.optimizer, precision=backend.precision, metrics=self.metrics, progress=self)
+        # Registered after wrap: Horovod rebuilds the optimizer, which would drop a state loaded
+        # before. Sharded state: every rank saves and restores its own shard.
+        optimizer_state, per_rank = backend.optimizer_state(self.optimizer)
+        (self.checkpoints.register_rank if per_rank else self.checkpoints.register)(optimizer=optimizer_state)
+        self.checkpoints.register(precision=backend.precision, metrics=self.metrics, progress=self)
         if resumed:
             self.checkpoints.restore(["optimizer", "precision", "metrics", "progress"])
             self.metrics.status = "ok"  # it was saved as "preempted"
@@ -167,8 +163,8 @@ class Trainer:
             spec.label, self.total_steps, enabled=rank == 0, status_file=ctx.files.progress if ctx.files else None
         )
         every = telemetry.interval(spec.telemetry_every_steps, self.total_steps)
-        side_file = ctx.files.telemetry if ctx.files and rank == 0 else None
-        self.telemetry = telemetry.LarsTelemetry(self.optimizer, backend.unwrap(self.model), side_file, every)
+        side_file = ctx.files.telemetry if ctx.files and rank == 0 and self.component.telemetry else None
+        self.telemetry = telemetry.LayerTelemetry(self.optimizer, backend.unwrap(self.model), side_file, every)
         self.epoch, skip = divmod(self.step, self.steps_per_epoch)
         self._skip = skip
         self.batches: Iterator[tuple[torch.Tensor, torch.Tensor]] = iter(())
@@ -271,16 +267,8 @@ class Trainer:
             return
         shape = self.data.input_shape
 
-        def optimizer_for(model: nn.Module) -> torch.optim.Optimizer:
-            return build_optimizer(
-                spec.optimizer, model, base_lr=spec.lr, scaling_rule=spec.scaling_rule,
-                global_batch=spec.global_batch_size, reference_batch=spec.reference_batch_size,
-                momentum=spec.momentum, weight_decay=spec.weight_decay,
-                trust_coefficient=spec.trust_coefficient, lars_eps=spec.lars_eps,
-            )[0]  # fmt: skip
-
         result = probe_compute(
-            self.backend.unwrap(self.model), optimizer_for,
+            self.backend.unwrap(self.model), lambda model: build_optimizer(spec, model)[0],
             Precision(spec.precision, device.type, channels_last=spec.channels_last),
             spec.micro_batch_size, spec.accumulation_steps, shape, spec.num_classes, device,
             spec.compute_probe_steps, compile_model=spec.compile,
@@ -358,6 +346,18 @@ class Trainer:
             for rank, values in enumerate(gathered):
                 kept[rank] += [None if math.isnan(v) else v for v in values]
         self.clock.reset()
+        self._fold_memory()
+
+    def _fold_memory(self) -> None:
+        """Every rank's optimizer state and memory peaks (collective), the largest over restarts."""
+        m = self.metrics
+        cuda = memory.peak_cuda_bytes(self.device)
+        row = [memory.optimizer_state_bytes(self.optimizer), memory.peak_host_rss_bytes(), math.nan if cuda is None else cuda]
+        gathered = gather_rows(self.backend, row, self.rank, self.world_size, self.device)
+        for name, column in (("rank_optimizer_state_bytes", 0), ("rank_peak_host_rss_bytes", 1), ("rank_peak_cuda_bytes", 2)):
+            now = [None if math.isnan(values[column]) else int(values[column]) for values in gathered]
+            before = getattr(m, name)
+            setattr(m, name, [_larger(a, b) for a, b in itertools.zip_longest(before, now)])
 
     def _write_steps(self, path) -> None:
         """Every rank's measured steps (time, data wait, when its gradients were ready, exposed
@@ -394,6 +394,10 @@ class Trainer:
             return False
         flag = torch.tensor([1.0 if self.ctx.preemption.requested else 0.0], device=self.device)
         return bool(self.backend.all_reduce(flag, "sum").item() > 0)
+
+
+def _larger(a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else max(a, b)
 
 
 def _platform(device: torch.device, world_size: int, nodes: int) -> str:

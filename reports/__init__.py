@@ -4,7 +4,7 @@ load          records → DataFrame; a run's setting (the spec's measure fields 
 scaling       weak / strong scaling efficiency against a declared baseline world size
 attribution   the step time lost to scaling, split into data wait, compute and exposed communication
 study         large-batch study: recipes by global batch, the time-to-accuracy frontier
-telemetry     LARS telemetry side files: per-layer trust ratio and effective LR
+telemetry     layer-wise telemetry side files: per-layer trust ratio and effective LR
 comm          ``larsbench comm`` records: bus bandwidth against message size
 predict       step time, throughput, efficiency and time to accuracy at unseen scales (predict_comm: an
               all-reduce's time on an allocation; predict_rcp: MLPerf's reference convergence points;
@@ -12,7 +12,7 @@ predict       step time, throughput, efficiency and time to accuracy at unseen s
 roofline      the step time a run's network and compute allow, and the likely causes of a gap
 mlperf        MLCommons' compliance checker on the event logs, the summarizer's olympic score
 plots         PNG plots of one workload (matplotlib, Agg); study_plots, telemetry_plots, history_plots likewise
-study_report  the study and LARS telemetry sections of the report
+study_report  the study and layer-wise telemetry sections of the report
 render        report blocks → Markdown and self-contained HTML
 report        assembles report.md, report.html and the plots
 compare       like-for-like, direction-aware regression check that asks the noise first (Welch's t-test)

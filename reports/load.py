@@ -27,7 +27,7 @@ from larsbench.core.stats import summarize
 SETTING_FIELDS = (
     "backend", "model", "dataset", "image_size", "num_classes", "device", "world_size",
     "micro_batch_size", "accumulation_steps", "global_batch_size", "optimizer", "scaling_rule",
-    "base_lr", "warmup_epochs", "target_top1", "precision",
+    "base_lr", "warmup_epochs", "target_top1", "precision", "optimizer_sharding",
 )  # fmt: skip
 # The workload: records that differ here never share a table, plot or scaling group.
 # Metrics summarised with a 95% confidence interval of their mean over a setting's ok runs.
@@ -39,7 +39,7 @@ METRICS = (
     "data_wait_fraction", "compute_fraction", "comm_fraction", "data_wait_sec_per_step",
     "compute_sec_per_step", "exposed_comm_sec_per_step", "achieved_tflops_per_device", "mfu_table",
     "mfu_measured", "final_top1", "final_top5", "time_to_accuracy_sec", "epochs_to_accuracy",
-    "wall_time_sec",
+    "wall_time_sec", "optimizer_state_bytes", "peak_host_rss_bytes", "peak_cuda_bytes",
 )  # fmt: skip
 
 
@@ -198,6 +198,7 @@ def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
         row["steps_per_epoch"] = r.get("steps_per_epoch")
         row["best_top1"] = best_top1(r.get("eval_history"))
         row["telemetry"] = r.get("telemetry")
+        row["layer_telemetry"] = bool(r.get("layer_telemetry"))
         row["transport"] = r.get("transport") or ((prov.get("transport") or {}).get("collectives"))
         row["unstable"] = bool(r.get("unstable"))
         row["unstable_reasons"] = "; ".join(r.get("unstable_reasons") or [])
@@ -254,7 +255,9 @@ TIMED_METRICS = (
     "compute_fraction", "comm_fraction", "step_time_p50_sec", "step_time_mean_sec", "data_wait_sec_per_step",
     "compute_sec_per_step", "exposed_comm_sec_per_step", "achieved_tflops_per_device", "mfu_table", "mfu_measured",
 )  # fmt: skip
-SUMMARIZED = ("final_top1", "best_top1", "time_to_accuracy_sec", "epochs_to_accuracy", *TIMED_METRICS[2:])
+# Memory per rank is summarized over all ok runs: a disturbance takes time, not memory.
+SUMMARIZED = ("final_top1", "best_top1", "time_to_accuracy_sec", "epochs_to_accuracy", *TIMED_METRICS[2:],
+              "optimizer_state_bytes", "peak_host_rss_bytes", "peak_cuda_bytes")  # fmt: skip
 
 
 def seeds_text(n: int, seeds: int) -> str:

@@ -18,6 +18,7 @@ from larsbench.reports.attribution import PARTS, attribute
 from larsbench.reports.comm import comm_blocks
 from larsbench.reports.mlperf import mlperf_blocks
 from larsbench.reports.load import distinguishing_settings, records_frame, summarize_repeats
+from larsbench.reports.memory import memory_blocks
 from larsbench.reports.predict import throughput_at_scale
 from larsbench.reports.predict_comm import networks as comm_networks
 from larsbench.reports.predict_rcp import rcp_blocks
@@ -283,6 +284,7 @@ def _build(
         flagged = flagged_notes(part)
         if flagged:
             blocks.append(Bullets(flagged))
+        blocks += memory_blocks(part)
         blocks += [Heading("Scaling efficiency", 3), *efficiency_blocks(weak + strong)]
         blocks += attribution_blocks(weak + strong, part, workload, prefix, images)
         runs = frame[frame["workload_key"] == part.iloc[0]["workload_key"]]

@@ -1,4 +1,4 @@
-"""The report's large-batch study and LARS telemetry sections, as render blocks, for one workload."""
+"""The report's large-batch study and layer-wise telemetry sections, as render blocks, for one workload."""
 
 from __future__ import annotations
 
@@ -171,17 +171,17 @@ def _range_text(values: tuple[float, float, float] | None) -> str:
 
 def telemetry_blocks(frame: pd.DataFrame, folders: dict[str, Path], workload: str, prefix: Path,
                      images: list[Path]) -> list[Block]:  # fmt: skip
-    """The LARS telemetry section of one workload's runs (``frame``: one row per run); no blocks
-    when the workload has no LARS run."""
-    if not (frame["optimizer"] == "lars").any():
+    """The layer-wise telemetry section of one workload's runs (``frame``: one row per run); no
+    blocks when no run of the workload has an optimizer that keeps per-layer statistics."""
+    if not frame["layer_telemetry"].any():
         return []
     runs, warnings, without = collect(frame, folders)
-    blocks: list[Block] = [Heading("LARS telemetry", 3)]
+    blocks: list[Block] = [Heading("Layer-wise telemetry", 3)]
     notes = [f"Warning: {w}" for w in warnings]
     if without:
-        notes.append(f"{without} LARS run(s) recorded no telemetry (`telemetry` is null).")
+        notes.append(f"{without} layer-wise run(s) recorded no telemetry (`telemetry` is null).")
     if not runs:
-        blocks.append(Text("No LARS run of this workload has telemetry to show."))
+        blocks.append(Text("No layer-wise run of this workload has telemetry to show."))
         return blocks + ([Bullets(notes)] if notes else [])
     shown, note = select(runs)
     if note:

@@ -1,4 +1,4 @@
-"""LARS telemetry side files → DataFrames, their per-step spread over layers, and which runs a
+"""Layer-wise telemetry side files (LARS, LAMB) → DataFrames, their per-step spread over layers, and which runs a
 report plots.
 
 A record's ``telemetry`` is a path relative to the folder of its results file (or null: the
@@ -101,11 +101,12 @@ def step_summary(rows: pd.DataFrame, step: int, column: str = "trust_ratio") -> 
 
 
 def collect(frame: pd.DataFrame, folders: dict[str, Path]) -> tuple[list[RunTelemetry], list[str], int]:
-    """Telemetry of the LARS runs in ``frame`` (one row per run): (loaded runs, warnings, number
-    of LARS runs that recorded none)."""
-    lars = frame[frame["optimizer"] == "lars"]
+    """Telemetry of the runs in ``frame`` (one row per run) whose optimizer keeps per-layer
+    statistics (``layer_telemetry``): (loaded runs, warnings, number of such runs that recorded
+    none)."""
+    layerwise = frame[frame["layer_telemetry"]]
     runs, warnings, without = [], [], 0
-    for _, r in lars.iterrows():
+    for _, r in layerwise.iterrows():
         run_id = str(r["run_id"])
         path = telemetry_file(r.get("telemetry"), folders.get(run_id))
         if path is None:
@@ -136,6 +137,6 @@ def select(runs: list[RunTelemetry], limit: int = MAX_RUNS) -> tuple[list[RunTel
         batches = sorted({t.global_batch for t in mine})
         for batch in sorted({batches[0], batches[len(batches) // 2], batches[-1]}):
             chosen.append(next(t for t in mine if t.global_batch == batch))
-    note = (f"{len(runs)} LARS runs recorded telemetry; to keep the figures readable, plotted one run each at "
+    note = (f"{len(runs)} layer-wise runs recorded telemetry; to keep the figures readable, plotted one run each at "
             f"the smallest, a middle and the largest global batch of each recipe ({len(chosen)} runs).")  # fmt: skip
     return chosen, note

@@ -1,4 +1,4 @@
-"""PNG plots of LARS telemetry (matplotlib, Agg): per run, layer × step heatmaps of the trust
+"""PNG plots of layer-wise telemetry (matplotlib, Agg): per run, layer × step heatmaps of the trust
 ratio and the effective LR; per recipe, their spread over layers at each logged step, one
 line per run (global batch)."""
 
@@ -72,7 +72,7 @@ def plot_spread(runs: list[RunTelemetry], recipe: str, workload: str, path: Path
     by_epoch = all(r.steps_per_epoch for r in runs)
     seeds_differ = len({r.global_batch for r in runs}) < len(runs)
     fig, grid = plt.subplots(len(runs), 2, figsize=(12.4, 1.3 + 2.1 * len(runs)), sharex=True, sharey="col", squeeze=False)
-    fig.suptitle(f"{workload}\nLARS telemetry, {recipe}: spread over layers per logged step", fontsize=9, color="0.35")
+    fig.suptitle(f"{workload}\nlayer-wise telemetry, {recipe}: spread over layers per logged step", fontsize=9, color="0.35")
     for i, (run, axes) in enumerate(zip(runs, grid)):
         color = COLORS[i % len(COLORS)]
         for ax, (column, title) in zip(axes, PANELS):

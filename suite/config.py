@@ -216,6 +216,12 @@ def check_spec(spec: RunSpec, origin: dict[str, str] | None = None) -> RunSpec:
             where("image_size"),
             f"{spec.model} needs images of at least {min_size} px, got {spec.image_size}",
         )
+    from larsbench.workloads.optimizers import optimizer_names  # torch loads only when checking
+
+    if spec.optimizer not in optimizer_names():
+        raise ConfigError(where("optimizer"), f"unknown optimizer {spec.optimizer!r}; choose one of {', '.join(optimizer_names())}")
+    if spec.lr is None and spec.optimizer not in DEFAULT_LR:
+        raise ConfigError(where("lr"), f"the {spec.optimizer} optimizer has no default base LR; set lr")
     from larsbench.backends.registry import backend_names, get_backend  # torch and the backends load only when checking
 
     names = backend_names()
@@ -230,6 +236,8 @@ def check_spec(spec: RunSpec, origin: dict[str, str] | None = None) -> RunSpec:
     except ConfigError as exc:  # re-key to where the setting came from
         field = "backend_config" if exc.key.startswith("backend_config") else "backend"
         raise ConfigError(where(field) + exc.key[len(field) :], exc.message) from None
+    if spec.optimizer_sharding != "none":
+        _check_sharding(spec, backend, where("optimizer_sharding"))
     if spec.dataset == "imagefolder":
         _check_imagefolder(spec, where("data_dir"))
     else:
@@ -307,6 +315,23 @@ def _cuda_run(device: str) -> bool:
 
         return torch.cuda.is_available()
     return False
+
+
+def _check_sharding(spec: RunSpec, backend, key: str) -> None:
+    """Sharded optimizer state needs a backend that shards it and an optimizer that trains the
+    same on the pieces it is handed (its component's ``shards`` trait)."""
+    from larsbench.workloads.optimizers import get_optimizer
+
+    if not get_optimizer(spec.optimizer).shards:
+        raise ConfigError(
+            key,
+            f"the {spec.optimizer} optimizer cannot step sharded state (it needs whole layers and does not reduce "
+            "their norms across the ranks); use optimizer_sharding none with it",
+        )
+    try:
+        backend.check_sharding(spec.optimizer_sharding)
+    except ConfigError as exc:
+        raise ConfigError(key, exc.message) from None
 
 
 def _check_mlperf(fields: dict[str, str], key: str) -> None:

@@ -22,6 +22,7 @@ from larsbench.core.spec import DEFAULT_LR, RUN_FIELDS, RunSpec
 from larsbench.loop import provenance as provenance_module
 from larsbench.loop.metrics import RunMetrics
 from larsbench.loop.record import build_record
+from larsbench.workloads.optimizers import get_optimizer
 from larsbench.workloads.schedules import scaled_lr
 
 _ids = itertools.count()
@@ -77,14 +78,18 @@ def make_record(
     repeats_decision: dict[str, Any] | None = None,
     setup_sec: float | None = None,
     phases_sec: dict[str, float] | None = None,
+    optimizer_state_bytes: list[int] | None = None,
+    peak_host_rss_bytes: list[int] | None = None,
+    peak_cuda_bytes: list[int | None] | None = None,
     run_id: str | None = None,
     experiment: str = "test",
     **fields: Any,
 ) -> dict[str, Any]:
     """One record as the suite writes it. ``throughput`` (images/s) sets the window's length;
     without it the window is the sum of the step times. Per-step arguments take a scalar, a
-    list of steps or one list per rank (``ready_sec`` None: no reductions were timed). A run of
-    ``device="cuda"`` ran on ``cuda:0``; a diverged run stopped at ``diverged_at_step`` (default: its last)."""
+    list of steps or one list per rank (``ready_sec`` None: no reductions were timed); memory
+    figures take one value per rank. A run of ``device="cuda"`` ran on ``cuda:0``; a diverged run
+    stopped at ``diverged_at_step`` (default: its last)."""
     prov_overrides = {key: fields.pop(key) for key in PROVENANCE_KEYS + ("config",) if key in fields}
     unknown = set(fields) - set(RUN_FIELDS)
     if unknown:
@@ -136,6 +141,10 @@ def make_record(
         allreduce_bytes_per_step=allreduce_bytes_per_step,
         setup_sec=setup_sec,
         phases_sec=phases_sec or {},
+        layer_telemetry=get_optimizer(spec.optimizer).telemetry,
+        rank_optimizer_state_bytes=list(optimizer_state_bytes or []),
+        rank_peak_host_rss_bytes=list(peak_host_rss_bytes or []),
+        rank_peak_cuda_bytes=list(peak_cuda_bytes or []),
     )
     if status == "diverged":
         metrics.diverged_at_step = diverged_at_step or metrics.steps

@@ -1,4 +1,5 @@
-"""Workloads: models, data, optimizers (LARS and SGD baselines) and LR schedules.
+"""Workloads: models, data, optimizers (LARS, LAMB and SGD baselines, registered by name in
+``optimizers``) and LR schedules.
 
 Nothing here knows which distributed backend runs it.
 """

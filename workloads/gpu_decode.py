@@ -7,12 +7,12 @@ the main process decodes a whole micro-batch in one batched nvjpeg call
 (``torchvision.io.decode_jpeg(list_of_tensors, device="cuda")``), then crops, resizes, flips
 and normalises it on the GPU.
 
-The same as the CPU path (``workloads.data``):
+The same as the CPU path (``workloads.data``; both build on ``workloads.loaders``):
 
 - order: this rank's ``DistributedSampler`` shard, reseeded per epoch, and
   ``set_epoch(epoch, skip=k)`` continues an epoch at micro-batch ``k``;
 - crops and flips: drawn on the CPU by torchvision's own ``RandomResizedCrop.get_params`` and
-  flip draw from a generator seeded with ``_mix(seed, epoch, index)``, exactly as the CPU
+  flip draw from a generator seeded with ``seed_mix(seed, epoch, index)``, exactly as the CPU
   path seeds its transforms, so a sample gets the same crop box and flip on both paths,
   whatever the worker count and across a resume;
 - validation: the shorter side resized to ``image_size / 0.875``, then a centre crop;
@@ -46,15 +46,7 @@ import torch
 from PIL import Image
 
 from larsbench.core.spec import RunSpec
-from larsbench.workloads.data import (
-    CROP_RATIO,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    RankData,
-    _EpochLoader,
-    _mix,
-    epoch_loaders,
-)
+from larsbench.workloads.loaders import CROP_RATIO, IMAGENET_MEAN, IMAGENET_STD, EpochLoader, RankData, epoch_loaders, seed_mix
 
 Decode = Callable[[list[torch.Tensor]], list[torch.Tensor]]
 Box = tuple[int, int, int, int]  # top, left, height, width
@@ -78,7 +70,7 @@ def gpu_imagefolder(
     )  # fmt: skip
     decoder = BatchDecoder(spec.image_size, device, decode)
     return RankData(
-        train=_EpochLoader(Decoded(train, decoder.train), indices, spec.micro_batch_size),
+        train=EpochLoader(Decoded(train, decoder.train), indices, spec.micro_batch_size),
         val=Decoded(val, decoder.val),
         train_samples=len(train_files),
         input_shape=(3, spec.image_size, spec.image_size),
@@ -134,7 +126,7 @@ class TrainFiles(torch.utils.data.Dataset):
         epoch, index = tagged
         path, label = self.samples[index]
         data, height, width = read_jpeg(path)
-        box, flip = train_crop(_mix(self.seed, epoch, index), height, width)
+        box, flip = train_crop(seed_mix(self.seed, epoch, index), height, width)
         return data, label, box, flip
 
 

@@ -42,8 +42,13 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 
+from larsbench.core.spec import RunSpec
+from larsbench.workloads.component import LayerStats, OptimizerComponent
+from larsbench.workloads.layer_norms import TakesShards, adapts, group_params, reduce_norms, views
+from larsbench.workloads.multi_tensor import laid_out_alike, norms, squared_norm
 
-class LARS(Optimizer):
+
+class LARS(TakesShards, Optimizer):
     """LARS with momentum (paper's Algorithm 1).
 
     Args:
@@ -111,12 +116,16 @@ class LARS(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        if self.shards is not None:
+            stats = self._sharded_step()
+            if adapts(self.param_groups):
+                self.last_stats = stats
+            return loss
         stats = []
         for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
+            params, grads = group_params(group)
             if not params:
                 continue
-            grads = [p.grad for p in params]
             if any(g.is_sparse for g in grads):
                 raise RuntimeError("LARS does not support sparse gradients")
             bufs = self._momentum_buffers(params) if group["momentum"] else None
@@ -124,8 +133,47 @@ class LARS(Optimizer):
             layer_stats = step(params, grads, bufs, group)
             if layer_stats is not None:
                 stats.append(layer_stats)
-        self.last_stats = stats
+        if adapts(self.param_groups):
+            self.last_stats = stats
         return loss
+
+    def _sharded_step(self) -> list[LayerStats]:
+        """The step over sharded state (``use_shards``): excluded groups are element-wise and
+        step as usual; the adapted groups' layer norms are summed over every rank's pieces in
+        one collective, then each piece is updated with its layer's λ: on CPU by torch's fused
+        SGD kernel piece by piece (λ read on the host, free there), elsewhere by the foreach
+        kernels with λ on the device."""
+        assert self.shards is not None
+        adapted = []
+        for group in self.param_groups:  # the same groups, in the same order, on every rank
+            params, grads = group_params(group)
+            bufs = self._momentum_buffers(params) if params and group["momentum"] else None
+            if group["lars_exclude"]:
+                if params:
+                    _select_step(group["fused"], params, grads, bufs)(params, grads, bufs, group)
+                continue
+            located, layers = self.located(params)
+            pieces_v = views(bufs, located) if bufs is not None else None
+            adapted.append((group, views(params, located), views(grads, located), pieces_v, layers))
+        if not adapted:
+            return []
+        reduced = reduce_norms(self.shards, [(w, g, layers) for _, w, g, _, layers in adapted])
+        stats = []
+        for (group, w, g, v, layers), (w_norm, g_norm, member) in zip(adapted, reduced):
+            lr, beta = group["lr"], group["weight_decay"]
+            trust = _trust_ratios(w_norm, g_norm, beta, group["trust_coefficient"], group["eps"])
+            if w:
+                scale = (trust * lr).index_select(0, layers)
+                kernel = FUSED_KERNELS["cpu"]
+                if group["fused"] is not False and kernel.able(w, g, v):
+                    for wi, gi, vi, si in zip(w, g, v or itertools.repeat(None), scale.tolist()):
+                        _fused_sgd([wi], [gi], None if vi is None else [vi], si, beta, group["momentum"])
+                elif v is None:
+                    _plain_update(w, g, scale.to(w[0].dtype), lr, beta)
+                else:
+                    _momentum_update(w, g, v, scale.to(w[0].dtype), lr, beta, group["momentum"])
+            stats.append(LayerStats(list(self.shards.layers), w_norm, g_norm, trust, lr, member=member))
+        return stats
 
     def _momentum_buffers(self, params: list[torch.Tensor]) -> list[torch.Tensor]:
         bufs = []
@@ -136,17 +184,6 @@ class LARS(Optimizer):
                 state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
             bufs.append(state["momentum_buffer"])
         return bufs
-
-
-class LayerStats(NamedTuple):
-    """One LARS group's step: its tensors, ‖w‖ and ‖g‖ before the update (1-D device tensors,
-    in ``params`` order), the trust ratios λ and the global LR; the effective LR is lr·λ."""
-
-    params: list[torch.Tensor]
-    w_norm: torch.Tensor
-    g_norm: torch.Tensor
-    trust: torch.Tensor
-    lr: float
 
 
 def _trust_ratios(w_norm: torch.Tensor, g_norm: torch.Tensor, beta: float, eta: float, eps: float) -> torch.Tensor:
@@ -160,22 +197,6 @@ def _trust_ratios(w_norm: torch.Tensor, g_norm: torch.Tensor, beta: float, eta: 
 def _trust_ratio(w_norm: float, g_norm: float, beta: float, eta: float, eps: float) -> float:
     """λ for one tensor from host floats: ``_trust_ratios`` for the fused path."""
     return eta * w_norm / (g_norm + beta * w_norm + eps) if w_norm > 0 and g_norm > 0 else 1.0
-
-
-def _squared_norm(t: torch.Tensor) -> torch.Tensor:
-    """‖t‖² as a 0-dim tensor. On CPU a BLAS dot: about twice as fast as ``_foreach_norm``
-    there, and closer to the exact value."""
-    if t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64) and t.is_contiguous():
-        flat = t.view(-1)
-        return torch.dot(flat, flat)
-    return torch.linalg.vector_norm(t).square()
-
-
-def _norms(tensors: list[torch.Tensor]) -> torch.Tensor:
-    """‖t‖ for every tensor, stacked."""
-    if tensors[0].device.type == "cpu":
-        return torch.stack([_squared_norm(t) for t in tensors]).sqrt_()
-    return torch.stack(torch._foreach_norm(tensors))
 
 
 class FusedKernel(NamedTuple):
@@ -203,19 +224,6 @@ def _select_step(
     return _foreach_step
 
 
-def laid_out_alike(params: list[torch.Tensor], grads: list[torch.Tensor], bufs: list[torch.Tensor] | None) -> bool:
-    """Whether w, g and v of each tensor share a device, a dtype and one dense layout: what a
-    fused kernel needs, walking the three buffers in memory order."""
-    return all(
-        g.device == p.device
-        and g.dtype == p.dtype
-        and g.stride() == p.stride()
-        and (p.is_contiguous() or p.is_contiguous(memory_format=torch.channels_last))
-        and (v is None or (v.device == p.device and v.dtype == p.dtype and v.stride() == p.stride()))
-        for p, g, v in zip(params, grads, bufs or itertools.repeat(None))
-    )
-
-
 def _cpu_fused_able(params: list[torch.Tensor], grads: list[torch.Tensor], bufs: list[torch.Tensor] | None) -> bool:
     """Whether ``_fused_step`` can take this group: CPU tensors laid out alike."""
     return (
@@ -238,8 +246,8 @@ def _triton_step(
 ) -> LayerStats | None:
     from larsbench.workloads import lars_triton
 
-    norms = lars_triton.step(params, grads, bufs, group)
-    return None if norms is None else LayerStats(params, *norms, group["lr"])
+    computed = lars_triton.step(params, grads, bufs, group)
+    return None if computed is None else LayerStats(params, *computed, group["lr"])
 
 
 def _fused_step(
@@ -253,13 +261,13 @@ def _fused_step(
         _fused_sgd(params, grads, bufs, lr, 0.0, momentum)
         return None
     beta, eta, eps = group["weight_decay"], group["trust_coefficient"], group["eps"]
-    norms: list[tuple[float, float, float]] = []
+    rows: list[tuple[float, float, float]] = []
     for p, g, v in zip(params, grads, bufs or itertools.repeat(None)):
-        w_norm, g_norm = math.sqrt(_squared_norm(p).item()), math.sqrt(_squared_norm(g).item())
+        w_norm, g_norm = math.sqrt(squared_norm(p).item()), math.sqrt(squared_norm(g).item())
         trust = _trust_ratio(w_norm, g_norm, beta, eta, eps)
         _fused_sgd([p], [g], None if v is None else [v], lr * trust, beta, momentum)
-        norms.append((w_norm, g_norm, trust))
-    w_norm, g_norm, trust = torch.tensor(norms, dtype=params[0].dtype).unbind(1)
+        rows.append((w_norm, g_norm, trust))
+    w_norm, g_norm, trust = torch.tensor(rows, dtype=params[0].dtype).unbind(1)
     return LayerStats(params, w_norm, g_norm, trust, lr)
 
 
@@ -287,7 +295,7 @@ def _foreach_step(
         scale, beta, stats = None, 0.0, None
     else:
         beta = group["weight_decay"]
-        w_norm, g_norm = _norms(params), _norms(grads)
+        w_norm, g_norm = norms(params), norms(grads)
         trust = _trust_ratios(w_norm, g_norm, beta, group["trust_coefficient"], group["eps"])
         scale, stats = trust * lr, LayerStats(params, w_norm, g_norm, trust, lr)
     if bufs is None:
@@ -354,3 +362,28 @@ def lars_param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, A
         {"params": excluded, "weight_decay": 0.0, "lars_exclude": True},
     ]
     return [g for g in groups if g["params"]]
+
+
+def build(groups: list[dict[str, Any]], spec: RunSpec, peak_lr: float) -> LARS:
+    return LARS(groups, lr=peak_lr, momentum=spec.momentum, trust_coefficient=spec.trust_coefficient, eps=spec.lars_eps)
+
+
+def mlperf_keys(spec: RunSpec, peak_lr: float, total_steps: int, warmup_steps: int) -> dict[str, Any]:
+    """The ``lars_*`` keys MLPerf's ResNet rules name (closed_resnet_lars.yaml)."""
+    return {
+        "lars_opt_base_learning_rate": peak_lr,
+        "lars_opt_end_learning_rate": spec.end_lr,
+        "lars_opt_learning_rate_decay_poly_power": spec.poly_power,
+        "lars_opt_learning_rate_decay_steps": total_steps - warmup_steps,
+        "lars_opt_momentum": spec.momentum,
+        "lars_opt_weight_decay": spec.weight_decay,
+        "lars_epsilon": spec.lars_eps,
+        "lars_opt_learning_rate_warmup_epochs": spec.warmup_epochs,
+        "lars_opt_trust_coefficient": spec.trust_coefficient,
+    }
+
+
+COMPONENT = OptimizerComponent(
+    name="lars", summary="LARS (You, Gitman & Ginsburg 2017, Algorithm 1)", build=build, mlperf_keys=mlperf_keys,
+    layerwise=True, telemetry=True, shards=True,
+)  # fmt: skip

@@ -33,6 +33,8 @@ import torch
 import triton
 import triton.language as tl
 
+from larsbench.workloads.multi_tensor import laid_out_alike
+
 # Elements per program; partial sums a program adds per loop iteration.
 BLOCK, PARTIALS_BLOCK = 4096, 1024
 # Parameter bytes per block of tensors: w and g of a block (twice this) must fit in L2
@@ -179,8 +181,6 @@ _TABLES = _Tables()
 def able(params: list[torch.Tensor], grads: list[torch.Tensor], bufs: list[torch.Tensor] | None) -> bool:
     """Whether the kernels can take this group: one device and one dtype they support for all
     its tensors (one launch reads them all through one pointer type), each laid out alike."""
-    from larsbench.workloads.lars import laid_out_alike
-
     first = params[0]
     return (
         first.dtype in DTYPES

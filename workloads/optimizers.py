@@ -1,40 +1,49 @@
-"""The optimizer a run asks for, built the same way for every backend."""
+"""Optimizers by name: every registered component (``workloads.component``), and the one way a
+run builds its optimizer, the same for every backend.
+
+Adding an optimizer: a file that defines it and its ``COMPONENT``, and one entry below.
+"""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from larsbench.workloads.lars import LARS, lars_param_groups
+from larsbench.core.errors import ConfigError
+from larsbench.core.spec import RunSpec
+from larsbench.workloads import lamb, lars, sgd
+from larsbench.workloads.component import OptimizerComponent
+from larsbench.workloads.lars import lars_param_groups
 from larsbench.workloads.schedules import scaled_lr
 
+OPTIMIZERS: dict[str, OptimizerComponent] = {
+    component.name: component
+    for component in (
+        lars.COMPONENT,
+        lamb.COMPONENT,
+        sgd.COMPONENT,
+    )
+}
 
-def build_optimizer(
-    name: str,
-    model: nn.Module,
-    *,
-    base_lr: float,
-    scaling_rule: str,
-    global_batch: int,
-    reference_batch: int,
-    momentum: float,
-    weight_decay: float,
-    trust_coefficient: float,
-    lars_eps: float,
-) -> tuple[torch.optim.Optimizer, float]:
-    """Returns the optimizer and its peak LR (the base LR after the scaling rule).
 
-    Both optimizers get the same two parameter groups, so the SGD baselines, like LARS, put no
-    weight decay on biases and BatchNorm parameters.
+def optimizer_names() -> list[str]:
+    return sorted(OPTIMIZERS)
+
+
+def get_optimizer(name: str) -> OptimizerComponent:
+    if name not in OPTIMIZERS:
+        raise ConfigError("optimizer", f"unknown optimizer {name!r}; choose one of {', '.join(optimizer_names())}")
+    return OPTIMIZERS[name]
+
+
+def build_optimizer(spec: RunSpec, model: nn.Module) -> tuple[torch.optim.Optimizer, float]:
+    """The run's optimizer over ``model`` and its peak LR (the base LR after the scaling rule).
+
+    Every optimizer gets the same two parameter groups (``lars_param_groups``), so the SGD
+    baselines, like LARS, put no weight decay on biases and BatchNorm parameters.
     """
-    peak_lr = scaled_lr(base_lr, scaling_rule, global_batch, reference_batch)
-    groups = lars_param_groups(model, weight_decay)
-    if name == "lars":
-        optimizer: torch.optim.Optimizer = LARS(
-            groups, lr=peak_lr, momentum=momentum, trust_coefficient=trust_coefficient, eps=lars_eps
-        )
-    elif name == "sgd":
-        optimizer = torch.optim.SGD(groups, lr=peak_lr, momentum=momentum, foreach=True)
-    else:
-        raise ValueError(f"unknown optimizer {name!r}; choose lars or sgd")
-    return optimizer, peak_lr
+    component = get_optimizer(spec.optimizer)
+    if spec.lr is None or spec.global_batch_size is None:
+        raise ValueError("build_optimizer needs a resolved run spec (suite.config sets lr and global_batch_size)")
+    peak_lr = scaled_lr(spec.lr, spec.scaling_rule, spec.global_batch_size, spec.reference_batch_size)
+    return component.build(lars_param_groups(model, spec.weight_decay), spec, peak_lr), peak_lr

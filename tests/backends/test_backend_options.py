@@ -11,13 +11,63 @@ from larsbench.suite.config import build_spec
 from larsbench.core.errors import ConfigError
 
 
-def test_deepspeed_refuses_lars_with_zero_partitioning():
+@pytest.mark.parametrize("stage", [0, 1, 2, 3])
+def test_deepspeeds_zero_stage_comes_from_optimizer_sharding_alone(stage):
     with pytest.raises(ConfigError) as info:
-        DeepSpeedBackend.check_options({"zero_optimization": {"stage": 1}}, "lars")
+        DeepSpeedBackend.check_options({"zero_optimization": {"stage": stage}}, "lars")
     assert info.value.key == "backend_config.zero_optimization.stage"
-    assert "per-layer norms" in info.value.message
-    DeepSpeedBackend.check_options({"zero_optimization": {"stage": 2}}, "sgd")  # SGD has no layer norms
-    DeepSpeedBackend.check_options({"zero_optimization": {"stage": 0}}, "lars")
+    assert "set optimizer_sharding" in info.value.message
+    DeepSpeedBackend.check_options({"zero_optimization": {"reduce_bucket_size": 1000}}, "lars")  # its other settings pass
+
+
+@pytest.mark.parametrize(("sharding", "stage"), [("none", 0), ("zero1", 1), ("zero2", 2)])
+def test_deepspeed_runs_the_zero_stage_of_optimizer_sharding(sharding, stage):
+    config = engine_config(4, 1, 2, {"zero_optimization": {"reduce_bucket_size": 1000}}, sharding=sharding)
+    assert config["zero_optimization"] == {"reduce_bucket_size": 1000, "stage": stage}
+    assert config.get("zero_allow_untested_optimizer", False) == (stage > 0)
+
+
+def test_deepspeed_zero_over_gloo_reduces_gradients_with_one_all_reduce_unless_told_otherwise():
+    assert engine_config(4, 1, 2, None, sharding="zero1", device_type="cpu")["zero_optimization"]["reduce_scatter"] is False
+    assert "reduce_scatter" not in engine_config(4, 1, 2, None, sharding="zero1", device_type="cuda")["zero_optimization"]
+    assert "reduce_scatter" not in engine_config(4, 1, 2, None, sharding="none", device_type="cpu")["zero_optimization"]
+    own = {"zero_optimization": {"reduce_scatter": True}}
+    assert engine_config(4, 1, 2, own, sharding="zero2", device_type="cpu")["zero_optimization"]["reduce_scatter"] is True
+
+
+@pytest.mark.parametrize(
+    ("run", "words"),
+    [
+        ({"backend": "horovod", "optimizer_sharding": "zero1"}, "the horovod backend cannot shard optimizer state"),
+        ({"backend": "ddp", "optimizer_sharding": "zero2"}, "ZeroRedundancyOptimizer, which is ZeRO-1"),
+        ({"backend": "ddp", "optimizer_sharding": "zero3"}, "'none', 'zero1' or 'zero2'"),
+    ],
+)
+def test_sharding_a_backend_cannot_do_is_refused_naming_the_setting(run, words):
+    with pytest.raises(ConfigError) as info:
+        build_spec([("defaults", {"model": "tiny_cnn", **run})])
+    assert info.value.key == "defaults.optimizer_sharding" and words in info.value.message
+    assert "\n" not in str(info.value)
+
+
+def test_an_optimizer_without_the_shards_trait_is_refused_sharding(monkeypatch):
+    import dataclasses
+
+    from larsbench.workloads import optimizers
+
+    whole_layers_only = dataclasses.replace(optimizers.OPTIMIZERS["lars"], shards=False)
+    monkeypatch.setitem(optimizers.OPTIMIZERS, "lars", whole_layers_only)
+    with pytest.raises(ConfigError) as info:
+        build_spec([("defaults", {"model": "tiny_cnn", "backend": "deepspeed", "optimizer_sharding": "zero1"})])
+    assert info.value.key == "defaults.optimizer_sharding" and "cannot step sharded state" in info.value.message
+
+
+@pytest.mark.parametrize(("backend", "sharding"), [("ddp", "zero1"), ("deepspeed", "zero1"), ("deepspeed", "zero2")])
+def test_sharding_a_backend_can_do_is_accepted_for_every_optimizer(backend, sharding):
+    for optimizer in ("lars", "sgd"):
+        spec = build_spec([("defaults", {"model": "tiny_cnn", "backend": backend, "optimizer": optimizer,
+                                         "optimizer_sharding": sharding})])  # fmt: skip
+        assert spec.optimizer_sharding == sharding and f"optimizer_sharding={sharding}" in spec.label
 
 
 @pytest.mark.parametrize("key", ["train_batch_size", "gradient_accumulation_steps", "optimizer", "scheduler"])
@@ -30,7 +80,7 @@ def test_deepspeed_engine_config_never_clips_silently():
     config = engine_config(4, 2, 8, None)
     assert config["gradient_clipping"] == 0.0  # DeepSpeed's own default is 1.0
     assert (config["train_micro_batch_size_per_gpu"], config["gradient_accumulation_steps"], config["train_batch_size"]) == (4, 2, 64)
-    assert config["zero_optimization"] == {"stage": 0}
+    assert config["zero_optimization"] == {"stage": 0} and "zero_allow_untested_optimizer" not in config
     user = engine_config(4, 2, 8, {"gradient_clipping": 1.0, "bf16": {"enabled": True}})
     assert user["gradient_clipping"] == 1.0 and user["bf16"] == {"enabled": True}
 

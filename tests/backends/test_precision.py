@@ -18,7 +18,7 @@ from larsbench.backends.deepspeed import DeepSpeedBackend, engine_config
 from larsbench.backends.horovod import HorovodBackend
 from larsbench.core import precision as precision_module
 from larsbench.main import build_parser
-from larsbench.core.spec import RUN_FIELDS
+from larsbench.core.spec import RUN_FIELDS, RunSpec
 from larsbench.suite.config import build_spec
 from larsbench.core.errors import ConfigError
 from larsbench.core.precision import Precision, autocast_supported
@@ -27,13 +27,12 @@ from larsbench.workloads.models import build_model
 from larsbench.workloads.optimizers import build_optimizer
 
 CPU = torch.device("cpu")
+# LARS at the suite's defaults, lr 2.0 unscaled, as the run builds it
+LARS_SPEC = RunSpec(optimizer="lars", lr=2.0, global_batch_size=16)
 
 
 def lars_for(model: nn.Module) -> torch.optim.Optimizer:
-    optimizer, _ = build_optimizer(
-        "lars", model, base_lr=2.0, scaling_rule="none", global_batch=16, reference_batch=256,
-        momentum=0.9, weight_decay=5e-4, trust_coefficient=0.001, lars_eps=0.0,
-    )  # fmt: skip
+    optimizer, _ = build_optimizer(LARS_SPEC, model)
     return optimizer
 
 

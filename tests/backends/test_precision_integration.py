@@ -31,6 +31,7 @@ def first_update(backend_name: str, precision_name: str) -> list[torch.Tensor]:
     from larsbench.core.precision import Precision
     from larsbench.loop.trainer import train_step
     from larsbench.workloads.models import build_model
+    from larsbench.core.spec import RunSpec
     from larsbench.workloads.optimizers import build_optimizer
 
     port = free_port()
@@ -42,10 +43,7 @@ def first_update(backend_name: str, precision_name: str) -> list[torch.Tensor]:
     try:
         torch.manual_seed(0)
         model = build_model("tiny_cnn", 10)
-        optimizer, _ = build_optimizer(
-            "lars", model, base_lr=2.0, scaling_rule="none", global_batch=16, reference_batch=256,
-            momentum=0.9, weight_decay=5e-4, trust_coefficient=0.001, lars_eps=0.0,
-        )  # fmt: skip
+        optimizer, _ = build_optimizer(RunSpec(optimizer="lars", lr=2.0, global_batch_size=16), model)
         model, optimizer = backend.wrap(
             model, optimizer, micro_batch_size=8, accumulation_steps=ACCUMULATION, precision=Precision(precision_name, "cpu")
         )

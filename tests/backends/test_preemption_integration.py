@@ -1,5 +1,6 @@
 """Preemption for real: SIGUSR1 to a running `larsbench run`, a checkpoint, a resume with the
-same run id, and the same final parameters as a run that was never interrupted."""
+same run id, and the same final parameters as a run that was never interrupted; also with the
+optimizer state sharded (DeepSpeed ZeRO-1: each rank saves and restores its own shard)."""
 
 import json
 import os
@@ -9,6 +10,7 @@ import sys
 import time
 
 import pytest
+import torch
 
 from larsbench.core.results import read_records
 from tests.conftest import REPO, run_cli
@@ -21,18 +23,21 @@ RUN = ["--model", "tiny_cnn", "--dataset", "generated", "--image-size", "32", "-
        "--device", "cpu"]  # fmt: skip
 
 
-def start(out, backend, run_id):
+def start(out, backend, run_id, extra=()):
     return subprocess.Popen(
-        [sys.executable, "-m", "larsbench", "run", *RUN, "--backend", backend, "--output", str(out), "--run-id", run_id],
+        [sys.executable, "-m", "larsbench", "run", *RUN, *extra, "--backend", backend, "--output", str(out), "--run-id", run_id],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, "PYTHONWARNINGS": "ignore"},
     )  # fmt: skip
 
 
-@pytest.mark.parametrize("backend", ["ddp", "deepspeed", "horovod"])
-def test_preempted_run_resumes_to_the_same_parameters(tmp_path, backend):
+@pytest.mark.parametrize(
+    ("backend", "sharding"), [("ddp", "none"), ("deepspeed", "none"), ("horovod", "none"), ("deepspeed", "zero1")]
+)
+def test_preempted_run_resumes_to_the_same_parameters(tmp_path, backend, sharding):
+    extra = ("--optimizer-sharding", sharding)
     out = tmp_path / "preempted"
-    launcher = start(out, backend, "job-1")
+    launcher = start(out, backend, "job-1", extra)
     event_log = out / "mllog" / "job-1.log"
     deadline = time.time() + 120
     while time.time() < deadline and not (event_log.exists() and "run_start" in event_log.read_text()):
@@ -46,14 +51,18 @@ def test_preempted_run_resumes_to_the_same_parameters(tmp_path, backend):
     assert "--run-id job-1" in first[0]["error"]
     saved = sorted((out / "checkpoints" / "job-1").glob("step-*"))
     assert saved and 0 < int(saved[-1].name.split("-")[1]) < 400
+    if sharding != "none":  # each rank's file holds its own shard of the optimizer state
+        shards = [torch.load(saved[-1] / f"rank{r}.pt", weights_only=False)["parts"] for r in (0, 1)]
+        assert all("optimizer" in shard for shard in shards)
+        assert "optimizer" not in torch.load(saved[-1] / "main.pt", weights_only=False)
 
-    resumed = run_cli("run", *RUN, "--backend", backend, "--output", str(out), "--run-id", "job-1")
+    resumed = run_cli("run", *RUN, *extra, "--backend", backend, "--output", str(out), "--run-id", "job-1")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     final = read_records(out)[-1]
     assert (final["status"], final["steps"], final["restarts"]) == ("ok", 400, 1)
     assert final["restart_overhead_sec"] > 0
 
-    reference = run_cli("run", *RUN, "--backend", backend, "--output", str(tmp_path / "reference"))
+    reference = run_cli("run", *RUN, *extra, "--backend", backend, "--output", str(tmp_path / "reference"))
     assert reference.returncode == 0, reference.stderr[-3000:]
     uninterrupted = read_records(tmp_path / "reference")[0]
     assert final["param_checksum"] == pytest.approx(uninterrupted["param_checksum"], rel=1e-6), (

@@ -172,3 +172,15 @@ def test_an_older_record_reads_with_the_loader_it_ran_with(tmp_path, version):
     assert first["schema_version"] == second["schema_version"] == SCHEMA_VERSION
     if version == 1:
         assert first["precision"] == "fp32" and first["compile"] is False
+
+
+def test_a_record_before_registered_optimizers_says_lars_kept_telemetry(tmp_path):
+    lines = []
+    for run_id, optimizer in (("a", "lars"), ("b", "sgd")):
+        old = {**record(run_id), "schema_version": 4, "optimizer": optimizer}
+        del old["layer_telemetry"]  # what version 4 wrote
+        lines.append(json.dumps(old))
+    (tmp_path / "results.jsonl").write_text("\n".join(lines) + "\n")
+    lars, sgd = read_records(tmp_path)
+    assert (lars["layer_telemetry"], sgd["layer_telemetry"]) == (True, False)
+    assert schema.problems(lars) == schema.problems(sgd) == []

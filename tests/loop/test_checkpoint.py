@@ -1,7 +1,10 @@
+import json
 import warnings
 
+import pytest
 import torch
 
+from larsbench.core.errors import ConfigError
 from larsbench.loop import checkpoint
 
 
@@ -10,8 +13,8 @@ def test_round_trip_restores_state_and_rng(tmp_path):
     folder = checkpoint.save(tmp_path, 7, 0, 1, {"step": 7, "w": torch.arange(3.0)}, lambda: None)
     expected = torch.rand(4)  # what the RNG would give next, after the save
     torch.rand(100)  # move it on
-    main, rng = checkpoint.load(checkpoint.latest_valid(tmp_path, 1), 0)
-    checkpoint.set_rng_state(rng)
+    main, own = checkpoint.load(checkpoint.latest_valid(tmp_path, 1), 0)
+    checkpoint.set_rng_state(own["rng"])
     assert main["step"] == 7 and torch.equal(main["w"], torch.arange(3.0))
     assert torch.equal(torch.rand(4), expected)
     assert folder.name == "step-000000007"
@@ -94,3 +97,58 @@ def test_a_checkpoint_missing_a_part_is_refused_with_one_line(tmp_path):
     with pytest.raises(ConfigError) as info:
         saver.restore(["model", "optimizer", "progress"])
     assert info.value.key == "--run-id" and "optimizer, progress" in info.value.message
+
+
+class Part:
+    def __init__(self, value):
+        self.value = value
+
+    def state_dict(self):
+        return {"value": self.value}
+
+    def load_state_dict(self, state):
+        self.value = state["value"]
+
+
+def test_each_rank_saves_and_restores_its_own_shard(tmp_path):
+    # Two ranks share a folder: each saves its own shard, rank 0 the common parts; a barrier
+    # that does nothing is enough when the ranks take turns (rank 1 first, rank 0 completes).
+    savers = {rank: checkpoint.Checkpointer(tmp_path, rank, 2, lambda: None) for rank in (1, 0)}
+    for rank, saver in savers.items():
+        saver.register(progress=Part(f"step 5 (rank {rank})"))
+        saver.register_rank(optimizer=Part(f"shard of rank {rank}"))
+        saver.save(5)
+    for rank in (0, 1):
+        resumer = checkpoint.Checkpointer(tmp_path, rank, 2, lambda: None)
+        progress, shard = Part(None), Part(None)
+        resumer.register(progress=progress)
+        resumer.register_rank(optimizer=shard)
+        assert resumer.find()
+        resumer.restore(["progress", "optimizer"])
+        assert (progress.value, shard.value) == ("step 5 (rank 0)", f"shard of rank {rank}")
+
+
+def test_a_checkpoint_without_a_rank_shard_is_refused_naming_it(tmp_path):
+    saver = checkpoint.Checkpointer(tmp_path, 0, 1, lambda: None)
+    saver.register(optimizer=Part("whole"))
+    saver.save(3)
+    resumer = checkpoint.Checkpointer(tmp_path, 0, 1, lambda: None)
+    resumer.register_rank(optimizer=Part(None))
+    assert resumer.find()
+    with pytest.raises(ConfigError, match="holds no optimizer"):
+        resumer.restore(["optimizer"])
+
+
+def test_a_checkpoint_from_before_rank_parts_still_restores_its_rng(tmp_path):
+    torch.manual_seed(3)
+    folder = checkpoint.save(tmp_path, 2, 0, 1, {"step": 2}, lambda: None)
+    expected = torch.rand(2)
+    torch.manual_seed(3)
+    (folder / "rank0.pt").write_bytes(checkpoint._torch_bytes(checkpoint.rng_state()))  # what older versions wrote
+    manifest = json.loads((folder / "COMPLETE").read_text())
+    manifest["files"]["rank0.pt"] = checkpoint._digest(folder / "rank0.pt")
+    (folder / "COMPLETE").write_text(json.dumps(manifest))
+    torch.rand(50)
+    _, own = checkpoint.load(checkpoint.latest_valid(tmp_path, 1), 0)
+    checkpoint.set_rng_state(own["rng"])
+    assert torch.equal(torch.rand(2), expected) and own["parts"] == {}

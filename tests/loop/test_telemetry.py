@@ -1,4 +1,4 @@
-"""LARS telemetry: what is logged, when, and that the side file survives a torn write."""
+"""Layer-wise telemetry: what is logged, when, and that the side file survives a torn write."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from larsbench.loop.telemetry import LarsTelemetry, interval
+from larsbench.loop.telemetry import LayerTelemetry, interval
 from larsbench.workloads.lars import LARS, lars_param_groups
 from larsbench.workloads.models import build_model
 
@@ -33,7 +33,7 @@ def rows(path):
 
 def test_rows_hold_the_norms_the_step_used_and_lr_times_trust(tmp_path):
     model, optimizer, before = stepped()
-    telemetry = LarsTelemetry(optimizer, model, tmp_path / "t.jsonl", every=5)
+    telemetry = LayerTelemetry(optimizer, model, tmp_path / "t.jsonl", every=5)
     telemetry.collect(1)
     logged = rows(tmp_path / "t.jsonl")
     # Only the LARS-adapted tensors (ndim > 1), in order, named as in the model.
@@ -48,17 +48,17 @@ def test_rows_hold_the_norms_the_step_used_and_lr_times_trust(tmp_path):
 
 def test_due_at_step_one_and_every_k_steps():
     model, optimizer, _ = stepped()
-    telemetry = LarsTelemetry(optimizer, model, None, every=4)
+    telemetry = LayerTelemetry(optimizer, model, None, every=4)
     assert not telemetry.due(1)  # no file: off (the ranks that do not write)
-    telemetry = LarsTelemetry(optimizer, model, Path("unused"), every=4)
+    telemetry = LayerTelemetry(optimizer, model, Path("unused"), every=4)
     assert [s for s in range(1, 13) if telemetry.due(s)] == [1, 4, 8, 12]
 
 
 def test_sgd_runs_and_interval_zero_log_nothing(tmp_path):
     model, sgd, _ = stepped("sgd")
-    assert not LarsTelemetry(sgd, model, tmp_path / "t.jsonl", every=1).enabled
+    assert not LayerTelemetry(sgd, model, tmp_path / "t.jsonl", every=1).enabled
     model, lars, _ = stepped()
-    assert not LarsTelemetry(lars, model, tmp_path / "t.jsonl", every=0).enabled
+    assert not LayerTelemetry(lars, model, tmp_path / "t.jsonl", every=0).enabled
 
 
 def test_the_default_interval_gives_about_two_hundred_records():
@@ -72,14 +72,14 @@ def test_a_torn_tail_is_followed_on_a_new_line(tmp_path):
     path = tmp_path / "t.jsonl"
     path.write_text('{"step": 1, "layer": "0.weight", "w_no')  # a crash mid-write
     model, optimizer, _ = stepped()
-    LarsTelemetry(optimizer, model, path, every=1).collect(2)
+    LayerTelemetry(optimizer, model, path, every=1).collect(2)
     lines = path.read_text().splitlines()
     assert lines[0].startswith('{"step": 1') and all(json.loads(line)["step"] == 2 for line in lines[1:])
 
 
 def test_a_skipped_step_logs_nothing_rather_than_the_previous_steps_values(tmp_path):
     model, optimizer, _ = stepped()
-    telemetry = LarsTelemetry(optimizer, model, tmp_path / "t.jsonl", every=1)
+    telemetry = LayerTelemetry(optimizer, model, tmp_path / "t.jsonl", every=1)
     telemetry.arm()  # what the loop does before a logged step; fp16's scaler then skips step()
     telemetry.collect(2)
     assert not (tmp_path / "t.jsonl").exists()

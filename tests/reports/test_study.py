@@ -77,7 +77,7 @@ def test_study_section_in_the_report(tmp_path, cli):
     code, out = cli("report", write(tmp_path / "results.jsonl", study()), "-o", tmp_path / "out")
     assert code == 0, out
     md = (tmp_path / "out" / "report.md").read_text()
-    study_md = md.split("### Large-batch study")[1].split("### LARS telemetry")[0]
+    study_md = md.split("### Large-batch study")[1].split("### Layer-wise telemetry")[0]
     # Repeats pool: the mean, its 95% CI (t with 1 degree of freedom: 12.7 × 0.0283 / √2 = 0.254
     # around 52%), n and min–max; best top-1 comes from the eval history.
     # The two LARS repeats at B=8 ran seeds 0 and 1: their spread is seed-to-seed.

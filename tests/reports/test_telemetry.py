@@ -38,7 +38,7 @@ def test_many_runs_plot_the_smallest_a_middle_and_the_largest_batch_per_recipe()
     assert [(t.recipe, t.global_batch, t.seed) for t in chosen] == [
         (r, b, 0) for r in ("lars", "lars+warmup") for b in (8, 32, 128)
     ]
-    assert "20 LARS runs recorded telemetry" in note and "(6 runs)" in note
+    assert "20 layer-wise runs recorded telemetry" in note and "(6 runs)" in note
     assert select(runs[:8]) == (runs[:8], None)
 
 
@@ -53,9 +53,9 @@ def test_report_plots_lars_telemetry_and_warns_about_a_missing_file(tmp_path, cl
     code, out = cli("report", write(tmp_path / "res" / "results.jsonl", records), "-o", tmp_path / "out")
     assert code == 0, out
     md = (tmp_path / "out" / "report.md").read_text()
-    section = md.split("### LARS telemetry")[1]
+    section = md.split("### Layer-wise telemetry")[1]
     assert f"Warning: run `{lars[-1]['run_id']}`: " in section and "cannot read" in section
-    assert "3 LARS run(s) recorded no telemetry" in section  # the throughput sweep
+    assert "3 layer-wise run(s) recorded no telemetry" in section  # the throughput sweep
     first = lars[0]["run_id"]
     assert f"| {first} | lars+warmup0.5 | 8 | 3 | 3 (1–10) | 0.01 / 0.02 / 0.03 | 0.1 / 0.2 / 0.3 |" in section
     pngs = [tmp_path / "out" / f"w1-tiny-cnn-telemetry-{r['run_id']}.png" for r in lars[:-1]]

@@ -70,7 +70,7 @@ def test_bundled_default_shows_every_headline_metric():
         ("defaults: {image_size: true}\n", "defaults.image_size", "valid integer"),
         ("runs:\n  - {model: vgg}\n", "runs[0].model", "unknown model 'vgg'"),
         ("defaults: {backend: mpi}\n", "defaults.backend", "unknown backend 'mpi'"),
-        ("defaults: {optimizer: adam}\n", "defaults.optimizer", "'lars' or 'sgd'"),
+        ("defaults: {optimizer: adam}\n", "defaults.optimizer", "unknown optimizer 'adam'; choose one of"),
         ("defaults: {model: alexnet, image_size: 32}\n", "defaults.image_size", "at least 63 px"),
         (
             "defaults: {world_size: 2, micro_batch_size: 4, global_batch_size: 10}\n",

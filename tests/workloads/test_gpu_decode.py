@@ -18,7 +18,8 @@ import torch
 from PIL import Image
 
 from larsbench.core.errors import ConfigError
-from larsbench.workloads.data import _mix, build_rank_data
+from larsbench.workloads.data import build_rank_data
+from larsbench.workloads.loaders import seed_mix
 from larsbench.workloads.gpu_decode import gpu_imagefolder, train_crop
 
 from .conftest import GEN_CLASSES
@@ -73,7 +74,7 @@ def test_train_crop_draws_what_the_cpu_transforms_draw(monkeypatch):
     image = Image.fromarray(np.arange(45 * 70 * 3, dtype=np.uint8).reshape(45, 70, 3) % 251)
     flips = set()
     for index in range(40):
-        seed = _mix(9, 2, index)
+        seed = seed_mix(9, 2, index)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             out = cpu(image)

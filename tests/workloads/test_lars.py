@@ -14,6 +14,8 @@ from hypothesis import strategies as st
 from torch import nn
 from torch.testing import assert_close
 
+from larsbench.core.errors import ConfigError
+from larsbench.core.spec import RunSpec
 from larsbench.workloads.lars import LARS, lars_param_groups
 from larsbench.workloads.models import build_model
 from larsbench.workloads.optimizers import build_optimizer
@@ -456,21 +458,21 @@ def test_lars_param_groups_on_resnet50_excludes_exactly_bn_and_biases():
 def test_build_optimizer_scales_lr_and_uses_the_two_groups():
     model = build_model("tiny_cnn", 3)
     common = dict(
-        base_lr=0.1, scaling_rule="linear", global_batch=1024, reference_batch=256, momentum=0.8,
+        lr=0.1, scaling_rule="linear", global_batch_size=1024, reference_batch_size=256, momentum=0.8,
         weight_decay=1e-3, trust_coefficient=0.002, lars_eps=1e-9,
     )  # fmt: skip
-    opt, peak = build_optimizer("lars", model, **common)
+    opt, peak = build_optimizer(RunSpec(optimizer="lars", **common), model)
     assert isinstance(opt, LARS) and peak == pytest.approx(0.4)
     decay, excluded = opt.param_groups
     assert (decay["lr"], decay["momentum"], decay["trust_coefficient"], decay["eps"]) == pytest.approx(
         (0.4, 0.8, 0.002, 1e-9)
     )
     assert (decay["weight_decay"], excluded["weight_decay"], excluded["lars_exclude"]) == (1e-3, 0.0, True)
-    sgd, sgd_peak = build_optimizer("sgd", model, **{**common, "scaling_rule": "sqrt"})
+    sgd, sgd_peak = build_optimizer(RunSpec(optimizer="sgd", **{**common, "scaling_rule": "sqrt"}), model)
     assert isinstance(sgd, torch.optim.SGD) and sgd_peak == pytest.approx(0.2)
     assert [g["weight_decay"] for g in sgd.param_groups] == [1e-3, 0.0]
-    with pytest.raises(ValueError):
-        build_optimizer("adam", model, **common)
+    with pytest.raises(ConfigError, match="unknown optimizer 'adam'"):
+        build_optimizer(RunSpec(optimizer="adam", **common), model)
 
 
 # --------------------------------------------------------------------------- property
