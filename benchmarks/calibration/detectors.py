@@ -7,7 +7,9 @@ planted from outside (``plant.Throttle``), so the settings of planted and idle r
   slower second half, spread over every step: the unstable flag must fire);
 - ``stop``: one rank of two stopped once for 2 seconds in the window (the unstable flag must fire);
 - ``straggler``: one rank of two stopped 30% of every 30 ms throughout (the straggler flag must
-  name it).
+  name it);
+- ``idle-2-synthetic``, ``straggler-synthetic``: the same on synthetic data, with no JPEG
+  decoding beside the ranks' compute on the cores.
 
 The duty cycles' period is shorter than a step (64 ms on 1 rank, about 150 ms on 2), so every step
 is slowed alike, as by another job sharing the cores; with a period longer than a step, a few steps
@@ -18,6 +20,7 @@ in a seeded order so that the machine's own drift falls on all of them alike.
 
     flock /tmp/larsbench-cpu.lock .venv/bin/python -m benchmarks.calibration.detectors run OUT [--runs 10]
     .venv/bin/python -m benchmarks.calibration.detectors table OUT      # the table, from the kept files
+    .venv/bin/python -m benchmarks.calibration.detectors sweep OUT      # the rates under other thresholds
 
 ``run`` keeps ``OUT/results.jsonl``, ``OUT/steps/`` and ``OUT/plant.jsonl``; ``table`` judges every
 kept run again with the detectors as they are now (so thresholds can be tuned offline, on the
@@ -44,41 +47,55 @@ from benchmarks.calibration.plant import Planter, Throttle, excess_share
 from larsbench.core.files import append_lines
 from larsbench.core.layout import RunFiles
 from larsbench.core.results import read_records
-from larsbench.core.stats import find_straggler, stability
+from larsbench.core.stats import RULE, STRAGGLER_LAG, StabilityRule, find_straggler, stability
 from larsbench.suite.config import bundled_experiment, load_experiment
 from larsbench.suite.launch import launch_run
 from larsbench.workloads.data import prepare
 
 BACKENDS = ("ddp", "deepspeed", "horovod")
 LANDED = 0.05  # a planted cause counts when it added at least this share to the window
-CASES: dict[str, tuple[int, Throttle | None, str | None]] = {
-    # name: (ranks, what is planted, the flag that must fire)
-    "idle-1": (1, None, None),
-    "idle-2": (2, None, None),
+# On the default workload each rank's JPEG decoding shares the cores with every rank's compute, so
+# a stopped rank's peers slow down with it; the synthetic cases take decoding out, as a cluster
+# whose ranks each have their own cores (or GPU) has it.
+SYNTHETIC = {"dataset": "synthetic", "synthetic_samples": 1280, "target_top1": None}
+CASES: dict[str, tuple[int, Throttle | None, str | None, dict]] = {
+    # name: (ranks, what is planted, the flag that must fire, settings over the default workload's)
+    "idle-1": (1, None, None, {}),
+    "idle-2": (2, None, None, {}),
     # The default workload runs 160 steps on 1 rank: from step 80 on, the second half is slower.
-    "slowdown": (1, Throttle(1 / 3, period_sec=0.03, start_at_step=80), "unstable"),
+    "slowdown": (1, Throttle(1 / 3, period_sec=0.03, start_at_step=80), "unstable", {}),
     # 80 steps on 2 ranks: rank 1 stops for 2 s once, a third of the way into the window.
-    "stop": (2, Throttle.pause(rank=1, seconds=2.0, start_at_step=30), "unstable"),
-    "straggler": (2, Throttle(0.3, period_sec=0.03, ranks=(1,)), "straggler"),
+    "stop": (2, Throttle.pause(rank=1, seconds=2.0, start_at_step=30), "unstable", {}),
+    "straggler": (2, Throttle(0.3, period_sec=0.03, ranks=(1,)), "straggler", {}),
+    "idle-2-synthetic": (2, None, None, SYNTHETIC),
+    "straggler-synthetic": (2, Throttle(0.3, period_sec=0.03, ranks=(1,)), "straggler", SYNTHETIC),
 }
 
 
-def plan(runs: int, seed: int) -> list[tuple[str, str]]:
+def _kind(case: str) -> tuple[int, str]:
+    """What a planted run's steps are measured against: idle runs of the same ranks and data."""
+    ranks, _, _, settings = CASES[case]
+    return ranks, settings.get("dataset", "default")
+
+
+def plan(runs: int, seed: int, cases: tuple[str, ...]) -> list[tuple[str, str]]:
     """(case, backend) for every run: each case ``runs`` times over the backends, shuffled."""
-    order = [(case, BACKENDS[i % len(BACKENDS)]) for case in CASES for i in range(runs)]
+    order = [(case, BACKENDS[i % len(BACKENDS)]) for case in cases for i in range(runs)]
     random.Random(seed).shuffle(order)
     return order
 
 
-def run(output: Path, runs: int, seed: int, console: Console) -> None:
+def run(output: Path, runs: int, seed: int, cases: tuple[str, ...], console: Console) -> None:
     results = output / "results.jsonl"
     output.mkdir(parents=True, exist_ok=True)
-    for index, (case, backend) in enumerate(plan(runs, seed)):
-        ranks, throttle, _ = CASES[case]
+    order = plan(runs, seed, cases)
+    for index, (case, backend) in enumerate(order):
+        ranks, throttle, _, settings = CASES[case]
         run_id = f"{case}-{index:03d}-{backend}"
-        (spec,) = load_experiment(bundled_experiment(), {"world_size": ranks, "backend": backend, "seed": index}).runs
+        overrides = {**settings, "world_size": ranks, "backend": backend, "seed": index}
+        (spec,) = load_experiment(bundled_experiment(), overrides).runs
         files = RunFiles.of(results, run_id)
-        console.rule(f"{index + 1}/{runs * len(CASES)} {run_id}")
+        console.rule(f"{index + 1}/{len(order)} {run_id}")
         planter = Planter(files, throttle) if throttle else None
         if planter:
             planter.start()
@@ -110,27 +127,27 @@ class Judged:
     reasons: tuple[str, ...]
 
 
-def judge(output: Path) -> list[Judged]:
+def judge(output: Path, rule: StabilityRule = RULE, lag: float = STRAGGLER_LAG) -> list[Judged]:
     records = {r["run_id"]: r for r in read_records(output / "results.jsonl") if r["status"] == "ok"}
     plants = [json.loads(line) for line in (output / "plant.jsonl").read_text().splitlines() if line.strip()]
     data = {p["run_id"]: series(output, records[p["run_id"]]) for p in plants if p["run_id"] in records}
     # The idle runs' median step per backend and rank count: what a planted run is measured against.
-    idle: dict[tuple[str, int], list[float]] = {}
+    idle: dict[tuple[str, tuple[int, str]], list[float]] = {}
     for p in plants:
         if p["run_id"] in data and CASES[p["case"]][1] is None:
-            idle.setdefault((p["backend"], CASES[p["case"]][0]), []).extend(data[p["run_id"]]["step"])
+            idle.setdefault((p["backend"], _kind(p["case"])), []).extend(data[p["run_id"]]["step"])
     judged = []
     for p in plants:
         if p["run_id"] not in data:
             continue
-        ranks, throttle, _ = CASES[p["case"]]
+        throttle = CASES[p["case"]][1]
         steps = data[p["run_id"]]["step"]  # the ranks step in lockstep: a stall shows on every rank's steps
         landed = None
         if throttle is not None:
-            reference = statistics.median(idle[(p["backend"], ranks)])
+            reference = statistics.median(idle[(p["backend"], _kind(p["case"]))])
             landed = excess_share(steps, reference) >= LANDED
-        verdict = stability(steps)
-        found = find_straggler(data[p["run_id"]]["ready"], statistics.fmean(steps))
+        verdict = stability(steps, rule)
+        found = find_straggler(data[p["run_id"]]["ready"], statistics.fmean(steps), min_lag=lag)
         judged.append(Judged(p["case"], p["backend"], landed, verdict.unstable, found.rank if found else None, verdict.reasons))
     return judged
 
@@ -140,7 +157,7 @@ def table(output: Path, console: Console) -> None:
     shown = Table(title=f"detector error rates on the runs in {output}")
     for column in ("case", "runs", "landed", "flagged unstable", "straggler named", "rate"):
         shown.add_column(column, justify="right" if column != "case" else "left")
-    for case, (ranks, throttle, must) in CASES.items():
+    for case, (_, throttle, must, _) in CASES.items():
         mine = [j for j in judged if j.case == case]
         counted = [j for j in mine if j.landed is not False]
         unstable = sum(j.unstable for j in counted)
@@ -160,18 +177,68 @@ def table(output: Path, console: Console) -> None:
             console.print(f"[dim]{j.case} {j.backend}: {'; '.join(j.reasons) or 'not flagged'}[/dim]")
 
 
+def rates(judged: list[Judged]) -> dict[str, tuple[int, int]]:
+    """(hits, runs counted) per rate: each flag's false alarms on the idle runs, and its
+    detections on the runs whose planting landed."""
+    counted = [j for j in judged if j.landed is not False]
+    idle = [j for j in counted if j.landed is None]
+    several = [j for j in idle if CASES[j.case][0] > 1]  # one rank has nobody to wait for
+    out = {"unstable false alarms": (sum(j.unstable for j in idle), len(idle)),
+           "straggler false alarms": (sum(j.straggler is not None for j in several), len(several))}  # fmt: skip
+    for case, (_, throttle, must, _) in CASES.items():
+        mine = [j for j in counted if j.case == case and j.landed]
+        if must == "unstable":
+            out[f"{case} detected"] = (sum(j.unstable for j in mine), len(mine))
+        elif must == "straggler":
+            out[f"{case} detected"] = (sum(j.straggler == throttle.ranks[0] for j in mine), len(mine))
+    return out
+
+
+SWEEP_SHIFT = (1.05, 1.10, 1.15, 1.20, 1.30)
+SWEEP_STALL = ((2.0, 0.03), (3.0, 0.05), (3.0, 0.10), (4.0, 0.05))
+SWEEP_LAG = (0.02, 0.05, 0.10)
+
+
+def sweep(output: Path, console: Console) -> None:
+    """Every flag's rates on the kept runs under other settings of its thresholds: the table
+    the defaults are chosen from (false alarms at most 10%, detection at least 90%)."""
+    shown = Table(title=f"the unstable flag's settings on the runs in {output}")
+    for column in ("shift", "stall", "stall share", "false alarms", "slowdown detected", "stop detected"):
+        shown.add_column(column, justify="right")
+    for shift in SWEEP_SHIFT:
+        for stall, share in SWEEP_STALL:
+            r = rates(judge(output, StabilityRule(stall=stall, stall_share=share, shift=shift)))
+            cells = [r["unstable false alarms"], r["slowdown detected"], r["stop detected"]]
+            shown.add_row(f"{shift:.2f}", f"{stall:g}", f"{share:g}", *(f"{a}/{b}" for a, b in cells))
+    console.print(shown)
+    shown = Table(title=f"the straggler flag's least lag on the runs in {output}")
+    for column in ("least lag (share of the step)", "false alarms", "straggler detected"):
+        shown.add_column(column, justify="right")
+    for lag in SWEEP_LAG:
+        r = rates(judge(output, lag=lag))
+        shown.add_row(f"{lag:g}", *(f"{a}/{b}" for a, b in (r["straggler false alarms"], r["straggler detected"])))
+    console.print(shown)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.calibration.detectors", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    parser.add_argument("command", choices=("run", "table"))
+    parser.add_argument("command", choices=("run", "table", "sweep"))
     parser.add_argument("output", type=Path)
     parser.add_argument("--runs", type=int, default=10, help="runs per case (default 10)")
     parser.add_argument("--seed", type=int, default=0, help="seeds the order of the runs")
+    parser.add_argument("--cases", default=",".join(CASES), help=f"comma-separated cases to run (default: all: {', '.join(CASES)})")
     args = parser.parse_args(argv)
     console = Console()
     if args.command == "run":
-        run(args.output, args.runs, args.seed, console)
-    table(args.output, console)
+        unknown = set(args.cases.split(",")) - set(CASES)
+        if unknown:
+            parser.error(f"--cases: no case {', '.join(sorted(unknown))}; the cases are {', '.join(CASES)}")
+        run(args.output, args.runs, args.seed, tuple(args.cases.split(",")), console)
+    if args.command == "sweep":
+        sweep(args.output, console)
+    else:
+        table(args.output, console)
     return 0
 
 
