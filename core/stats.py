@@ -44,10 +44,13 @@ class StabilityRule:
 
     - ``stall`` / ``stall_share``: steps over ``stall`` × the median that together took more than
       ``stall_share`` of the window beyond the median (a rank stopped, a node paging);
-    - ``shift``: a persistent change of the step time by at least this factor (one change point,
-      ruptures' binary segmentation on log step times, confirmed by a Mann-Whitney test at
-      ``alpha``), mid-window (another job landed on the node) or at its start (a warm-up that had
-      not settled).
+    - ``shift`` / ``shift_share``: a persistent change of the step time by at least the factor
+      ``shift`` (one change point, ruptures' binary segmentation on log step times, confirmed by
+      a Mann-Whitney test at ``alpha``) that moved the window's mean step by at least
+      ``shift_share``: the shorter side's share of the steps times the change. Mid-window it is
+      another job landing on the node; at the start a warm-up that had not settled. A shared
+      machine's own drift moves a few steps at either end of a window by 10-30%; such a change
+      moves the window's figures by a percent or two, and is no disturbance worth a flag.
 
     The defaults come from real runs with planted causes (benchmarks/calibration/detectors.py,
     docs/method.md has the table)."""
@@ -55,6 +58,7 @@ class StabilityRule:
     stall: float = 3.0
     stall_share: float = 0.05
     shift: float = 1.10
+    shift_share: float = 0.08
     alpha: float = 0.01
 
 
@@ -267,6 +271,8 @@ def _change_point_shift(times: list[float], min_size: int, rule: StabilityRule) 
     low, high = sorted((statistics.median(before), statistics.median(after)))
     if low <= 0 or high / low < rule.shift:
         return None
+    if min(split, len(times) - split) / len(times) * (high / low - 1) < rule.shift_share:
+        return None  # too short or too small a change to move the window's figures
     if _scipy_stats().mannwhitneyu(before, after, alternative="two-sided").pvalue >= rule.alpha:
         return None
     return split

@@ -194,8 +194,8 @@ def rates(judged: list[Judged]) -> dict[str, tuple[int, int]]:
     return out
 
 
-SWEEP_SHIFT = (1.05, 1.10, 1.15, 1.20, 1.30)
-SWEEP_STALL = ((2.0, 0.03), (3.0, 0.05), (3.0, 0.10), (4.0, 0.05))
+SWEEP_SHIFT = ((1.10, 0.0), (1.20, 0.0), (1.30, 0.0), (1.10, 0.03), (1.10, 0.05), (1.10, 0.08), (1.10, 0.10), (1.10, 0.15))
+SWEEP_STALL = ((2.0, 0.03), (3.0, 0.05), (4.0, 0.10))
 SWEEP_LAG = (0.02, 0.05, 0.10)
 
 
@@ -203,20 +203,23 @@ def sweep(output: Path, console: Console) -> None:
     """Every flag's rates on the kept runs under other settings of its thresholds: the table
     the defaults are chosen from (false alarms at most 10%, detection at least 90%)."""
     shown = Table(title=f"the unstable flag's settings on the runs in {output}")
-    for column in ("shift", "stall", "stall share", "false alarms", "slowdown detected", "stop detected"):
+    for column in ("shift", "shift share", "stall", "stall share", "false alarms", "slowdown detected", "stop detected"):
         shown.add_column(column, justify="right")
-    for shift in SWEEP_SHIFT:
+    for shift, shift_share in SWEEP_SHIFT:
         for stall, share in SWEEP_STALL:
-            r = rates(judge(output, StabilityRule(stall=stall, stall_share=share, shift=shift)))
+            rule = StabilityRule(stall=stall, stall_share=share, shift=shift, shift_share=shift_share)
+            r = rates(judge(output, rule))
             cells = [r["unstable false alarms"], r["slowdown detected"], r["stop detected"]]
-            shown.add_row(f"{shift:.2f}", f"{stall:g}", f"{share:g}", *(f"{a}/{b}" for a, b in cells))
+            shown.add_row(f"{shift:.2f}", f"{shift_share:g}", f"{stall:g}", f"{share:g}", *(f"{a}/{b}" for a, b in cells))
     console.print(shown)
     shown = Table(title=f"the straggler flag's least lag on the runs in {output}")
-    for column in ("least lag (share of the step)", "false alarms", "straggler detected"):
+    found = [case for case, (_, _, must, _) in CASES.items() if must == "straggler"]
+    for column in ("least lag (share of the step)", "false alarms", *(f"{case} detected" for case in found)):
         shown.add_column(column, justify="right")
     for lag in SWEEP_LAG:
         r = rates(judge(output, lag=lag))
-        shown.add_row(f"{lag:g}", *(f"{a}/{b}" for a, b in (r["straggler false alarms"], r["straggler detected"])))
+        cells = [r["straggler false alarms"], *(r.get(f"{case} detected", (0, 0)) for case in found)]
+        shown.add_row(f"{lag:g}", *(f"{a}/{b}" for a, b in cells))
     console.print(shown)
 
 
