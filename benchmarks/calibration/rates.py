@@ -40,6 +40,7 @@ import numpy as np
 from benchmarks.calibration.campaign import SLOWDOWN
 from benchmarks.calibration.plant import excess_share, step_times
 from larsbench.core.results import read_records
+from larsbench.core.stats import stability
 from larsbench.reports.compare import compare
 from larsbench.reports.history import build_history
 from larsbench.reports.history_store import Night, SettingRuns, Store
@@ -76,8 +77,19 @@ def nearest_pairs(idle: list[dict[str, Any]], planted: list[dict[str, Any]]) -> 
     return pairs
 
 
+def rejudged(record: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """The record with its ``unstable`` flag judged again from its kept step times by the
+    stability rule as it is now (``core.stats.stability``, along the rank the split follows, as
+    the record builder judges it), so the rates follow the rule and not the one of the day the
+    runs were made."""
+    if record.get("status") != "ok" or not record.get("steps_file"):
+        return record
+    verdict = stability(step_times(folder / record["steps_file"], record.get("split_rank") or 0))
+    return {**record, "unstable": verdict.unstable, "unstable_reasons": list(verdict.reasons)}
+
+
 def pools(folder: Path) -> list[Pool]:
-    records = {r["run_id"]: r for r in read_records(folder / "results.jsonl")}
+    records = {r["run_id"]: rejudged(r, folder) for r in read_records(folder / "results.jsonl")}
     plants = [json.loads(line) for line in (folder / "plant.jsonl").read_text().splitlines() if line.strip()]
     out = []
     for setting in sorted({p["setting"] for p in plants}):
