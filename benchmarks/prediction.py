@@ -34,6 +34,8 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks.slow_links import cpu_model
+
 REPO = Path(__file__).resolve().parents[1]
 CLUSTER = REPO / "slurm" / "local_cluster.sh"
 EXPERIMENT = REPO / "suite" / "experiments" / "prediction.yaml"
@@ -92,13 +94,6 @@ class Campaign:
     def slurm(self, out: str, *args: str) -> bool:
         done = self.larsbench("slurm", str(EXPERIMENT), *args, "--output", str(self.output / out), "--wait", "--poll-seconds", "2")
         return done.returncode == 0
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown CPU"
 
 
 def main(argv: list[str] | None = None) -> int:
