@@ -89,13 +89,16 @@ def run(output: Path, runs: int, seed: int, cases: tuple[str, ...], console: Con
     results = output / "results.jsonl"
     output.mkdir(parents=True, exist_ok=True)
     order = plan(runs, seed, cases)
-    for index, (case, backend) in enumerate(order):
+    # Runs added to a kept folder continue its numbering, so every run id stays unique.
+    plants = output / "plant.jsonl"
+    first = len(plants.read_text().splitlines()) if plants.exists() else 0
+    for index, (case, backend) in enumerate(order, start=first):
         ranks, throttle, _, settings = CASES[case]
         run_id = f"{case}-{index:03d}-{backend}"
         overrides = {**settings, "world_size": ranks, "backend": backend, "seed": index}
         (spec,) = load_experiment(bundled_experiment(), overrides).runs
         files = RunFiles.of(results, run_id)
-        console.rule(f"{index + 1}/{len(order)} {run_id}")
+        console.rule(f"{index - first + 1}/{len(order)} {run_id}")
         planter = Planter(files, throttle) if throttle else None
         if planter:
             planter.start()
