@@ -113,20 +113,31 @@ def failed_record(slurm_nodes, tmp_path, *args: str, env_extra: dict | None = No
     return record, done.stdout
 
 
+def rank_errors(error: str) -> dict[int, str]:
+    """A failed record's ``error`` by rank (``rank0: ...; rank1: ...``)."""
+    return {int(rank): text for rank, text in re.findall(r"rank(\d+): (.*?)(?=; rank\d+: |$)", error)}
+
+
 def test_a_rendezvous_host_that_does_not_resolve_fails_before_training(slurm_nodes, tmp_path):
     record, _ = failed_record(slurm_nodes, tmp_path, "--world-size", "2", "--nodes", "2", "--steps", "3",
                               env_extra={"MASTER_ADDR": "node9"})  # fmt: skip
-    error = record["error"]
-    assert error.startswith("rank0: rendezvous: the rendezvous host 'node9' (MASTER_ADDR) does not resolve on node1"), error
-    # srun ends the other task as soon as one fails: rank 1 reports only when it fails first.
-    if "rank1:" in error:
-        assert "rank1: rendezvous: the rendezvous host 'node9' (MASTER_ADDR) does not resolve on node2" in error
-    assert "or export MASTER_ADDR=<its address> before srun" in error
+    # Whichever rank fails first says why, naming its own node (rank r runs on node r+1); srun
+    # then ends the other task, which says so unless it failed the same way first.
+    errors = rank_errors(record["error"])
+    said = {rank: text for rank, text in errors.items() if not text.startswith("stopped by its launcher")}
+    assert said, record["error"]
+    for rank, text in said.items():
+        assert text.startswith(f"rendezvous: the rendezvous host 'node9' (MASTER_ADDR) does not resolve on node{rank + 1}"), text
+        assert "or export MASTER_ADDR=<its address> before srun" in text
 
 
 def test_a_missing_network_interface_fails_before_training(slurm_nodes, tmp_path):
     record, _ = failed_record(slurm_nodes, tmp_path, "--world-size", "2", "--nodes", "2", "--steps", "3", "--network-interface", "ib0")
-    assert "network_interface: node1 has no network interface 'ib0' (it has eth0, lo)" in record["error"]
+    errors = rank_errors(record["error"])
+    said = {rank: text for rank, text in errors.items() if not text.startswith("stopped by its launcher")}
+    assert said, record["error"]
+    for rank, text in said.items():
+        assert text.startswith(f"network_interface: node{rank + 1} has no network interface 'ib0' (it has eth0, lo)"), text
 
 
 def test_an_allocation_unlike_the_script_fails_before_srun(slurm_nodes, tmp_path):
