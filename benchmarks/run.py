@@ -123,23 +123,32 @@ def lars_ratios(rounds: int, copies: int) -> list[bool]:
     return ok
 
 
-def harness_ratio(rounds: int, timeout: float, ranks: int = 2, harness_args: tuple[str, ...] = (), figures: dict | None = None) -> list[bool]:
-    """``harness_args`` go to ``benchmarks.harness_ddp`` (device, model, image size, micro-batch);
-    ``figures``, when given, receives the measured figures."""
-    start = time.perf_counter()
+def _torchrun(module: str, ranks: int, rounds: int, args: tuple[str, ...], tag: str, timeout: float) -> tuple[dict | None, OtherLoad]:
+    """One torchrun launch of a benchmark module on this machine: the figures its last line
+    starting with ``tag`` holds (None, with its output on stderr, when it failed), and the
+    other processes' load while it ran."""
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", f"--nproc-per-node={ranks}",
-        "--module", "benchmarks.harness_ddp", "--rounds", str(rounds), *harness_args,
+        "--module", module, "--rounds", str(rounds), *args,
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     with OtherLoad() as load:
         done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
-    results = [ln for ln in done.stdout.splitlines() if ln.startswith("HARNESS ")]
+    results = [ln for ln in done.stdout.splitlines() if ln.startswith(tag + " ")]
     if done.returncode != 0 or not results:
         print(done.stdout[-3000:] + done.stderr[-3000:], file=sys.stderr)
+        return None, load
+    return json.loads(results[-1][len(tag) + 1:]), load
+
+
+def harness_ratio(rounds: int, timeout: float, ranks: int = 2, harness_args: tuple[str, ...] = (), figures: dict | None = None) -> list[bool]:
+    """``harness_args`` go to ``benchmarks.harness_ddp`` (device, model, image size, micro-batch);
+    ``figures``, when given, receives the measured figures."""
+    start = time.perf_counter()
+    result, load = _torchrun("benchmarks.harness_ddp", ranks, rounds, harness_args, "HARNESS", timeout)
+    if result is None:
         print("suite DDP step / bare DDP loop: could not be measured (see above) FAIL")
         return [False]
-    result = json.loads(results[-1][len("HARNESS "):])
     suite, bare = result["seconds"]["suite"], result["seconds"]["bare"]
     images = result["steps_per_block"] * result["global_batch"]
     where = "GPU" if "cuda" in harness_args else "CPU"
@@ -162,19 +171,10 @@ def harness_ratio(rounds: int, timeout: float, ranks: int = 2, harness_args: tup
 
 def zero_ratio(rounds: int, timeout: float, zero_args: tuple[str, ...] = ()) -> list[bool]:
     start = time.perf_counter()
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc-per-node=2",
-        "--module", "benchmarks.zero_step", "--rounds", str(rounds), *zero_args,
-    ]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    with OtherLoad() as load:
-        done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
-    results = [ln for ln in done.stdout.splitlines() if ln.startswith("ZERO ")]
-    if done.returncode != 0 or not results:
-        print(done.stdout[-3000:] + done.stderr[-3000:], file=sys.stderr)
+    result, load = _torchrun("benchmarks.zero_step", 2, rounds, zero_args, "ZERO", timeout)
+    if result is None:
         print("DeepSpeed ZeRO-1 LARS step / ZeRO-0 LARS step: could not be measured (see above) FAIL")
         return [False]
-    result = json.loads(results[-1][len("ZERO "):])
     zero0, zero1 = result["seconds"]["none"], result["seconds"]["zero1"]
     block = result["steps_per_block"]
     state = {name: ", ".join(f"{b / 2**20:.1f}" for b in per_rank) for name, per_rank in result["optimizer_state_bytes"].items()}
