@@ -246,17 +246,18 @@ def _shift(times: list[float], rule: StabilityRule) -> int | None:
 
 
 def _no_shift_possible(times: list[float], min_size: int, rule: StabilityRule) -> bool:
-    """True when no split into sides of at least ``min_size`` steps can have medians
-    ``rule.shift`` or more apart. A side of k >= m steps has its median between the ceil(m/2)-th
-    smallest and the ceil(m/2)-th largest step of the whole series (its middle elements are
-    among the series' own), so both medians lie in that range, and its width bounds their
-    ratio."""
+    """True when no split into sides of at least ``min_size`` steps can count as a shift. A side
+    of k >= m steps has its median between the ceil(m/2)-th smallest and the ceil(m/2)-th
+    largest step of the whole series (its middle elements are among the series' own), so both
+    medians lie in that range, and its width bounds their ratio: a shift needs it at least
+    ``rule.shift``, and, as the shorter side holds at most half the steps, at least
+    1 + 2 × ``rule.shift_share``."""
     ordered = sorted(times)
     j = math.ceil(min_size / 2)
     if len(ordered) < 2 * min_size:
         return True  # no admissible split at all
     low, high = ordered[j - 1], ordered[-j]
-    return low > 0 and high / low < rule.shift
+    return low > 0 and high / low < max(rule.shift, 1 + 2 * rule.shift_share)
 
 
 def _change_point_shift(times: list[float], min_size: int, rule: StabilityRule) -> int | None:
