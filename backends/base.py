@@ -39,6 +39,9 @@ class Backend(ABC):
     name: ClassVar[str]
     # (importable module, how to install it) for a library outside larsbench's own dependencies
     requires: ClassVar[tuple[str, str] | None] = None
+    # Whether a local run may stop the backend's launcher once the record is written and every
+    # rank has exited: by then it has nothing left to report, only its own slow exit to make.
+    launcher_stops_after_ranks: ClassVar[bool] = False
 
     def __init__(self, options: dict[str, Any] | None = None) -> None:
         self.options = dict(options or {})

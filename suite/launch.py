@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -122,7 +122,7 @@ def launch_run(
         output = None if verbose else log  # one log per run: launchers and libraries print a lot, and unlike each other
         env[LAUNCH_TIME_ENV] = repr(time.time())  # the ranks time their setup from here
         process = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT if output else None)
-        returncode = _follow(process, files, console, show=not verbose)
+        returncode = _follow(process, files, console, show=not verbose, done=_finished(files, spec.world_size, backend))
     ended = time.time()
 
     written = read_records(results) if results.exists() else []
@@ -194,19 +194,18 @@ def rank_environment(nprocs: int, threads: int | None = None) -> dict[str, str]:
     return env
 
 
-def _follow(process: subprocess.Popen, files: RunFiles, console: Console, show: bool) -> int:
-    """Wait for the launcher; meanwhile show rank 0's progress (steps, loss, evaluations)."""
-    if not show:
-        return process.wait()
+def _follow(process: subprocess.Popen, files: RunFiles, console: Console, show: bool, done: Callable[[], bool]) -> int:
+    """Wait for the launcher, or stop it once ``done()``; meanwhile show rank 0's progress
+    (steps, loss, evaluations)."""
     shown_notes = 0
     with Progress(
         TextColumn("  "), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
-        TimeElapsedColumn(), console=console, transient=True, disable=not console.is_terminal,
+        TimeElapsedColumn(), console=console, transient=True, disable=not (show and console.is_terminal),
     ) as bar:  # fmt: skip
         task = bar.add_task("", total=None, loss="…")
         while True:
             returncode = process.poll()
-            status = read_status(files.progress)
+            status = read_status(files.progress) if show else None
             if status:
                 loss = status.get("loss")
                 bar.update(task, total=status["total"], completed=status["step"], loss="…" if loss is None else f"{loss:.4f}")
@@ -215,8 +214,27 @@ def _follow(process: subprocess.Popen, files: RunFiles, console: Console, show: 
                 shown_notes = len(status.get("notes", []))
             if returncode is not None:
                 return returncode
+            if done():
+                process.kill()
+                return process.wait()
             with contextlib.suppress(subprocess.TimeoutExpired):  # returns as soon as the launcher exits
-                process.wait(timeout=0.2)
+                process.wait(timeout=0.1)
+
+
+def _finished(files: RunFiles, world_size: int, backend: type) -> Callable[[], bool]:
+    """Whether the launcher can be stopped: its backend allows it, rank 0 wrote the record and
+    every rank's process has exited. What the launcher would still report (each rank's exit
+    status) changes nothing once the record is written: the run is judged by its record."""
+    if not backend.launcher_stops_after_ranks:
+        return lambda: False
+
+    def finished() -> bool:
+        if not files.recorded.exists():
+            return False
+        pids = files.rank_pids()
+        return len(pids) == world_size and not any(process_alive(pid) for pid in pids.values())
+
+    return finished
 
 
 def _say_done(console: Console, record: dict[str, Any], log_note: str) -> None:

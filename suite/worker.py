@@ -103,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.series_json:
                 record["repeats_decision"] = repeats.decide_for(files.results, record, json.loads(args.series_json))
             append_record(files.results, record)
+            _leave(files.recorded, args.run_id)  # the local launcher need not wait for its own launcher's exit
         return 0
     except ConfigError as exc:
         _leave(files.error(env.rank), str(exc))
