@@ -1,6 +1,5 @@
-"""Backend adapters: how a distributed library starts, wraps, reduces and stops."""
+"""Backend adapters: how a distributed library starts, wraps, reduces and stops.
 
-from larsbench.backends.base import Backend
-from larsbench.backends.registry import backend_names, get_backend
-
-__all__ = ["Backend", "backend_names", "get_backend"]
+Import from the modules (``larsbench.backends.registry``, ``.base``): the package itself imports
+nothing, so a launcher helper in it (``horovod_run``) starts without torch.
+"""

@@ -19,7 +19,6 @@ import os
 import socket
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -37,8 +36,8 @@ class HorovodBackend(Backend):
 
     @classmethod
     def local_launch_command(cls, nprocs: int, worker: list[str]) -> list[str]:
-        horovodrun = str(Path(worker[0]).with_name("horovodrun"))
-        return [horovodrun, "-np", str(nprocs), "-H", f"localhost:{nprocs}", "--gloo", *worker]
+        # horovodrun itself, with its check that Horovod has Gloo answered from a cache (horovod_run).
+        return [worker[0], "-m", "larsbench.backends.horovod_run", "-np", str(nprocs), "-H", f"localhost:{nprocs}", "--gloo", *worker]
 
     @classmethod
     def check_precision(cls, precision, channels_last, device, options):
