@@ -1,7 +1,9 @@
 """Timestamps on a backend's own gradient reductions: the measured part of the step split.
 
 Each adapter tells its ``CommTimer`` when a reduction is handed to its library (``launched``:
-DDP's communication hook, Horovod's per-gradient all-reduce, DeepSpeed's ``allreduce_gradients``)
+Horovod's per-gradient all-reduce, DeepSpeed's ``allreduce_gradients``, a user's DDP
+communication hook; ``launched_at`` with a mark taken earlier where the launch happens with no
+Python to call: DDP's own bucket all-reduce, timed from marks on its gradients after backward)
 and when the step has finished waiting for the reductions (``finished``: DDP's backward returns,
 Horovod's ``synchronize`` returns, DeepSpeed's ``allreduce_gradients`` returns). Collectives the
 step waits on whole (ZeRO's parameter all-gather after the optimizer step, its bucket
@@ -45,10 +47,15 @@ class CommTimer:
         self.marks = CommMarks()
 
     def launched(self, nbytes: int) -> None:
-        now = mark(self.cuda)
+        self.launched_at(mark(self.cuda), nbytes)
+
+    def launched_at(self, when: Mark, nbytes: int, first: Mark | None = None) -> None:
+        """A reduction of ``nbytes`` launched at ``when``, a mark taken earlier in the step
+        (launches are reported in order). ``first``: where the message stands for several
+        reductions whose own launches are unknown, the earliest they can have started."""
         if self.marks.first is None:
-            self.marks.first = now
-        self.marks.ready = now
+            self.marks.first = when if first is None else first
+        self.marks.ready = when
         self.marks.messages.append(int(nbytes))
 
     def finished(self) -> None:
