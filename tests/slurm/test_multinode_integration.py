@@ -23,6 +23,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from larsbench.core.layout import RunFiles
+from larsbench.loop.progress import read_status
 from larsbench.slurm import submit
 from tests.conftest import REPO
 from tests.slurm.conftest import job_field, job_ids, larsbench_slurm, logs, records, wait_for
@@ -160,8 +162,8 @@ def start_long_run(slurm_nodes, out, *extra: str) -> str:
                            "--output", str(out), "--submit", env=slurm_nodes.env)  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     (job,) = job_ids(done.stdout)
-    event_log = out / "mllog" / f"lbnodes-{job}.log"
-    wait_for(lambda: event_log.exists() and "run_start" in event_log.read_text(), 120, "training to start")
+    progress = RunFiles.of(out / "results.jsonl", f"lbnodes-{job}").progress
+    wait_for(lambda: (read_status(progress) or {}).get("step", 0) >= 10, 120, "training to reach step 10")
     return job
 
 
@@ -194,13 +196,13 @@ def test_killing_a_nodes_ranks_ends_the_job_and_names_them(slurm_nodes, tmp_path
 def test_preemption_resumes_across_both_nodes_to_the_same_parameters(slurm_nodes, tmp_path, monkeypatch):
     out = tmp_path / "preempt"
     run = ["--backend", "ddp", "--world-size", "2", "--model", "tiny_cnn", "--dataset", "generated", "--image-size", "32",
-           "--micro-batch", "4", "--steps", "300", "--train-images-per-class", "16", "--val-images-per-class", "5",
-           "--num-classes", "4", "--data-workers", "1", "--eval-every-epochs", "25", "--log-every-steps", "5", "--device", "cpu"]  # fmt: skip
+           "--micro-batch", "4", "--steps", "160", "--train-images-per-class", "16", "--val-images-per-class", "5",
+           "--num-classes", "4", "--data-workers", "1", "--eval-every-epochs", "10", "--log-every-steps", "5", "--device", "cpu"]  # fmt: skip
     done = larsbench_slurm(*run, "--nodes", "2", "--cpus-per-task", "1", "--output", str(out), "--submit", env=slurm_nodes.env)
     assert done.returncode == 0, done.stdout + done.stderr
     (job,) = job_ids(done.stdout)
-    event_log = out / "mllog" / f"lbnodes-{job}.log"
-    wait_for(lambda: event_log.exists() and "run_start" in event_log.read_text(), 120, "training to start")
+    progress = RunFiles.of(out / "results.jsonl", f"lbnodes-{job}").progress
+    wait_for(lambda: (read_status(progress) or {}).get("step", 0) >= 10, 120, "training to reach step 10")
     slurm_nodes.run("scancel", "--batch", f"--signal={signal.SIGUSR1.name.removeprefix('SIG')}", job, check=True)
     for name in ("SLURM_CONF", "PATH"):
         monkeypatch.setenv(name, slurm_nodes.env[name])
@@ -212,7 +214,7 @@ def test_preemption_resumes_across_both_nodes_to_the_same_parameters(slurm_nodes
     assert re.search(rf"larsbench: run lbnodes-{job} preempted \(status (75|143)\); requeueing job {job}", text), text
     assert "resumed at step" in text
     (record,) = records(out)
-    assert record["status"] == "ok" and (record["steps"], record["restarts"]) == (300, 1)
+    assert record["status"] == "ok" and (record["steps"], record["restarts"]) == (160, 1)
     assert [r["host"] for r in record["ranks"]] == ["node1", "node2"]
     reference = subprocess.run([sys.executable, "-m", "larsbench", "run", *run, "--output", str(tmp_path / "reference")],
                                capture_output=True, text=True, cwd=REPO, timeout=600)  # fmt: skip
