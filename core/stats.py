@@ -17,6 +17,7 @@ change between two samples, and the stability of one run's step times.
 
 from __future__ import annotations
 
+import heapq
 import math
 import statistics
 from dataclasses import dataclass
@@ -246,18 +247,41 @@ def _shift(times: list[float], rule: StabilityRule) -> int | None:
 
 
 def _no_shift_possible(times: list[float], min_size: int, rule: StabilityRule) -> bool:
-    """True when no split into sides of at least ``min_size`` steps can count as a shift. A side
-    of k >= m steps has its median between the ceil(m/2)-th smallest and the ceil(m/2)-th
-    largest step of the whole series (its middle elements are among the series' own), so both
-    medians lie in that range, and its width bounds their ratio: a shift needs it at least
-    ``rule.shift``, and, as the shorter side holds at most half the steps, at least
-    1 + 2 × ``rule.shift_share``."""
-    ordered = sorted(times)
-    j = math.ceil(min_size / 2)
-    if len(ordered) < 2 * min_size:
+    """True when no split into sides of at least ``min_size`` steps passes the two median tests
+    a shift must pass (sides' medians ``rule.shift`` apart, moving the window's mean by
+    ``rule.shift_share``): the change-point search can only pick one of these splits, so it
+    could find no shift either. Every split is checked, from running medians (milliseconds for
+    thousands of steps), so steady runs, noisy ones included, never import the search."""
+    n = len(times)
+    if n < 2 * min_size:
         return True  # no admissible split at all
-    low, high = ordered[j - 1], ordered[-j]
-    return low > 0 and high / low < max(rule.shift, 1 + 2 * rule.shift_share)
+    left, right = _running_medians(times), _running_medians(times[::-1])[::-1]
+    slack = 1 - 1e-9  # running and library medians may round apart: never skip a borderline split
+    for split in range(min_size, n - min_size + 1):
+        low, high = sorted((left[split - 1], right[split]))
+        if low <= 0:
+            continue  # the search rejects such a split too
+        if high / low >= rule.shift * slack and min(split, n - split) / n * (high / low - 1) >= rule.shift_share * slack:
+            return False
+    return True
+
+
+def _running_medians(values: list[float]) -> list[float]:
+    """``out[k]``: the median of ``values[:k + 1]`` (two heaps: the lower half as a max-heap)."""
+    lower: list[float] = []  # negated
+    upper: list[float] = []
+    out = []
+    for value in values:
+        if lower and value > -lower[0]:
+            heapq.heappush(upper, value)
+        else:
+            heapq.heappush(lower, -value)
+        if len(lower) > len(upper) + 1:
+            heapq.heappush(upper, -heapq.heappop(lower))
+        elif len(upper) > len(lower):
+            heapq.heappush(lower, -heapq.heappop(upper))
+        out.append(-lower[0] if len(lower) > len(upper) else (-lower[0] + upper[0]) / 2)
+    return out
 
 
 def _change_point_shift(times: list[float], min_size: int, rule: StabilityRule) -> int | None:
