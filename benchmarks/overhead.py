@@ -14,12 +14,19 @@ The table shows each figure's median over the repeats (and the overhead's min–
 the runs it times the ``larsbench`` command's own start once (interpreter, imports, checking a
 run's settings), which a command pays once for its whole grid.
 Exit status 1 when a median overhead is above ``--target`` seconds.
+
+``--against REVISION`` measures a change: each round runs every setting once with REVISION's code
+(a detached worktree, imported first through ``PYTHONPATH``) and once with this checkout's, in
+alternating order, and the table shows both medians and their ratio.
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import json
+import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -33,6 +40,8 @@ from rich.table import Table
 from larsbench.core.phases import PHASES
 from larsbench.suite.config import build_spec
 from larsbench.suite.launch import launch_run
+
+REPO = Path(__file__).resolve().parents[1]
 
 BACKENDS = ("ddp", "deepspeed", "horovod")
 TINY = {"model": "tiny_cnn", "dataset": "synthetic", "image_size": 16, "steps": 30, "device": "cpu"}
@@ -64,38 +73,102 @@ def measure(backend: str, ranks: int, results: Path) -> dict[str, float]:
     return row
 
 
+def measure_rounds(repeats: int, backends: list[str], ranks: list[int]) -> dict[tuple[str, int], list[dict[str, float]]]:
+    rows: dict[tuple[str, int], list[dict[str, float]]] = {}
+    with tempfile.TemporaryDirectory(prefix="larsbench-overhead-") as folder:
+        results = Path(folder) / "results.jsonl"
+        for _ in range(repeats):  # interleaved: slow drift on the machine spreads over every row
+            for backend in backends:
+                for count in ranks:
+                    rows.setdefault((backend, count), []).append(measure(backend, count, results))
+    return rows
+
+
+def code_of(revision: str, folder: Path) -> dict[str, str]:
+    """The environment that makes ``larsbench`` import the code of ``revision`` of this repository:
+    a detached worktree, and a package folder naming its modules the way the editable install
+    maps the checkout's (``pyproject.toml``'s package-dir), first on ``PYTHONPATH``."""
+    tree = folder / "tree"
+    subprocess.run(["git", "worktree", "add", "--detach", "--force", str(tree), revision], cwd=REPO, check=True, capture_output=True)
+    package = folder / "package" / "larsbench"
+    shutil.copytree(tree / "cli", package)
+    for name in ("backends", "core", "loop", "reports", "slurm", "suite", "workloads"):
+        (package / name).symlink_to(tree / name)
+    return {**os.environ, "PYTHONPATH": str(package.parent)}
+
+
+def side_by_side(revision: str, repeats: int, backends: str, ranks: str) -> dict[str, dict[tuple[str, int], list[dict[str, float]]]]:
+    """``repeats`` rounds, each one run per setting with ``revision``'s code and one with this
+    checkout's, in alternating order, so the machine's drift hits both alike."""
+    found: dict[str, dict[tuple[str, int], list[dict[str, float]]]] = {"before": {}, "after": {}}
+    with tempfile.TemporaryDirectory(prefix="larsbench-overhead-against-") as folder:
+        before_env = code_of(revision, Path(folder))
+        try:
+            for round_ in range(repeats):
+                order = [("before", before_env), ("after", dict(os.environ))]
+                for side, env in order if round_ % 2 == 0 else order[::-1]:
+                    out = Path(folder) / f"{side}-{round_}.json"
+                    subprocess.run([sys.executable, "-m", "benchmarks.overhead", "--repeats", "1", "--backends", backends,
+                                    "--ranks", ranks, "--json", str(out)], cwd=REPO, env=env, check=True, capture_output=True)  # fmt: skip
+                    for row in json.loads(out.read_text()):
+                        found[side].setdefault((row.pop("backend"), row.pop("ranks")), []).append(row)
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(Path(folder) / "tree")], cwd=REPO, capture_output=True)
+    return found
+
+
+def table(title: str, rows: dict[tuple[str, int], list[dict[str, float]]], before: dict | None = None) -> tuple[Table, float]:
+    columns = [*PHASES[:-3], "first_step", "record", "exit"]
+    out = Table(title=title)
+    names = ["backend", "ranks", *(c.replace("_", " ") for c in columns), "overhead", "(min–max)", "on clock"]
+    if before is not None:
+        names += ["before", "after / before"]
+    for name in names:
+        out.add_column(name, justify="left" if name == "backend" else "right")
+    worst = 0.0
+    for key, runs in rows.items():
+        med = {name: statistics.median(run[name] for run in runs) for name in runs[0]}
+        spread = [run["overhead"] for run in runs]
+        worst = max(worst, med["overhead"])
+        cells = [key[0], str(key[1]), *(f"{med[c]:.2f}" for c in columns), f"{med['overhead']:.2f}",
+                 f"{min(spread):.1f}–{max(spread):.1f}", f"{med['clock']:.2f}"]  # fmt: skip
+        if before is not None and key in before:
+            was = statistics.median(run["overhead"] for run in before[key])
+            cells += [f"{was:.2f}", f"{med['overhead'] / was:.2f}×"]
+        out.add_row(*cells)
+    return out, worst
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.overhead", description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3, help="runs of each backend and rank count (default 3)")
     parser.add_argument("--backends", default=",".join(BACKENDS), help="comma-separated (default: all three)")
     parser.add_argument("--ranks", default="1,2", help="comma-separated rank counts (default 1,2)")
     parser.add_argument("--target", type=float, default=5.0, help="seconds of overhead per run not to exceed (default 5)")
+    parser.add_argument("--against", metavar="REVISION", help="also run REVISION's code (a git revision of this repository), "
+                        "round by round in alternating order, and show its overhead beside this checkout's")  # fmt: skip
+    parser.add_argument("--json", type=Path, help=argparse.SUPPRESS)  # one row per run, for --against
     args = parser.parse_args(argv)
-    console = Console(width=200)
+    console = Console(width=220)
     started = time.perf_counter()
-    command = command_start_sec()
-    rows: dict[tuple[str, int], list[dict[str, float]]] = {}
-    with tempfile.TemporaryDirectory(prefix="larsbench-overhead-") as folder:
-        results = Path(folder) / "results.jsonl"
-        for _ in range(args.repeats):  # interleaved: slow drift on the machine spreads over every row
-            for backend in args.backends.split(","):
-                for ranks in (int(r) for r in args.ranks.split(",")):
-                    rows.setdefault((backend, ranks), []).append(measure(backend, ranks, results))
-    columns = [*PHASES[:-3], "first_step", "record", "exit"]
-    table = Table(title=f"seconds per run beyond its training clock (median of {args.repeats}); tiny_cnn, 16 px, synthetic, 30 steps")
-    for name in ("backend", "ranks", *(c.replace("_", " ") for c in columns), "overhead", "(min–max)", "on clock"):
-        table.add_column(name, justify="left" if name == "backend" else "right")
-    met = True
-    for (backend, ranks), runs in rows.items():
-        med = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
-        spread = [run["overhead"] for run in runs]
-        met &= med["overhead"] <= args.target
-        table.add_row(
-            backend, str(ranks), *(f"{med[c]:.2f}" for c in columns), f"{med['overhead']:.2f}",
-            f"{min(spread):.1f}–{max(spread):.1f}", f"{med['clock']:.2f}",
-        )  # fmt: skip
-    console.print(table)
-    console.print(f"the larsbench command's own start (once per command): {command:.2f} s")
+    caption = f"tiny_cnn, 16 px, synthetic, 30 steps; median of {args.repeats}"
+    if args.json is not None:
+        rows = measure_rounds(args.repeats, args.backends.split(","), [int(r) for r in args.ranks.split(",")])
+        args.json.write_text(json.dumps([{"backend": b, "ranks": r, **run} for (b, r), runs in rows.items() for run in runs]))
+        return 0
+    if args.against:
+        found = side_by_side(args.against, args.repeats, args.backends, args.ranks)
+        shown, _ = table(f"seconds per run beyond its training clock at {args.against} (before); {caption}", found["before"])
+        console.print(shown)
+        rows, before = found["after"], found["before"]
+    else:
+        command = command_start_sec()
+        rows, before = measure_rounds(args.repeats, args.backends.split(","), [int(r) for r in args.ranks.split(",")]), None
+    shown, worst = table(f"seconds per run beyond its training clock (this checkout); {caption}", rows, before)
+    console.print(shown)
+    if not args.against:
+        console.print(f"the larsbench command's own start (once per command): {command:.2f} s")
+    met = worst <= args.target
     verdict = "met" if met else "MISSED"
     console.print(f"target: at most {args.target:g} s of overhead per run: {verdict} ({time.perf_counter() - started:.0f} s in all)")
     return 0 if met else 1
