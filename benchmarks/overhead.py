@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from pathlib import Path
 
 from rich.console import Console
@@ -90,11 +91,13 @@ def code_of(revision: str, folder: Path) -> dict[str, str]:
     maps the checkout's (``pyproject.toml``'s package-dir), first on ``PYTHONPATH``."""
     tree = folder / "tree"
     subprocess.run(["git", "worktree", "add", "--detach", "--force", str(tree), revision], cwd=REPO, check=True, capture_output=True)
-    package = folder / "package" / "larsbench"
-    shutil.copytree(tree / "cli", package)
-    for name in ("backends", "core", "loop", "reports", "slurm", "suite", "workloads"):
-        (package / name).symlink_to(tree / name)
-    return {**os.environ, "PYTHONPATH": str(package.parent)}
+    mapping = tomllib.loads((tree / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
+    root = folder / "package"
+    shutil.copytree(tree / mapping["larsbench"], root / "larsbench")
+    for name, source in mapping.items():
+        if name != "larsbench":  # the subpackages, each under the root package's folder
+            (root / name.replace(".", "/")).symlink_to(tree / source)
+    return {**os.environ, "PYTHONPATH": str(root)}
 
 
 def side_by_side(revision: str, repeats: int, backends: str, ranks: str) -> dict[str, dict[tuple[str, int], list[dict[str, float]]]]:
@@ -102,8 +105,8 @@ def side_by_side(revision: str, repeats: int, backends: str, ranks: str) -> dict
     checkout's, in alternating order, so the machine's drift hits both alike."""
     found: dict[str, dict[tuple[str, int], list[dict[str, float]]]] = {"before": {}, "after": {}}
     with tempfile.TemporaryDirectory(prefix="larsbench-overhead-against-") as folder:
-        before_env = code_of(revision, Path(folder))
         try:
+            before_env = code_of(revision, Path(folder))
             for round_ in range(repeats):
                 order = [("before", before_env), ("after", dict(os.environ))]
                 for side, env in order if round_ % 2 == 0 else order[::-1]:
