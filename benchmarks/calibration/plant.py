@@ -127,6 +127,7 @@ class Planter:
         self.log.started = time.time()
         end = None if t.duration_sec is None else time.monotonic() + t.duration_sec
         stopped: set[int] = set()
+        resumed = None  # when the ranks were last continued
         try:
             while not self._done.is_set() and (end is None or time.monotonic() < end):
                 pids = {r: p for r, p in ranks.items() if alive(p)}
@@ -138,12 +139,17 @@ class Planter:
                     for pid in procs:
                         _signal(pid, signal.SIGSTOP, stopped)
                 stop_for = t.stop_fraction * t.period_sec
+                if resumed is not None and t.stop_fraction < 1:
+                    # This thread shares the cores with the ranks and may wake late: the stop
+                    # keeps its share of the whole cycle, however long the ranks just ran.
+                    stop_for = max(stop_for, (down - resumed) * t.stop_fraction / (1 - t.stop_fraction))
                 if end is not None:
                     stop_for = min(stop_for, max(0.0, end - time.monotonic()))
                 time.sleep(stop_for)  # not interruptible: a stop is never cut short
                 for pid in list(stopped):
                     _signal(pid, signal.SIGCONT, stopped)
-                held = time.monotonic() - down
+                resumed = time.monotonic()
+                held = resumed - down
                 for rank in pids:
                     self.log.stopped_sec[rank] = self.log.stopped_sec.get(rank, 0.0) + held
                 self.log.stops += 1
