@@ -39,9 +39,6 @@ class Backend(ABC):
     name: ClassVar[str]
     # (importable module, how to install it) for a library outside larsbench's own dependencies
     requires: ClassVar[tuple[str, str] | None] = None
-    # Whether a local run may stop the backend's launcher once the record is written and every
-    # rank has exited: by then it has nothing left to report, only its own slow exit to make.
-    launcher_stops_after_ranks: ClassVar[bool] = False
 
     def __init__(self, options: dict[str, Any] | None = None) -> None:
         self.options = dict(options or {})
@@ -54,12 +51,11 @@ class Backend(ABC):
 
     # -- launching -------------------------------------------------------------------------
     @classmethod
-    @abstractmethod
-    def local_launch_command(cls, nprocs: int, worker: list[str]) -> list[str]:
-        """Command that starts ``nprocs`` ranks on this machine, each running ``worker``.
-
-        ``worker`` is ``[python, -m, module, args...]``.
-        """
+    def local_launch_command(cls, nprocs: int, worker: list[str]) -> list[str] | None:
+        """The backend's own launcher starting ``nprocs`` ranks on this machine, each running
+        ``worker`` (``[python, -m, module, args...]``); None: larsbench starts the ranks itself
+        with torch.distributed's env:// variables, as srun does on a cluster (suite.local_ranks)."""
+        return None
 
     @classmethod
     def check_available(cls) -> None:

@@ -1,4 +1,5 @@
-"""Native PyTorch DistributedDataParallel: gloo on CPU, NCCL on GPU, started by torchrun.
+"""Native PyTorch DistributedDataParallel: gloo on CPU, NCCL on GPU; the ranks are started
+by larsbench on one machine (``suite.local_ranks``, torchrun's variables) and by srun on Slurm.
 
 ``backend_config`` holds ``DistributedDataParallel`` keyword arguments (``bucket_cap_mb``, ...)
 and, optionally, ``comm_hook``: ``"module:function"`` of a DDP communication hook
@@ -46,21 +47,8 @@ from larsbench.core.shards import Piece, ShardLayout
 
 class DDPBackend(Backend):
     name = "ddp"
-    # torchrun's agent notices a finished rank within its monitor interval, then shuts its
-    # rendezvous down and unloads torch: 0.5 s after a finished rank here.
-    launcher_stops_after_ranks = True
     _sync = True
     _bucket_marks: _BucketMarks | None = None
-
-    @classmethod
-    def local_launch_command(cls, nprocs: int, worker: list[str]) -> list[str]:
-        python, dash_m, module, *args = worker
-        assert dash_m == "-m", worker
-        # --standalone: a private rendezvous on a free local port, no port to pick or collide.
-        return [
-            python, "-m", "torch.distributed.run", "--standalone", "--nnodes=1",
-            f"--nproc-per-node={nprocs}", "--module", module, *args,
-        ]
 
     def setup(self, env: ClusterEnvironment, device: torch.device, timeout_sec: float) -> None:
         self._init_torch_distributed(env, device, timeout_sec)

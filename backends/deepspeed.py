@@ -1,5 +1,6 @@
 """DeepSpeed: ``deepspeed.initialize`` with the workload's optimizer as the client optimizer,
-started locally by DeepSpeed's own launcher.
+its ranks started by larsbench on one machine (``suite.local_ranks``: the variables DeepSpeed's
+per-node launcher sets, without its extra interpreter) and by srun on Slurm.
 
 Accumulation follows DeepSpeed's documented manual-boundary pattern: before each micro-batch
 the engine is told whether it is the accumulation boundary; ``engine.backward`` divides the
@@ -31,18 +32,16 @@ timer points) and the norm reduction (each ``waited``).
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import datetime
 import gc
-import json
 import os
 from collections.abc import Iterator
 from typing import Any
 
 import torch
 
-from larsbench.backends.base import Backend, free_port
+from larsbench.backends.base import Backend
 from larsbench.core.clock import mark
 from larsbench.core.environment import ClusterEnvironment
 from larsbench.core.errors import ConfigError
@@ -145,9 +144,6 @@ def shm_buffer_path(rank: int) -> str:
 class DeepSpeedBackend(Backend):
     name = "deepspeed"
     requires = ("deepspeed", "pip install 'larsbench[deepspeed]'")
-    # deepspeed.launcher.launch polls its ranks once a second and sleeps one more second after
-    # the last has gone, then unloads torch and DeepSpeed: 2.2 s after a finished rank here.
-    launcher_stops_after_ranks = True
 
     def __init__(self, options: dict[str, Any] | None = None) -> None:
         super().__init__(options)  # a DeepSpeed config dict, merged into the generated one
@@ -185,21 +181,6 @@ class DeepSpeedBackend(Backend):
 
             if DTYPES[precision] not in CPU_Accelerator().supported_dtypes():
                 raise ConfigError("precision", f"DeepSpeed's CPU accelerator cannot run {precision} on this machine; use fp32 or bf16 with deepspeed on the CPU")
-
-    @classmethod
-    def local_launch_command(cls, nprocs: int, worker: list[str]) -> list[str]:
-        """DeepSpeed's per-node launcher, ``deepspeed.launcher.launch``: the process that starts
-        a node's ranks, sets their environment and watches them. Its front end (``deepspeed``,
-        ``deepspeed.launcher.runner``) on a single machine only encodes the node's ranks and
-        starts this same command, from one more interpreter that imports torch and DeepSpeed
-        first (1.8 s here); the command is the one it builds (runner.py's local branch)."""
-        python, dash_m, module, *args = worker
-        assert dash_m == "-m", worker
-        world = base64.urlsafe_b64encode(json.dumps({"localhost": list(range(nprocs))}).encode()).decode()
-        return [
-            python, "-u", "-m", "deepspeed.launcher.launch", f"--world_info={world}", "--master_addr=127.0.0.1",
-            f"--master_port={free_port()}", "--no_local_rank", "--module", module, *args,
-        ]  # fmt: skip
 
     @classmethod
     def versions(cls) -> dict[str, str]:

@@ -18,10 +18,14 @@ from typing import Any
 
 from larsbench.core.errors import ConfigError
 
+# Set by larsbench's own local launcher (suite.local_ranks), which starts ranks with torchrun's
+# variables: the record then names what really started them.
+LAUNCHER_ENV = "LARSBENCH_LAUNCHER"
+
 
 @dataclass(frozen=True)
 class ClusterEnvironment:
-    source: str  # "torchrun", "horovodrun", "slurm" or "single"
+    source: str  # "torchrun", "larsbench", "horovodrun", "slurm" or "single"
     rank: int
     world_size: int
     local_rank: int
@@ -49,14 +53,15 @@ def detect(environ: Mapping[str, str] | None = None) -> ClusterEnvironment:
 
 
 def _from_torchrun(env: Mapping[str, str]) -> ClusterEnvironment | None:
-    # torchrun (and torch.distributed's env:// convention) always sets all four.
+    # torchrun (and torch.distributed's env:// convention) always sets all four; so does
+    # larsbench's local launcher, which says so in LAUNCHER_ENV.
     if not all(k in env for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")):
         return None
     world = int(env["WORLD_SIZE"])
     # torchrun says LOCAL_WORLD_SIZE; DeepSpeed's launcher says LOCAL_SIZE.
     local_world = int(env.get("LOCAL_WORLD_SIZE") or env.get("LOCAL_SIZE") or world)
     return ClusterEnvironment(
-        source="torchrun",
+        source="larsbench" if env.get(LAUNCHER_ENV) == "larsbench" else "torchrun",
         rank=int(env["RANK"]),
         world_size=world,
         local_rank=int(env.get("LOCAL_RANK", 0)),

@@ -13,7 +13,6 @@ record points to by relative path, so a folder can be moved or archived whole::
     .larsbench/errors/<run_id>.rankR   the one-line reason rank R failed
     .larsbench/pids/<run_id>.rankR     rank R's process id and host: ``PID HOST``
     .larsbench/stopped/<run_id>        why the Slurm job stopped a step that could not end
-    .larsbench/recorded/<run_id>       rank 0 wrote the run's record (its launcher may then be stopped)
     .larsbench/reserve              room kept while runs go, freed to record a failure on a full disk
 """
 
@@ -79,10 +78,6 @@ class RunFiles:
     def stopped(self) -> Path:
         return self.folder / ".larsbench" / "stopped" / self.run_id
 
-    @property
-    def recorded(self) -> Path:
-        return self.folder / ".larsbench" / "recorded" / self.run_id
-
     def rank_errors(self) -> dict[int, str]:
         """rank → the one line it left on failing."""
         return {rank: path.read_text().strip() for rank, path in self._per_rank("errors").items()}
@@ -107,7 +102,6 @@ class RunFiles:
             for path in self._per_rank(kind).values():
                 path.unlink(missing_ok=True)
         self.stopped.unlink(missing_ok=True)
-        self.recorded.unlink(missing_ok=True)
 
     def _started(self) -> dict[int, tuple[int, str | None]]:
         started = {}

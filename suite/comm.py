@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 import secrets
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ from larsbench.core.device import pick_device
 from larsbench.core.errors import ConfigError
 from larsbench.core.results import check_writable
 from larsbench.core.files import read_lines
+from larsbench.suite import local_ranks
 from larsbench.suite.comm_worker import OPERATIONS
 from larsbench.suite.launch import rank_environment
 
@@ -83,13 +83,11 @@ def run_comm(
         log = output / "logs" / f"{run_id}.log"
         console.print(f"{name}: {len(operations)} operation(s) × {len(sizes)} size(s) on {world_size} rank(s) (log: {escape(str(log))})")
         with log.open("ab") as handle:
-            done = subprocess.run(
-                get_backend(name).local_launch_command(world_size, worker), env=rank_environment(world_size),
-                stdout=handle, stderr=subprocess.STDOUT,
-            )  # fmt: skip
+            command = get_backend(name).local_launch_command(world_size, worker)
+            returncode = local_ranks.start(command, world_size, worker, rank_environment(world_size), handle).wait()
         mine = [r for r in read_lines(results) if r.get("run_id") == run_id] if results.exists() else []
-        if done.returncode != 0 or not mine:
-            console.print(f"[red]{name}: failed (status {done.returncode}); see {escape(str(log))}[/red]")
+        if returncode != 0 or not mine:
+            console.print(f"[red]{name}: failed (status {returncode}); see {escape(str(log))}[/red]")
             continue
         written += mine
     return written

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from larsbench.core.spec import RunSpec, short_label
 from larsbench.loop.checkpoint import latest_valid
 from larsbench.loop.progress import read_status
 from larsbench.loop.record import append_failure, build_record, rank_errors_text
+from larsbench.suite import local_ranks
 from larsbench.suite.config import Experiment
 from larsbench.suite.repeats import decide_for, run_series
 from larsbench.workloads.data import prepare
@@ -121,8 +122,8 @@ def launch_run(
         command = backend.local_launch_command(spec.world_size, worker)
         output = None if verbose else log  # one log per run: launchers and libraries print a lot, and unlike each other
         env[LAUNCH_TIME_ENV] = repr(time.time())  # the ranks time their setup from here
-        process = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT if output else None)
-        returncode = _follow(process, files, console, show=not verbose, done=_finished(files, spec.world_size, backend))
+        process = local_ranks.start(command, spec.world_size, worker, env, output)
+        returncode = _follow(process, files, console, show=not verbose)
     ended = time.time()
 
     written = read_records(results) if results.exists() else []
@@ -194,9 +195,8 @@ def rank_environment(nprocs: int, threads: int | None = None) -> dict[str, str]:
     return env
 
 
-def _follow(process: subprocess.Popen, files: RunFiles, console: Console, show: bool, done: Callable[[], bool]) -> int:
-    """Wait for the launcher, or stop it once ``done()``; meanwhile show rank 0's progress
-    (steps, loss, evaluations)."""
+def _follow(process: subprocess.Popen | local_ranks.LocalRanks, files: RunFiles, console: Console, show: bool) -> int:
+    """Wait for the launcher (or the ranks), showing rank 0's progress (steps, loss, evaluations)."""
     shown_notes = 0
     with Progress(
         TextColumn("  "), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
@@ -214,27 +214,8 @@ def _follow(process: subprocess.Popen, files: RunFiles, console: Console, show: 
                 shown_notes = len(status.get("notes", []))
             if returncode is not None:
                 return returncode
-            if done():
-                process.kill()
-                return process.wait()
             with contextlib.suppress(subprocess.TimeoutExpired):  # returns as soon as the launcher exits
                 process.wait(timeout=0.1)
-
-
-def _finished(files: RunFiles, world_size: int, backend: type) -> Callable[[], bool]:
-    """Whether the launcher can be stopped: its backend allows it, rank 0 wrote the record and
-    every rank's process has exited. What the launcher would still report (each rank's exit
-    status) changes nothing once the record is written: the run is judged by its record."""
-    if not backend.launcher_stops_after_ranks:
-        return lambda: False
-
-    def finished() -> bool:
-        if not files.recorded.exists():
-            return False
-        pids = files.rank_pids()
-        return len(pids) == world_size and not any(process_alive(pid) for pid in pids.values())
-
-    return finished
 
 
 def _say_done(console: Console, record: dict[str, Any], log_note: str) -> None:
@@ -319,9 +300,9 @@ def _watching_ranks(files: RunFiles, interval: float = 0.1) -> Iterator[list[int
 
 @contextlib.contextmanager
 def _forwarding_preemption(files: RunFiles) -> Iterator[list[bool]]:
-    """While the ranks run, a preemption signal sent to this launcher goes to every rank
-    (their launcher, e.g. torchrun, would not pass it on). Yields a flag that is truthy
-    once a signal was forwarded."""
+    """While the ranks run, a preemption signal sent to this process goes to every rank (not
+    to horovodrun, which would not pass it on). Yields a flag that is truthy once a signal
+    was forwarded."""
     forwarded: list[bool] = []
 
     def forward(signum, frame) -> None:

@@ -1,6 +1,7 @@
 """Entry point of one rank: ``python -m larsbench.suite.worker --spec-json ... --run-id ... --results ...``.
 
-Started by a backend's launcher (torchrun locally, srun on Slurm). Rank 0 appends the
+Started by larsbench's local launcher (``suite.local_ranks``) or horovodrun on one machine, by
+srun on Slurm. Rank 0 appends the
 record. Any rank that fails leaves a one-line reason (``RunFiles.error``) so the launcher can
 say which rank died and why.
 """
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     # With its host: on several nodes a pid alone names no process, and the host names the node
     # that a rank which fell silent ran on.
     _leave(files.pid(env.rank), f"{os.getpid()} {socket.gethostname()}")
-    # A launcher (torchrun, srun --kill-on-bad-exit) stops the survivors of a dead rank with
+    # A launcher (larsbench's own, horovodrun, srun --kill-on-bad-exit) stops the survivors of a dead rank with
     # SIGTERM: saying so leaves the rank that died as the only one without a word.
     signal.signal(
         signal.SIGTERM, lambda signum, frame: (_leave(files.error(env.rank), "stopped by its launcher (SIGTERM)"), os._exit(143))
@@ -103,7 +104,6 @@ def main(argv: list[str] | None = None) -> int:
             if args.series_json:
                 record["repeats_decision"] = repeats.decide_for(files.results, record, json.loads(args.series_json))
             append_record(files.results, record)
-            _leave(files.recorded, args.run_id)  # the local launcher need not wait for its own launcher's exit
         return 0
     except ConfigError as exc:
         _leave(files.error(env.rank), str(exc))

@@ -1,4 +1,4 @@
-"""Real multi-process runs: torchrun starts 2 DDP ranks over gloo on the CPU."""
+"""Real multi-process runs: 2 DDP ranks over gloo on the CPU, started by larsbench's local launcher."""
 
 import json
 import math
@@ -42,7 +42,7 @@ def test_two_rank_resnet50_run_writes_a_complete_record(tmp_path):
     assert r["final_top1"] is None  # synthetic data: nothing to evaluate
     prov = r["provenance"]
     assert prov["config"]["world_size"] == 2 and prov["config"]["model"] == "resnet50"
-    assert prov["versions"]["torch"] and prov["launcher"] == "torchrun"
+    assert prov["versions"]["torch"] and prov["launcher"] == "larsbench"
     json.dumps(r, allow_nan=False)
 
 
@@ -88,7 +88,8 @@ def test_imagefolder_run_evaluates_and_times_accuracy(tmp_path):
     phases = r["phases_sec"]
     assert set(phases) == set(PHASES) and all(seconds >= 0 for seconds in phases.values())
     assert sum(phases[name] for name in SETUP_PHASES) == pytest.approx(r["setup_sec"], abs=0.01)
-    assert phases["launcher"] > 0 and phases["imports"] > 0.1  # torchrun started the rank, which imported torch
+    # larsbench started the rank itself, no launcher interpreter in between; the rank imported torch
+    assert 0 <= phases["launcher"] < 0.5 and phases["imports"] > 0.1
     assert phases["evaluation"] > 0 and phases["first_step"] > 0
     _, missed = run(tmp_path, "missed", *common, "--target-top1", "1.0")
     if missed[0]["final_top1"] < 1.0:

@@ -1,0 +1,103 @@
+"""A local run's ranks, started the way srun starts them on a cluster: one process per rank with
+torch.distributed's env:// variables, watched until they end.
+
+DDP and DeepSpeed need nothing more on one machine. torchrun's elastic agent (restarts,
+changing membership) and DeepSpeed's per-node launcher set the same variables, but each is one
+more interpreter that imports torch (and DeepSpeed) before the first rank starts: about 2 s of
+every local run on a 2-vCPU VM (docs/performance.md). Horovod keeps horovodrun, whose
+rendezvous server its Gloo ranks need.
+
+What those launchers do beyond that, this does too: a rank that fails stops the others
+(SIGTERM, then SIGKILL after a grace period), so a dead rank ends the run instead of leaving
+its peers in a collective until their timeout. Ranks that exit preempted are not stopped
+early: their peers got the same signal and may still be writing their part of the checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from typing import IO
+
+from larsbench.backends.base import free_port
+from larsbench.core.environment import LAUNCHER_ENV
+from larsbench.core.preemption import EXIT_PREEMPTED
+
+STOP_GRACE_SEC = 10.0  # after SIGTERM, before SIGKILL (a rank saying why it stopped, then exiting)
+
+
+def start(command: list[str] | None, nprocs: int, worker: list[str], env: dict[str, str], output: IO | None):
+    """The backend's own launcher running ``command``, or, without one, the ranks themselves.
+    Either answers ``poll``, ``wait`` and ``kill`` as a ``subprocess.Popen`` does."""
+    stderr = subprocess.STDOUT if output is not None else None
+    if command is not None:
+        return subprocess.Popen(command, env=env, stdout=output, stderr=stderr)
+    return LocalRanks(nprocs, worker, env, output)
+
+
+class LocalRanks:
+    """``nprocs`` processes running ``worker``, ranks 0..nprocs-1 of one world on this machine."""
+
+    def __init__(self, nprocs: int, worker: list[str], env: dict[str, str], output: IO | None) -> None:
+        shared = {
+            **env, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "WORLD_SIZE": str(nprocs),
+            "LOCAL_WORLD_SIZE": str(nprocs), LAUNCHER_ENV: "larsbench",
+            "PYTHONUNBUFFERED": "1",  # a rank killed outright still leaves all it printed in the log
+        }  # fmt: skip
+        self.returncode: int | None = None
+        self.processes: list[subprocess.Popen] = []
+        try:
+            for rank in range(nprocs):
+                self.processes.append(subprocess.Popen(
+                    worker, env={**shared, "RANK": str(rank), "LOCAL_RANK": str(rank)},
+                    stdout=output, stderr=subprocess.STDOUT if output is not None else None,
+                ))  # fmt: skip
+        except BaseException:
+            self.kill()
+            raise
+
+    def poll(self) -> int | None:
+        """None while the ranks run; then the first failing rank's status, or 0. A failed rank
+        stops the others before this returns."""
+        if self.returncode is not None:
+            return self.returncode
+        codes = [process.poll() for process in self.processes]
+        failed = [code for code in codes if code not in (None, 0, EXIT_PREEMPTED)]
+        if failed:
+            self._stop_the_rest()
+            self.returncode = failed[0]
+        elif all(code is not None for code in codes):
+            self.returncode = next((code for code in codes if code != 0), 0)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while (code := self.poll()) is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired([str(p.args) for p in self.processes], timeout)
+            time.sleep(0.02)
+        return code
+
+    def kill(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.kill()
+        for process in self.processes:
+            process.wait()
+
+    def _stop_the_rest(self) -> None:
+        running = [process for process in self.processes if process.poll() is None]
+        for process in running:
+            try:
+                os.kill(process.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + STOP_GRACE_SEC
+        for process in running:
+            try:
+                process.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
