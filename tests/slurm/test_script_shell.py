@@ -51,7 +51,10 @@ printf '%s\\0' "$@" > "$STUB_DIR/scontrol.args"
 
 
 def evil(pwned: Path) -> str:
-    return f"$(touch {pwned}) `touch {pwned}` ; touch {pwned} '\""
+    # Through $STUB_DIR (run_script's environment; ``pwned`` is in it), not the path itself: the
+    # path three times in one folder name passed 255 bytes where temporary folders are deep.
+    assert pwned.parent.name and pwned.name == "pwned"
+    return "$(touch $STUB_DIR/pwned) `touch $STUB_DIR/pwned` ; touch $STUB_DIR/pwned '\""
 
 
 @pytest.fixture
