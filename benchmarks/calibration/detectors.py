@@ -26,8 +26,11 @@ in a seeded order so that the machine's own drift falls on all of them alike.
 kept run again with the detectors as they are now (so thresholds can be tuned offline, on the
 same real runs) and prints each case's rates. A planted run counts only when its planting
 landed in the measured window: in its own per-step data, the window took at least ``LANDED`` of
-its time beyond the idle runs' median step (``plant.excess_share``), or the stopped rank's step
-held the 2-second stop.
+its time beyond the idle runs' median step (``plant.excess_share``); a mid-window slowdown, in
+addition, only when the run's own second half ran at least ``SLOWDOWN_LANDED`` times slower than
+its first (the check tests/suite/test_stability_integration.py makes before judging the flag):
+against other runs' medians alone, the machine's drift from run to run decided whether a 1.5x
+slowdown counted, and runs whose second half the machine sped up counted as planted.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ from larsbench.workloads.data import prepare
 
 BACKENDS = ("ddp", "deepspeed", "horovod")
 LANDED = 0.05  # a planted cause counts when it added at least this share to the window
+SLOWDOWN_LANDED = 1.3  # ... and a 1.5x slowdown from mid-window when the run's own halves differ this much
 # On the default workload each rank's JPEG decoding shares the cores with every rank's compute, so
 # a stopped rank's peers slow down with it; the synthetic cases take decoding out, as a cluster
 # whose ranks each have their own cores (or GPU) has it.
@@ -149,10 +153,20 @@ def judge(output: Path, rule: StabilityRule = RULE, lag: float = STRAGGLER_LAG) 
         if throttle is not None:
             reference = statistics.median(idle[(p["backend"], _kind(p["case"]))])
             landed = excess_share(steps, reference) >= LANDED
+            if p["case"] == "slowdown":
+                landed = landed and halves_ratio(steps) >= SLOWDOWN_LANDED
         verdict = stability(steps, rule)
         found = find_straggler(data[p["run_id"]]["ready"], statistics.fmean(steps), min_lag=lag)
         judged.append(Judged(p["case"], p["backend"], landed, verdict.unstable, found.rank if found else None, verdict.reasons))
     return judged
+
+
+def halves_ratio(steps: list[float], margin: int = 10) -> float:
+    """The median step of the window's second half over its first's, ``margin`` steps either
+    side of the middle left out (the slowdown starts at rank 0's step 80 of 160, as its progress
+    file says it, a step or two late)."""
+    middle = len(steps) // 2
+    return statistics.median(steps[middle + margin:]) / statistics.median(steps[: middle - margin])
 
 
 def table(output: Path, console: Console) -> None:
