@@ -132,8 +132,9 @@ def test_bf16_channels_last_trains_on_two_ddp_ranks(tmp_path):
 @pytest.mark.skipif(compile_toolchain_missing("cpu") is not None, reason="no C++ compiler for torch.compile on the CPU")
 def test_compiled_model_trains_like_the_eager_one(tmp_path):
     """torch.compile on the CPU (Inductor, C++): about 30 s of compiling on 2 cores."""
+    # No compute probe: it would compile a second copy of the model
     common = ["--world-size", "1", "--micro-batch", "8", "--steps", "3", "--synthetic-samples", "64",
-              "--log-every-steps", "1"]  # fmt: skip
+              "--log-every-steps", "1", "--compute-probe-steps", "0"]  # fmt: skip
     compiled = run(tmp_path, "compiled", *common, "--compile")
     eager = run(tmp_path, "eager", *common)
     assert compiled["status"] == "ok" and compiled["provenance"]["config"]["compile"] is True
