@@ -49,10 +49,6 @@ class OneProcess(Backend):
 
     name = "one-process"
 
-    @classmethod
-    def local_launch_command(cls, nprocs, worker):
-        raise NotImplementedError
-
     def setup(self, env, device, timeout_sec):
         raise NotImplementedError
 
