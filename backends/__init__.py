@@ -1,5 +1,5 @@
 """Backend adapters: how a distributed library starts, wraps, reduces and stops.
 
 Import from the modules (``larsbench.backends.registry``, ``.base``): the package itself imports
-nothing, so a launcher helper in it (``horovod_run``) starts without torch.
+nothing.
 """

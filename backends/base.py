@@ -49,14 +49,6 @@ class Backend(ABC):
         # Marks on the library's own gradient reductions, for the step split (comm_timing).
         self.comm_timer = CommTimer()
 
-    # -- launching -------------------------------------------------------------------------
-    @classmethod
-    def local_launch_command(cls, nprocs: int, worker: list[str]) -> list[str] | None:
-        """The backend's own launcher starting ``nprocs`` ranks on this machine, each running
-        ``worker`` (``[python, -m, module, args...]``); None: larsbench starts the ranks itself
-        with torch.distributed's env:// variables, as srun does on a cluster (suite.local_ranks)."""
-        return None
-
     @classmethod
     def check_available(cls) -> None:
         """Raise a one-line ConfigError, before any rank starts, when the library is missing."""

@@ -1,6 +1,7 @@
 """Horovod: ``hvd.DistributedOptimizer`` around the workload's optimizer, gloo on CPU and NCCL
-on GPU, started locally by ``horovodrun --gloo``, on Slurm by ``srun`` (no horovodrun, no MPI,
-no ssh: see ``_gloo_under_srun``).
+on GPU. Its ranks are started as every backend's are, by larsbench locally and by ``srun`` on
+Slurm (no horovodrun, no MPI, no ssh: rank 0 serves the rendezvous, ``_gloo_rendezvous``);
+ranks a user starts with ``horovodrun`` themselves use horovodrun's.
 
 Accumulation: ``backward_passes_per_step`` = accumulation steps, so Horovod all-reduces each
 gradient once, on the last micro-batch; the loss is divided by the accumulation count (the
@@ -33,11 +34,6 @@ INSTALL_HINT = "bash .ci/install_horovod.sh .venv/bin/python (Horovod 0.28.1 bui
 class HorovodBackend(Backend):
     name = "horovod"
     requires = ("horovod.torch", INSTALL_HINT)
-
-    @classmethod
-    def local_launch_command(cls, nprocs: int, worker: list[str]) -> list[str]:
-        # horovodrun itself, with its check that Horovod has Gloo answered from a cache (horovod_run).
-        return [worker[0], "-m", "larsbench.backends.horovod_run", "-np", str(nprocs), "-H", f"localhost:{nprocs}", "--gloo", *worker]
 
     @classmethod
     def check_precision(cls, precision, channels_last, device, options):
@@ -73,8 +69,8 @@ class HorovodBackend(Backend):
         self.comm_timer.cuda = device.type == "cuda"
         if device.type == "cuda":
             torch.cuda.set_device(device)
-        if env.source == "slurm":
-            self._rendezvous = _gloo_under_srun(env, timeout_sec)
+        if env.source in ("slurm", "larsbench"):  # no horovodrun set the ranks up
+            self._rendezvous = _gloo_rendezvous(env, timeout_sec)
         hvd.init()
         if (hvd.rank(), hvd.size()) != (env.rank, env.world_size):
             raise RuntimeError(f"Horovod sees rank {hvd.rank()}/{hvd.size()}, the environment {env.rank}/{env.world_size}")
@@ -156,13 +152,15 @@ class HorovodBackend(Backend):
             self._rendezvous = None
 
 
-def _gloo_under_srun(env: ClusterEnvironment, timeout_sec: float):
-    """Do for srun-started ranks what ``horovodrun --gloo`` does for its own
+def _gloo_rendezvous(env: ClusterEnvironment, timeout_sec: float):
+    """Do for ranks started by srun or by larsbench what ``horovodrun --gloo`` does for its own
     (``horovod/runner/gloo_run.py``): rank 0 serves the HTTP rendezvous that Horovod's gloo
-    controller joins, on a port derived from the job id (``env.master_port``: the other
-    ranks know it without being told), and every rank gets the ``HOROVOD_*`` variables
-    horovodrun would have set, from the ClusterEnvironment. Returns rank 0's server (None
-    elsewhere); ``teardown`` stops it.
+    controller joins, on ``env.master_port`` (under srun derived from the job id, locally the
+    free port larsbench picked: the other ranks know it without being told), and every rank
+    gets the ``HOROVOD_*`` variables horovodrun would have set, from the ClusterEnvironment.
+    Returns rank 0's server (None elsewhere); ``teardown`` stops it. Locally this saves
+    horovodrun's own interpreter, which imported Horovod's launcher before any rank started
+    (docs/performance.md).
 
     Assumes the same number of ranks on every node (what ``larsbench slurm`` asks for with
     ``--ntasks-per-node``): the cross-node communicator of local rank r has one member per node.
@@ -172,7 +170,7 @@ def _gloo_under_srun(env: ClusterEnvironment, timeout_sec: float):
 
     if env.world_size != env.num_nodes * env.local_world_size:
         raise RuntimeError(
-            f"Horovod under srun needs the same number of ranks on every node; got {env.world_size} ranks "
+            f"Horovod without horovodrun needs the same number of ranks on every node; got {env.world_size} ranks "
             f"on {env.num_nodes} node(s) with {env.local_world_size} on this one (use --ntasks-per-node)"
         )
     address = socket.gethostbyname(env.master_addr)
@@ -185,7 +183,7 @@ def _gloo_under_srun(env: ClusterEnvironment, timeout_sec: float):
         try:
             server = RendezvousHTTPServer(("", port), RendezvousHandler, False)
         except OSError as exc:
-            raise RuntimeError(f"Horovod rendezvous: cannot listen on port {port} (derived from the job id): {exc}") from None
+            raise RuntimeError(f"Horovod rendezvous: cannot listen on port {port} (MASTER_PORT, or derived from the job id): {exc}") from None
         server.init(plan)
         threading.Thread(target=server.serve_forever, name="horovod-rendezvous", daemon=True).start()
     else:

@@ -2,7 +2,7 @@
 
 Each backend runs a tiny run (``tiny_cnn``, 16 px, synthetic data, 30 steps) on 1 and 2 ranks,
 ``--repeats`` times, through ``suite.launch.launch_run``: the code ``larsbench run`` executes
-per run, with the backend's own launcher. For each run:
+per run, with its ranks started as larsbench starts them. For each run:
 
 - *overhead*: the time ``launch_run`` took minus the run's on-clock time (``wall_time_sec``):
   everything the run costs beyond its training window, as one run of a grid pays it;

@@ -1,5 +1,5 @@
 """``larsbench comm``: each backend's collectives over a sweep of message sizes, on this
-machine (ranks started by the backend's own launcher), into ``OUTPUT/comm.jsonl``.
+machine (ranks started by larsbench, suite.local_ranks), into ``OUTPUT/comm.jsonl``.
 
 Read the figures next to a training run's ``allreduce_bytes_per_step``: the all-reduce bus
 bandwidth at the gradient's size says what one step's reduction should cost.
@@ -22,7 +22,7 @@ from larsbench.core.device import pick_device
 from larsbench.core.errors import ConfigError
 from larsbench.core.results import check_writable
 from larsbench.core.files import read_lines
-from larsbench.suite import local_ranks
+from larsbench.suite.local_ranks import LocalRanks
 from larsbench.suite.comm_worker import OPERATIONS
 from larsbench.suite.launch import rank_environment
 
@@ -83,8 +83,7 @@ def run_comm(
         log = output / "logs" / f"{run_id}.log"
         console.print(f"{name}: {len(operations)} operation(s) × {len(sizes)} size(s) on {world_size} rank(s) (log: {escape(str(log))})")
         with log.open("ab") as handle:
-            command = get_backend(name).local_launch_command(world_size, worker)
-            returncode = local_ranks.start(command, world_size, worker, rank_environment(world_size), handle).wait()
+            returncode = LocalRanks(world_size, worker, rank_environment(world_size), handle).wait()
         mine = [r for r in read_lines(results) if r.get("run_id") == run_id] if results.exists() else []
         if returncode != 0 or not mine:
             console.print(f"[red]{name}: failed (status {returncode}); see {escape(str(log))}[/red]")

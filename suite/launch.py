@@ -1,4 +1,4 @@
-"""Run an experiment on this machine: each run's ranks started by its backend's own launcher."""
+"""Run an experiment on this machine: each run's ranks started by larsbench (suite.local_ranks), as srun starts them on a cluster."""
 
 from __future__ import annotations
 
@@ -21,7 +21,6 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from larsbench.backends.registry import get_backend
 from larsbench.core.device import pick_device
 from larsbench.core.errors import ConfigError
 from larsbench.core.files import RESERVE_BYTES, free_reserve, hold_reserve, space_note
@@ -35,7 +34,7 @@ from larsbench.core.spec import RunSpec, short_label
 from larsbench.loop.checkpoint import latest_valid
 from larsbench.loop.progress import read_status
 from larsbench.loop.record import append_failure, build_record, rank_errors_text
-from larsbench.suite import local_ranks
+from larsbench.suite.local_ranks import LocalRanks
 from larsbench.suite.config import Experiment
 from larsbench.suite.repeats import decide_for, run_series
 from larsbench.workloads.data import prepare
@@ -99,7 +98,6 @@ def launch_run(
     (``suite.repeats``): its record then says what was decided after it."""
     run_id = run_id or f"{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}"
     files = RunFiles.of(results, run_id)
-    backend = get_backend(spec.backend)
     worker = [
         sys.executable, "-m", "larsbench.suite.worker",
         "--spec-json", json.dumps(spec.to_dict()),
@@ -119,10 +117,9 @@ def launch_run(
         return _record_failure(spec, files, experiment, reason, console, series=series)
     started = time.time()
     with _forwarding_preemption(files) as preempted, _watching_ranks(files) as vanished, files.log.open("ab") as log:
-        command = backend.local_launch_command(spec.world_size, worker)
         output = None if verbose else log  # one log per run: launchers and libraries print a lot, and unlike each other
         env[LAUNCH_TIME_ENV] = repr(time.time())  # the ranks time their setup from here
-        process = local_ranks.start(command, spec.world_size, worker, env, output)
+        process = LocalRanks(spec.world_size, worker, env, output)
         returncode = _follow(process, files, console, show=not verbose)
     ended = time.time()
 
@@ -195,8 +192,8 @@ def rank_environment(nprocs: int, threads: int | None = None) -> dict[str, str]:
     return env
 
 
-def _follow(process: subprocess.Popen | local_ranks.LocalRanks, files: RunFiles, console: Console, show: bool) -> int:
-    """Wait for the launcher (or the ranks), showing rank 0's progress (steps, loss, evaluations)."""
+def _follow(process: LocalRanks, files: RunFiles, console: Console, show: bool) -> int:
+    """Wait for the ranks, showing rank 0's progress (steps, loss, evaluations)."""
     shown_notes = 0
     with Progress(
         TextColumn("  "), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
@@ -214,7 +211,7 @@ def _follow(process: subprocess.Popen | local_ranks.LocalRanks, files: RunFiles,
                 shown_notes = len(status.get("notes", []))
             if returncode is not None:
                 return returncode
-            with contextlib.suppress(subprocess.TimeoutExpired):  # returns as soon as the launcher exits
+            with contextlib.suppress(subprocess.TimeoutExpired):  # returns as soon as the ranks end
                 process.wait(timeout=0.1)
 
 
@@ -300,8 +297,7 @@ def _watching_ranks(files: RunFiles, interval: float = 0.1) -> Iterator[list[int
 
 @contextlib.contextmanager
 def _forwarding_preemption(files: RunFiles) -> Iterator[list[bool]]:
-    """While the ranks run, a preemption signal sent to this process goes to every rank (not
-    to horovodrun, which would not pass it on). Yields a flag that is truthy once a signal
+    """While the ranks run, a preemption signal sent to this process goes to every rank. Yields a flag that is truthy once a signal
     was forwarded."""
     forwarded: list[bool] = []
 

@@ -1,11 +1,11 @@
 """A local run's ranks, started the way srun starts them on a cluster: one process per rank with
 torch.distributed's env:// variables, watched until they end.
 
-DDP and DeepSpeed need nothing more on one machine. torchrun's elastic agent (restarts,
-changing membership) and DeepSpeed's per-node launcher set the same variables, but each is one
-more interpreter that imports torch (and DeepSpeed) before the first rank starts: about 2 s of
-every local run on a 2-vCPU VM (docs/performance.md). Horovod keeps horovodrun, whose
-rendezvous server its Gloo ranks need.
+DDP and DeepSpeed need nothing more on one machine; Horovod's rank 0 serves the rendezvous its
+gloo ranks join, as under srun (``backends.horovod``). torchrun's elastic agent (restarts,
+changing membership), DeepSpeed's per-node launcher and horovodrun set the same variables, but
+each is one more interpreter that imports its library before the first rank starts: 1.5–2.5 s of
+every local run on a 2-vCPU VM (docs/performance.md).
 
 What those launchers do beyond that, this does too: a rank that fails stops the others
 (SIGTERM, then SIGKILL after a grace period), so a dead rank ends the run instead of leaving
@@ -28,17 +28,9 @@ from larsbench.core.preemption import EXIT_PREEMPTED
 STOP_GRACE_SEC = 10.0  # after SIGTERM, before SIGKILL (a rank saying why it stopped, then exiting)
 
 
-def start(command: list[str] | None, nprocs: int, worker: list[str], env: dict[str, str], output: IO | None):
-    """The backend's own launcher running ``command``, or, without one, the ranks themselves.
-    Either answers ``poll``, ``wait`` and ``kill`` as a ``subprocess.Popen`` does."""
-    stderr = subprocess.STDOUT if output is not None else None
-    if command is not None:
-        return subprocess.Popen(command, env=env, stdout=output, stderr=stderr)
-    return LocalRanks(nprocs, worker, env, output)
-
-
 class LocalRanks:
-    """``nprocs`` processes running ``worker``, ranks 0..nprocs-1 of one world on this machine."""
+    """``nprocs`` processes running ``worker``, ranks 0..nprocs-1 of one world on this machine.
+    Answers ``poll``, ``wait`` and ``kill`` as a ``subprocess.Popen`` does."""
 
     def __init__(self, nprocs: int, worker: list[str], env: dict[str, str], output: IO | None) -> None:
         shared = {

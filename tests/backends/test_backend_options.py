@@ -111,18 +111,6 @@ def test_missing_library_is_one_line_with_the_install_command():
     assert "pip install larsbench-no-such-library" in info.value.message and "\n" not in str(info.value)
 
 
-def test_launch_commands_start_the_requested_ranks():
-    worker = ["/venv/bin/python", "-m", "larsbench.suite.worker", "--run-id", "x"]
-    # DDP and DeepSpeed: no launcher of their own, larsbench starts the ranks (suite.local_ranks)
-    assert DDPBackend.local_launch_command(4, worker) is None
-    assert DeepSpeedBackend.local_launch_command(4, worker) is None
-    hvd = HorovodBackend.local_launch_command(4, worker)
-    # horovodrun's own command line, through the helper that caches its "built with Gloo?" check
-    assert hvd[:3] == ["/venv/bin/python", "-m", "larsbench.backends.horovod_run"]
-    assert hvd[3:8] == ["-np", "4", "-H", "localhost:4", "--gloo"]
-    assert hvd[-5:] == worker
-
-
 def test_horovod_without_nccl_on_cuda_is_refused_unless_allowed(monkeypatch):
     """CUDA gradients through host memory would not compare fairly with NCCL backends."""
     from larsbench.backends.horovod import HorovodBackend

@@ -48,6 +48,9 @@ def test_backend_trains_like_ddp(records, backend):
         assert got == pytest.approx(want, rel=1e-4), f"step {step}"
     assert other["param_checksum"] == pytest.approx(ddp["param_checksum"], rel=1e-5)
     assert other["provenance"]["versions"][backend]  # the library's version is recorded
+    # Every backend's ranks started alike: by larsbench, no launcher of the library's in between
+    assert other["provenance"]["launcher"] == ddp["provenance"]["launcher"] == "larsbench"
+    assert other["phases_sec"]["launcher"] < 0.5
 
 
 def test_training_moved_the_weights(records):

@@ -1,5 +1,5 @@
 """``--optimizer lamb`` end to end, as a user runs it: one experiment through DDP, DeepSpeed and
-Horovod on 2 CPU ranks each (their own launchers), then ``larsbench report``. The three backends
+Horovod on 2 CPU ranks each, then ``larsbench report``. The three backends
 train identically, every run writes LAMB's per-layer telemetry and an MLPerf event log that
 MLCommons' checker passes with the ``opt_lamb_*`` keys, and the report shows the telemetry."""
 

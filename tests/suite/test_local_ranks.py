@@ -11,7 +11,7 @@ import pytest
 
 from larsbench.core.environment import detect
 from larsbench.core.preemption import EXIT_PREEMPTED
-from larsbench.suite.local_ranks import LocalRanks, start
+from larsbench.suite.local_ranks import LocalRanks
 
 
 def ranks(tmp_path, program: str, nprocs: int = 3) -> LocalRanks:
@@ -75,7 +75,3 @@ def test_wait_times_out_and_kill_ends_every_rank(tmp_path):
     launched.kill()
     assert [process.returncode for process in launched.processes] == [-9, -9]
 
-
-def test_a_backend_with_its_own_launcher_gets_it(tmp_path):
-    launched = start([sys.executable, "-c", "import sys; sys.exit(4)"], 2, ["unused"], {"PATH": "/usr/bin:/bin"}, None)
-    assert isinstance(launched, subprocess.Popen) and launched.wait(timeout=60) == 4
