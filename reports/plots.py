@@ -3,8 +3,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable
+import multiprocessing
+import os
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import matplotlib
@@ -29,10 +33,94 @@ def figure(panels: int, workload: str, height: float = 4.2):
 
 
 def save(fig, path: Path) -> Path:
+    """Lay out ``fig`` and write it to ``path``; inside ``rendering_in_parallel`` a forked child
+    does that while this process builds the next figure, and the path is returned at once."""
     try:
+        if _renderers is not None:
+            _renderers.render(fig, path)
+            return path
         return _save(fig, path)
     finally:
         plt.close(fig)  # also when the disk is full: a figure left open holds its memory
+
+
+class _Renderers:
+    """Forked children each laying out and writing one figure, at most ``workers`` at a time.
+    Layout (every tick label's extent, twice: tight_layout and the tight bounding box) is most of
+    a report's time, and one figure's layout cannot be split; different figures can."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self.context = multiprocessing.get_context("fork")
+        self.running: list[tuple[multiprocessing.process.BaseProcess, object, Path]] = []
+        self.error: BaseException | None = None
+
+    def render(self, fig, path: Path) -> None:
+        while len(self.running) >= self.workers:
+            self._wait(self.running.pop(0))
+        sys.stdout.flush(), sys.stderr.flush()  # or the child flushes this process's pending output again
+        receive, send = self.context.Pipe(duplex=False)
+        child = self.context.Process(target=_render_child, args=(fig, path, send), daemon=True)
+        child.start()
+        send.close()
+        self.running.append((child, receive, path))
+
+    def finish(self, quiet: bool = False) -> None:
+        while self.running:
+            self._wait(self.running.pop(0))
+        if self.error is not None and not quiet:
+            raise self.error
+
+    def _wait(self, running) -> None:
+        child, receive, path = running
+        try:
+            outcome = receive.recv()
+        except EOFError:  # the child died without a word (killed, out of memory)
+            outcome = RuntimeError(f"drawing {path.name} stopped without writing it")
+        child.join()
+        receive.close()
+        if outcome is not None and self.error is None:
+            self.error = outcome
+
+
+def _render_child(fig, path: Path, send) -> None:
+    try:
+        _save(fig, path)
+        send.send(None)
+    except BaseException as exc:  # said to the parent, which raises it as save() would have
+        try:
+            send.send(exc)
+        except Exception:  # not picklable: its words are enough
+            send.send(RuntimeError(f"{type(exc).__name__}: {exc}"))
+    finally:
+        send.close()
+
+
+_renderers: _Renderers | None = None
+
+
+@contextlib.contextmanager
+def rendering_in_parallel(workers: int | None = None) -> Iterator[None]:
+    """Inside, ``save`` hands each figure to a forked child; leaving waits for every child and
+    raises the first one's error, so every path ``save`` returned exists once this returns.
+    ``workers``: children at a time (default: the cores this process may use); 1, or a platform
+    without fork, draws in this process."""
+    global _renderers
+    if workers is None:
+        workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if workers <= 1 or _renderers is not None or "fork" not in multiprocessing.get_all_start_methods():
+        yield
+        return
+    renderers = _renderers = _Renderers(workers)
+    try:
+        yield
+    except BaseException:
+        renderers.finish(quiet=True)  # no child outlives this; the error that ended the body is the one raised
+        raise
+    else:
+        renderers.finish()
+    finally:
+        _renderers = None
 
 
 def _save(fig, path: Path) -> Path:

@@ -243,33 +243,37 @@ def build_report(
     folders: dict[str, Path] | None = None,
     comm: list[dict[str, Any]] | None = None,
     include_unstable: bool = False,
+    draw_workers: int | None = None,
 ) -> ReportFiles:
     """``folders``: run id → folder of its results file, against which a record's relative
     ``telemetry`` path resolves (see ``load_records_with_folders``); else the working directory.
     ``include_unstable``: pool runs flagged unstable into the timings (see ``summarize_repeats``).
+    ``draw_workers``: plots drawn at a time (``plots.rendering_in_parallel``; default one per core).
     The folder is written whole or not at all (``core.files.whole_folder``)."""
     out_dir = Path(out_dir)
     with whole_folder(out_dir) as staging:
-        files = _build(records, staging, sources, baseline_world_size, folders, comm, include_unstable)
+        images: list[Path] = []
+        with plots.rendering_in_parallel(draw_workers):  # every plot is written when this ends
+            blocks = _blocks(records, staging, sources, baseline_world_size, folders, comm, include_unstable, images)
+        files = _write(blocks, staging, images)
     return ReportFiles(
         out_dir / files.markdown.name, out_dir / files.html.name, [out_dir / p.relative_to(staging) for p in files.images]
     )
 
 
-def _build(
+def _blocks(
     records: list[dict[str, Any]],
     out_dir: Path,
     sources: list[str],
     baseline_world_size: int | None,
     folders: dict[str, Path] | None,
     comm: list[dict[str, Any]] | None,
-    include_unstable: bool = False,
-) -> ReportFiles:
-    images: list[Path] = []
+    include_unstable: bool,
+    images: list[Path],
+) -> list[Block]:
     if not records:
         blocks = [Heading("Scaling report", 1), Bullets([f"Sources: {', '.join(f'`{s}`' for s in sources)}", "No training runs."])]
-        blocks += comm_blocks(comm or [], [], out_dir / "comm", images)
-        return _write(blocks, out_dir, images)
+        return blocks + comm_blocks(comm or [], [], out_dir / "comm", images)
     frame = records_frame(records)
     summary = summarize_repeats(frame, include_unstable)
     blocks = _overview(records, frame, sources, baseline_world_size)
@@ -302,7 +306,7 @@ def _build(
     bad = non_ok_table(frame)
     blocks += [Heading("Runs that did not finish ok")]
     blocks += [bad] if bad is not None else [Text("None: every run finished with status `ok`.")]
-    return _write(blocks, out_dir, images)
+    return blocks
 
 
 def _write(blocks: list[Block], out_dir: Path, images: list[Path]) -> ReportFiles:

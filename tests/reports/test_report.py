@@ -127,3 +127,38 @@ def test_backends_on_different_transports_are_marked(tmp_path, cli):
     assert code == 0
     md = (tmp_path / "out" / "report.md").read_text()
     assert "Not like for like: the backends here used different transports (ddp: nccl; horovod: gloo (CUDA tensors through host memory))." in md
+
+
+def test_plots_drawn_in_parallel_are_the_plots_drawn_one_at_a_time(tmp_path):
+    from larsbench.reports.report import build_report
+
+    records = runs()
+    one = build_report(records, tmp_path / "one", ["results.jsonl"], draw_workers=1)
+    two = build_report(records, tmp_path / "two", ["results.jsonl"], draw_workers=2)
+    assert [p.name for p in two.images] == [p.name for p in one.images] and len(one.images) == 5
+    for a, b in zip(one.images, two.images):
+        assert b.read_bytes() == a.read_bytes(), b.name  # Agg draws the same pixels, wherever it runs
+    assert two.html.read_text() == one.html.read_text() and two.markdown.read_text() == one.markdown.read_text()
+
+
+def test_a_plot_a_child_cannot_write_fails_the_report_with_its_error_and_leaves_nothing(tmp_path, monkeypatch):
+    import errno
+    import multiprocessing
+
+    import pytest
+
+    from larsbench.reports import plots
+    from larsbench.reports.report import build_report
+
+    def full_disk(fig, path):  # forked children run the parent's code, this too
+        if path.name.endswith("-frontier.png"):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return drawn(fig, path)
+
+    drawn = plots._save
+    monkeypatch.setattr(plots, "_save", full_disk)
+    with pytest.raises(OSError) as info:
+        build_report(runs(), tmp_path / "out", ["results.jsonl"], draw_workers=2)
+    assert info.value.errno == errno.ENOSPC and info.value.filename.endswith("-frontier.png")
+    assert not (tmp_path / "out").exists()  # written whole or not at all
+    assert multiprocessing.active_children() == []  # every child waited for
