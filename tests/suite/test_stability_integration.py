@@ -19,7 +19,7 @@ from larsbench.core.layout import RunFiles
 from larsbench.suite.config import load_experiment
 from larsbench.suite.launch import launch_run
 
-pytestmark = pytest.mark.multiprocess
+pytestmark = [pytest.mark.multiprocess, pytest.mark.timed]
 
 SETTINGS = {"model": "alexnet_bn_mini", "dataset": "synthetic", "image_size": 32, "micro_batch_size": 32, "device": "cpu",
             "synthetic_samples": 1024, "compute_probe_steps": 0, "log_every_steps": 2, "telemetry_every_steps": 0,
@@ -39,8 +39,10 @@ def planted_run(tmp_path, throttle: Throttle, **settings) -> tuple[dict, list[di
 
 def test_a_slowdown_from_mid_window_is_flagged_where_it_began(tmp_path):
     # 64 steps, 4 untimed: rank 0 reaches step 34 at window step 30; from there on the rank is
-    # stopped a third of every 30 ms, so every later step is about 1.5x slower.
-    record, (rank0,) = planted_run(tmp_path, Throttle(1 / 3, period_sec=0.03, start_at_step=34), world_size=1, steps=64)
+    # stopped half of every 30 ms, so every later step is about 2x slower. (A third, 1.5x,
+    # landed only 1.28x in one CI run, the machine speeding up under it: the check below then
+    # fails the test for the machine, not the detector. The calibration measures smaller ones.)
+    record, (rank0,) = planted_run(tmp_path, Throttle(1 / 2, period_sec=0.03, start_at_step=34), world_size=1, steps=64)
     steps = rank0["step_sec"]
     before, after = statistics.median(steps[:26]), statistics.median(steps[34:])
     assert after > 1.3 * before, f"the slowdown did not plant: {before * 1e3:.1f} → {after * 1e3:.1f} ms"
