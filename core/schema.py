@@ -167,7 +167,7 @@ PROVENANCE = _keys(
     ("cpu_affinity_count", "integer?", "", "cores rank 0's process may run on"),
     ("gpu_model", "string?", "", "rank 0's GPU model"),
     ("gpu_count", "integer", "", "GPUs rank 0 sees"),
-    ("launcher", "string?", "", "what started the ranks: `larsbench` (local DDP and DeepSpeed runs), `torchrun`, `horovodrun`, `slurm`, `single`"),
+    ("launcher", "string?", "", "what started the ranks: `larsbench` (local runs), `torchrun` or `horovodrun` (ranks a user started with them), `slurm`, `single`"),
     ("num_nodes", "integer", "", "nodes of the allocation"),
     ("node_list", "string?", "", "the allocation's nodes"),
     ("slurm_job_id", "string?", "", "the Slurm job (null for local runs)"),
