@@ -1,4 +1,4 @@
-"""Fixtures for the pytest-benchmark benchmarks (``python -m pytest benchmarks``).
+"""Fixtures for the pytest-benchmark benchmarks (``python -m pytest benchmarks -n 0``).
 
 These files are kept out of the project's test run: ``python -m pytest`` collects only
 ``testpaths = ["tests"]``; name this folder to run them.

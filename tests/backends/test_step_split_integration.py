@@ -13,7 +13,7 @@ import pytest
 from larsbench.core.results import read_records
 from tests.conftest import REPO
 
-pytestmark = pytest.mark.multiprocess
+pytestmark = [pytest.mark.multiprocess, pytest.mark.timed]
 
 RUN = ["--model", "tiny_cnn", "--dataset", "synthetic", "--image-size", "16", "--world-size", "2", "--micro-batch", "8",
        "--steps", "30", "--synthetic-samples", "512", "--device", "cpu", "--log-every-steps", "10"]  # fmt: skip

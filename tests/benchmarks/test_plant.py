@@ -11,7 +11,7 @@ import pytest
 from benchmarks.calibration.plant import Planter, Throttle, excess_share
 from larsbench.core.layout import RunFiles
 
-pytestmark = pytest.mark.multiprocess
+pytestmark = [pytest.mark.multiprocess, pytest.mark.timed]
 
 TICKER = "import time\nend = time.monotonic() + {sec}\nwhile time.monotonic() < end:\n    print(time.monotonic(), flush=True)\n    time.sleep(0.005)\n"
 

@@ -17,7 +17,7 @@ from larsbench.reports.predict_comm import networks
 from larsbench.reports.roofline import roofline
 from tests.conftest import run_cli
 
-pytestmark = pytest.mark.multiprocess
+pytestmark = [pytest.mark.multiprocess, pytest.mark.timed]
 
 GRID = {"backend": "ddp", "model": "alexnet_bn_mini", "image_size": 32, "num_classes": 4, "micro_batch_size": 64,
         "world_size": 2, "steps": 12, "timing_warmup_steps": 3, "compute_probe_steps": 3, "device": "cpu",

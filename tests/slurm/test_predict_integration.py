@@ -16,7 +16,7 @@ import pytest
 
 from tests.slurm.conftest import LOCAL_CLUSTER, larsbench_slurm, logs, records
 
-pytestmark = pytest.mark.multiprocess
+pytestmark = [pytest.mark.multiprocess, pytest.mark.timed]
 
 RATE = "200mbit"
 DEFAULTS = {"backend": "ddp", "model": "alexnet_bn_mini", "dataset": "synthetic", "image_size": 32, "micro_batch_size": 16,
