@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import math
-import multiprocessing
 import os
-import sys
+import pickle
+import select
+import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -35,10 +37,10 @@ def figure(panels: int, workload: str, height: float = 4.2):
 def save(fig, path: Path) -> Path:
     """Lay out ``fig`` and write it to ``path``; inside ``rendering_in_parallel`` a forked child
     does that while this process builds the next figure, and the path is returned at once."""
+    if _renderers is not None:
+        _renderers.render(fig, path)
+        return path
     try:
-        if _renderers is not None:
-            _renderers.render(fig, path)
-            return path
         return _save(fig, path)
     finally:
         plt.close(fig)  # also when the disk is full: a figure left open holds its memory
@@ -47,23 +49,42 @@ def save(fig, path: Path) -> Path:
 class _Renderers:
     """Forked children each laying out and writing one figure, at most ``workers`` at a time.
     Layout (every tick label's extent, twice: tight_layout and the tight bounding box) is most of
-    a report's time, and one figure's layout cannot be split; different figures can."""
+    a report's time, and one figure's layout cannot be split; different figures can.
+
+    A child has only the forking thread: a lock another thread held at the fork stays held in it
+    (a gloo process group's, when a test process forks; a stream's). So the child never collects
+    what it inherited (``gc.freeze`` around the fork: nothing of the parent's is finalized in it),
+    leaves by ``os._exit`` (no interpreter teardown), and one that has not answered within
+    ``TIMEOUT_SEC`` is killed and its figure drawn here instead, so a report never hangs on one."""
+
+    TIMEOUT_SEC = 120.0  # a figure takes 0.2-3 s here
 
     def __init__(self, workers: int) -> None:
         self.workers = workers
-        self.context = multiprocessing.get_context("fork")
-        self.running: list[tuple[multiprocessing.process.BaseProcess, object, Path]] = []
+        self.running: list[tuple[int, int, object, Path]] = []  # pid, read end, figure, path
         self.error: BaseException | None = None
 
     def render(self, fig, path: Path) -> None:
         while len(self.running) >= self.workers:
             self._wait(self.running.pop(0))
-        sys.stdout.flush(), sys.stderr.flush()  # or the child flushes this process's pending output again
-        receive, send = self.context.Pipe(duplex=False)
-        child = self.context.Process(target=_render_child, args=(fig, path, send), daemon=True)
-        child.start()
-        send.close()
-        self.running.append((child, receive, path))
+        read, write = os.pipe()
+        gc.freeze()
+        try:
+            pid = os.fork()
+        except OSError:  # no room for another process: draw it here
+            gc.unfreeze()
+            os.close(read), os.close(write)
+            try:
+                _save(fig, path)
+            finally:
+                plt.close(fig)
+            return
+        if pid == 0:  # the child
+            os.close(read)
+            _render_child(fig, path, write)
+        gc.unfreeze()
+        os.close(write)
+        self.running.append((pid, read, fig, path))
 
     def finish(self, quiet: bool = False) -> None:
         while self.running:
@@ -72,28 +93,42 @@ class _Renderers:
             raise self.error
 
     def _wait(self, running) -> None:
-        child, receive, path = running
+        pid, read, fig, path = running
         try:
-            outcome = receive.recv()
-        except EOFError:  # the child died without a word (killed, out of memory)
-            outcome = RuntimeError(f"drawing {path.name} stopped without writing it")
-        child.join()
-        receive.close()
-        if outcome is not None and self.error is None:
-            self.error = outcome
+            with os.fdopen(read, "rb") as answer:
+                ready, _, _ = select.select([answer], [], [], self.TIMEOUT_SEC)
+                outcome = pickle.loads(answer.read()) if ready else None
+            if not ready:  # stuck on something it inherited: kill it, draw the figure here
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                _save(fig, path)
+                return
+            os.waitpid(pid, 0)
+            if isinstance(outcome, BaseException) and self.error is None:
+                self.error = outcome
+        except Exception as exc:  # an answer that could not be read: say which figure
+            if self.error is None:
+                self.error = RuntimeError(f"drawing {path.name} failed: {exc}")
+        finally:
+            plt.close(fig)
 
 
-def _render_child(fig, path: Path, send) -> None:
+def _render_child(fig, path: Path, write: int) -> None:
+    """Draw, answer None or the error, and leave without running anything of the parent's."""
     try:
-        _save(fig, path)
-        send.send(None)
-    except BaseException as exc:  # said to the parent, which raises it as save() would have
+        outcome: object = None
         try:
-            send.send(exc)
+            _save(fig, path)
+        except BaseException as exc:  # raised by the parent, as save() would have
+            outcome = exc
+        try:
+            data = pickle.dumps(outcome)
         except Exception:  # not picklable: its words are enough
-            send.send(RuntimeError(f"{type(exc).__name__}: {exc}"))
+            data = pickle.dumps(RuntimeError(f"{type(outcome).__name__}: {outcome}"))
+        with os.fdopen(write, "wb") as answer:
+            answer.write(data)
     finally:
-        send.close()
+        os._exit(0)
 
 
 _renderers: _Renderers | None = None
@@ -108,7 +143,7 @@ def rendering_in_parallel(workers: int | None = None) -> Iterator[None]:
     global _renderers
     if workers is None:
         workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    if workers <= 1 or _renderers is not None or "fork" not in multiprocessing.get_all_start_methods():
+    if workers <= 1 or _renderers is not None or not hasattr(os, "fork"):
         yield
         return
     renderers = _renderers = _Renderers(workers)

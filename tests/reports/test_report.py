@@ -143,7 +143,6 @@ def test_plots_drawn_in_parallel_are_the_plots_drawn_one_at_a_time(tmp_path):
 
 def test_a_plot_a_child_cannot_write_fails_the_report_with_its_error_and_leaves_nothing(tmp_path, monkeypatch):
     import errno
-    import multiprocessing
 
     import pytest
 
@@ -161,4 +160,42 @@ def test_a_plot_a_child_cannot_write_fails_the_report_with_its_error_and_leaves_
         build_report(runs(), tmp_path / "out", ["results.jsonl"], draw_workers=2)
     assert info.value.errno == errno.ENOSPC and info.value.filename.endswith("-frontier.png")
     assert not (tmp_path / "out").exists()  # written whole or not at all
-    assert multiprocessing.active_children() == []  # every child waited for
+    assert plots._renderers is None
+
+
+def test_children_never_finalize_what_they_inherit_so_a_live_process_group_cannot_hang_them(tmp_path, monkeypatch):
+    """A gloo process group left as garbage in the parent (as a test process leaves one): a child
+    that collected it would wait forever in its destructor for gloo threads it does not have."""
+    import gc
+    import os
+
+    import torch.distributed as dist
+
+    from larsbench.reports import plots
+    from larsbench.reports.report import build_report
+
+    store = dist.FileStore(str(tmp_path / "store"), 1)
+    gc.disable()  # so the parent itself does not collect the garbage below before forking
+    group = dist.ProcessGroupGloo(store, 0, 1)
+    cycle = [group]
+    cycle.append(cycle)
+    del group, cycle  # garbage now: only a collection finalizes it
+    parent, drawn_here = os.getpid(), []
+
+    def collecting(fig, path):
+        if os.getpid() == parent:
+            drawn_here.append(path.name)  # drawn by the parent: its child never answered
+        else:
+            gc.collect()  # what any allocation in the child may trigger
+        return drawing(fig, path)
+
+    drawing = plots._save
+    monkeypatch.setattr(plots, "_save", collecting)
+    monkeypatch.setattr(plots._Renderers, "TIMEOUT_SEC", 20.0)
+    try:
+        files = build_report(runs(), tmp_path / "out", ["results.jsonl"], draw_workers=2)
+    finally:
+        gc.enable()
+        gc.collect()  # here, where gloo's threads live
+    assert len(files.images) == 5 and all(p.exists() for p in files.images)
+    assert drawn_here == []
