@@ -49,8 +49,9 @@ def test_backend_trains_like_ddp(records, backend):
     assert other["param_checksum"] == pytest.approx(ddp["param_checksum"], rel=1e-5)
     assert other["provenance"]["versions"][backend]  # the library's version is recorded
     # Every backend's ranks started alike: by larsbench, no launcher of the library's in between
+    # (horovodrun's own interpreter took 0.4-2.1 s before its ranks started; a fork and exec, a few ms)
     assert other["provenance"]["launcher"] == ddp["provenance"]["launcher"] == "larsbench"
-    assert other["phases_sec"]["launcher"] < 0.5
+    assert other["phases_sec"]["launcher"] < 0.3
 
 
 def test_training_moved_the_weights(records):

@@ -12,7 +12,7 @@ import torch
 
 from larsbench.workloads.data import build_rank_data
 
-pytestmark = pytest.mark.multiprocess  # forks data-loader workers
+pytestmark = [pytest.mark.multiprocess, pytest.mark.timed]  # forks data-loader workers; times their stop
 
 CPU = torch.device("cpu")
 
