@@ -97,18 +97,19 @@ class _Renderers:
         try:
             with os.fdopen(read, "rb") as answer:
                 ready, _, _ = select.select([answer], [], [], self.TIMEOUT_SEC)
-                outcome = pickle.loads(answer.read()) if ready else None
-            if not ready:  # stuck on something it inherited: kill it, draw the figure here
+                data = answer.read() if ready else None
+            if data is None:  # stuck on something it inherited: kill it, draw the figure here
                 os.kill(pid, signal.SIGKILL)
                 os.waitpid(pid, 0)
                 _save(fig, path)
                 return
             os.waitpid(pid, 0)
-            if isinstance(outcome, BaseException) and self.error is None:
+            outcome = pickle.loads(data) if data else RuntimeError(f"drawing {path.name} stopped without a word (the process was killed)")
+            if outcome is not None and self.error is None:  # the first error is raised once every child is done
                 self.error = outcome
-        except Exception as exc:  # an answer that could not be read: say which figure
+        except Exception as exc:  # an answer that could not be read, or the figure drawn here failing
             if self.error is None:
-                self.error = RuntimeError(f"drawing {path.name} failed: {exc}")
+                self.error = exc
         finally:
             plt.close(fig)
 

@@ -199,3 +199,24 @@ def test_children_never_finalize_what_they_inherit_so_a_live_process_group_canno
         gc.collect()  # here, where gloo's threads live
     assert len(files.images) == 5 and all(p.exists() for p in files.images)
     assert drawn_here == []
+
+
+def test_a_child_killed_while_drawing_fails_the_report_and_says_which_plot(tmp_path, monkeypatch):
+    import os
+    import signal
+
+    import pytest
+
+    from larsbench.reports import plots
+    from larsbench.reports.report import build_report
+
+    def killed(fig, path):  # as the kernel's OOM killer would end it
+        if path.name.endswith("-efficiency.png") and os.getpid() != parent:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return drawing(fig, path)
+
+    parent, drawing = os.getpid(), plots._save
+    monkeypatch.setattr(plots, "_save", killed)
+    with pytest.raises(RuntimeError, match=r"drawing w1-tiny-cnn-efficiency\.png stopped without a word"):
+        build_report(runs(), tmp_path / "out", ["results.jsonl"], draw_workers=2)
+    assert not (tmp_path / "out").exists()
