@@ -4,7 +4,6 @@ import itertools
 import os
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -55,15 +54,15 @@ def _held(folder: Path, name: str, mode: int) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _turn(alone: bool, cluster: str | None) -> Iterator[None]:
+def _turn(config: pytest.Config, alone: bool, cluster: str | None) -> Iterator[None]:
     """A readers-writer lock over the run's workers (every test holds the room shared, a timed
     test holds it alone; the door lets a waiting timed test in before the next shared one), then
-    the test's cluster, always in that order."""
-    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
-    if run is None:  # one process: nothing runs beside anything
+    the test's cluster, always in that order. The lock files live in the run's own temporary
+    folder (each worker's is ``popen-gwN`` inside it), which pytest removes with old runs."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:  # one process: nothing runs beside anything
         yield
         return
-    folder = Path(tempfile.gettempdir()) / f"larsbench-tests-{run}"
+    folder = Path(config.option.basetemp).parent / "locks"
     folder.mkdir(exist_ok=True)
     with contextlib.ExitStack() as held:
         door = held.enter_context(open(folder / "door.lock", "a"))
@@ -80,7 +79,7 @@ def _turn(alone: bool, cluster: str | None) -> Iterator[None]:
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item, nextitem):
     # Around setup, call and teardown: a module fixture that runs ranks is inside the lock too.
-    with _turn(alone=item.get_closest_marker("timed") is not None, cluster=_cluster(item)):
+    with _turn(item.config, alone=item.get_closest_marker("timed") is not None, cluster=_cluster(item)):
         yield
 
 
