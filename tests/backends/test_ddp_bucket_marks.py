@@ -215,7 +215,7 @@ def test_each_bucket_is_launched_at_the_mark_of_the_last_gradient_it_waited_for(
 
 def test_a_two_rank_record_lists_ddps_buckets_and_measures_exposed_communication(tmp_path, plain):
     out = tmp_path / "two"
-    result = run_cli("run", *RUN, "--world-size", "2", "--output", str(out), "--backend-config", json.dumps(SMALL_BUCKETS))
+    result = run_cli("run", *RUN, "--no-report", "--world-size", "2", "--output", str(out), "--backend-config", json.dumps(SMALL_BUCKETS))
     assert result.returncode == 0, result.stderr[-3000:]
     (record,) = read_records(out)
     assert record["comm_messages_bytes"] == plain[0]["bucket_sizes"]  # the same model's buckets, as DDP built them
@@ -230,7 +230,7 @@ def test_a_two_rank_record_lists_ddps_buckets_and_measures_exposed_communication
 
 def test_on_one_rank_the_marked_reductions_are_overhead(tmp_path):
     out = tmp_path / "one"
-    result = run_cli("run", *RUN, "--world-size", "1", "--output", str(out), "--backend-config", json.dumps(SMALL_BUCKETS))
+    result = run_cli("run", *RUN, "--no-report", "--world-size", "1", "--output", str(out), "--backend-config", json.dumps(SMALL_BUCKETS))
     assert result.returncode == 0, result.stderr[-3000:]
     (record,) = read_records(out)
     assert len(record["comm_messages_bytes"]) > 1 and sum(record["comm_messages_bytes"]) == record["allreduce_bytes_per_step"]

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.multiprocess
 
 def run(tmp_path, name, *args):
     out = tmp_path / name
-    result = run_cli("run", "--device", "cpu", "--output", str(out), *args)
+    result = run_cli("run", "--device", "cpu", "--no-report", "--output", str(out), *args)
     records = read_records(out) if (out / "results.jsonl").exists() else []
     return result, records
 

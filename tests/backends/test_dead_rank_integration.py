@@ -20,7 +20,7 @@ pytestmark = pytest.mark.multiprocess
 def test_killing_a_rank_fails_the_run_promptly_and_names_it(tmp_path, backend):
     out = tmp_path / "out"
     launcher = subprocess.Popen(
-        [sys.executable, "-m", "larsbench", "run", "--backend", backend, "--model", "tiny_cnn", "--world-size", "2",
+        [sys.executable, "-m", "larsbench", "run", "--no-report", "--backend", backend, "--model", "tiny_cnn", "--world-size", "2",
          "--micro-batch", "4", "--steps", "100000", "--log-every-steps", "5", "--device", "cpu",
          "--collective-timeout-sec", "60", "--output", str(out), "--run-id", "doomed"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

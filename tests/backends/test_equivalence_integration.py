@@ -15,7 +15,7 @@ BACKENDS = ("ddp", "deepspeed", "horovod")
 # other tests check.
 RUN = ["--world-size", "2", "--model", "resnet50", "--dataset", "synthetic", "--image-size", "32",
        "--micro-batch", "4", "--accumulation", "2", "--steps", "10", "--seed", "0", "--optimizer", "lars",
-       "--synthetic-samples", "256", "--log-every-steps", "5", "--device", "cpu", "--compute-probe-steps", "0"]  # fmt: skip
+       "--synthetic-samples", "256", "--log-every-steps", "5", "--device", "cpu", "--compute-probe-steps", "0", "--no-report"]  # fmt: skip
 
 
 def deepspeed_shm_files() -> set[str]:

@@ -107,7 +107,7 @@ def test_bf16_step_matches_ddp(update, backend):
 
 def run(tmp_path, name, *args):
     out = tmp_path / name
-    result = run_cli("run", "--device", "cpu", "--output", str(out), "--model", "tiny_cnn", *args, timeout=600)
+    result = run_cli("run", "--device", "cpu", "--no-report", "--output", str(out), "--model", "tiny_cnn", *args, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     (record,) = read_records(out)
     return record

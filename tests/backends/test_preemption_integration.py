@@ -22,7 +22,7 @@ pytestmark = pytest.mark.multiprocess
 RUN = ["--model", "tiny_cnn", "--dataset", "generated", "--image-size", "32", "--world-size", "2",
        "--micro-batch", "4", "--steps", "160", "--train-images-per-class", "16", "--val-images-per-class", "5",
        "--num-classes", "4", "--data-workers", "1", "--eval-every-epochs", "10", "--log-every-steps", "5",
-       "--device", "cpu"]  # fmt: skip
+       "--device", "cpu", "--no-report"]  # fmt: skip
 
 
 def start(out, backend, run_id, extra=()):

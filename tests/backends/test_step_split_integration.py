@@ -16,7 +16,7 @@ from tests.conftest import REPO
 pytestmark = [pytest.mark.multiprocess, pytest.mark.timed]
 
 RUN = ["--model", "tiny_cnn", "--dataset", "synthetic", "--image-size", "16", "--world-size", "2", "--micro-batch", "8",
-       "--steps", "30", "--synthetic-samples", "512", "--device", "cpu", "--log-every-steps", "10"]  # fmt: skip
+       "--steps", "30", "--synthetic-samples", "512", "--device", "cpu", "--log-every-steps", "10", "--no-report"]  # fmt: skip
 
 
 def run(out, *extra: str) -> dict:

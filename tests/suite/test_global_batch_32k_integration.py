@@ -51,7 +51,7 @@ def _gradient_norms(spec, images: torch.Tensor, labels: torch.Tensor) -> dict[st
 
 
 def test_one_lars_step_at_32k_uses_the_full_accumulated_gradient(tmp_path):
-    done = run_cli("run", *_flags(), "--output", str(tmp_path), timeout=600)
+    done = run_cli("run", *_flags(), "--no-report", "--output", str(tmp_path), timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     record = json.loads((tmp_path / "results.jsonl").read_text().splitlines()[-1])
     assert record["status"] == "ok"
