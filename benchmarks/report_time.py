@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -24,16 +23,6 @@ from larsbench.reports.load import load_records_with_folders
 from larsbench.reports.report import build_report
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
             first, *others = names.values()
             if any(other != first for other in others):
                 raise SystemExit("the two reports hold different files")
+    from larsbench.loop.provenance import cpu_model  # after the rounds: it imports torch
+
     print(f"\n{len(records)} runs from {', '.join(map(str, args.results))}; {cpu_model()}, {cores} cores; median of {args.rounds}")
     medians = {side: statistics.median(values) for side, values in took.items()}
     for side, median in medians.items():
