@@ -12,7 +12,9 @@ import pytest
 from larsbench.core.files import append_lines
 from tests.slurm.conftest import larsbench_slurm, logs, records
 
-pytestmark = pytest.mark.multiprocess
+# timed: the planted nights are set against the first night's measured throughput, so a second
+# night measured beside another test (or without one) can move by the planted 2x itself.
+pytestmark = [pytest.mark.multiprocess, pytest.mark.timed]
 
 GRID = ["--model", "tiny_cnn", "--dataset", "synthetic", "--image-size", "32", "--micro-batch", "4", "--steps", "3",
         "--synthetic-samples", "64", "--device", "cpu", "--world-size", "1", "--cpus-per-task", "1",
