@@ -13,6 +13,13 @@ see /work/shared/ENVIRONMENT.md.) What one may plant with it:
 - one rank stopped for 2 seconds: ``Throttle.pause(rank=1, seconds=2.0, start_at_step=20)``;
 - one throttled rank of two (a straggler): ``Throttle(0.3, ranks=(1,))``.
 
+A duty cycle takes a share of the rank's *wall* time; on a machine whose cores the ranks share,
+the stopped rank makes up for it on the cores its waiting peers leave idle, so a 30% duty
+cycle can leave it barely behind them. ``CpuQuota(0.7, ranks=(1,))`` holds the rank and its
+children to 0.7 of a CPU through the cgroup ``cpu`` controller's quota (v1 at
+``/sys/fs/cgroup/cpu``, or v2; as root), whatever the other ranks leave free: a rank on a core
+it shares with another job, as a cluster has it.
+
 ``Planter(files, throttle)`` runs the cycle in a thread beside the run (``with`` it, or
 ``start``/``stop``): it waits for the ranks' pid files, then for the start condition, and
 always leaves every process it stopped running again. ``Planter.log`` says how long each rank
@@ -65,17 +72,32 @@ class Throttle:
         return cls(1.0, seconds, (rank,), start_at_step, start_after_sec, duration_sec=seconds)
 
 
+@dataclass(frozen=True)
+class CpuQuota:
+    cpus: float  # CPU seconds per second each rank (with its children) may use
+    ranks: tuple[int, ...] | None = None  # None: every rank that started
+    period_sec: float = 0.01  # short: a throttled rank waits at most this long for its next slice
+    start_at_step: int | None = None
+    start_after_sec: float = 0.0
+    duration_sec: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.cpus <= 0 or not 0.001 <= self.period_sec <= 1 or self.cpus * self.period_sec < 0.001:
+            raise ValueError("cpus must be positive and period_sec within [0.001, 1] s, with cpus * period_sec >= 1 ms (the kernel's least quota)")
+
+
 @dataclass
 class PlantLog:
     started: float | None = None  # time.time() of the first stop
     ended: float | None = None
     stopped_sec: dict[int, float] = field(default_factory=dict)  # rank → seconds stopped
     stops: int = 0
+    throttled_sec: dict[int, float] = field(default_factory=dict)  # rank → seconds held back by its quota
     note: str | None = None  # why nothing (or less) was planted
 
 
 class Planter:
-    def __init__(self, files: RunFiles, throttle: Throttle, wait_sec: float = 300.0):
+    def __init__(self, files: RunFiles, throttle: Throttle | CpuQuota, wait_sec: float = 300.0):
         self.files, self.throttle, self.wait_sec = files, throttle, wait_sec
         self.log = PlantLog()
         self._done = threading.Event()
@@ -89,6 +111,8 @@ class Planter:
         self.stop()
 
     def start(self) -> None:
+        if isinstance(self.throttle, CpuQuota):
+            _CpuGroup.controller()  # fails here, not in the thread, where nobody would see it
         self._thread.start()
 
     def stop(self) -> PlantLog:
@@ -125,6 +149,9 @@ class Planter:
         if self._done.wait(t.start_after_sec):
             return
         self.log.started = time.time()
+        if isinstance(t, CpuQuota):
+            self._hold(t, ranks)
+            return
         end = None if t.duration_sec is None else time.monotonic() + t.duration_sec
         stopped: set[int] = set()
         resumed = None  # when the ranks were last continued
@@ -159,6 +186,84 @@ class Planter:
             for pid in list(stopped):  # never leave a process stopped
                 _signal(pid, signal.SIGCONT, stopped)
             self.log.ended = time.time()
+
+
+    def _hold(self, quota: CpuQuota, ranks: dict[int, int]) -> None:
+        groups: dict[int, _CpuGroup] = {}
+        end = None if quota.duration_sec is None else time.monotonic() + quota.duration_sec
+        try:
+            for rank in ranks:
+                groups[rank] = _CpuGroup(f"larsbench-plant-{os.getpid()}-{rank}", quota)
+            while not self._done.is_set() and (end is None or time.monotonic() < end):
+                pids = {r: p for r, p in ranks.items() if alive(p)}
+                if not pids:
+                    break
+                for rank, pid in pids.items():  # children forked before the move are moved too
+                    groups[rank].add([pid, *_children(pid)])
+                self._done.wait(0.05 if end is None else max(0.0, min(0.05, end - time.monotonic())))
+        finally:
+            for rank, group in groups.items():
+                self.log.throttled_sec[rank] = group.close()
+            self.log.ended = time.time()
+
+
+class _CpuGroup:
+    """A cgroup holding its processes to ``quota.cpus`` CPUs; ``close`` moves them back to the
+    root group, removes it and says how long the kernel held them back."""
+
+    def __init__(self, name: str, quota: CpuQuota):
+        period_us = round(quota.period_sec * 1e6)
+        limit_us = round(quota.cpus * period_us)
+        self.root, v1 = self.controller()
+        self.path = self.root / name
+        if v1:
+            self.path.mkdir(exist_ok=True)
+            (self.path / "cpu.cfs_period_us").write_text(f"{period_us}\n")
+            (self.path / "cpu.cfs_quota_us").write_text(f"{limit_us}\n")
+        else:
+            control = self.root / "cgroup.subtree_control"
+            if "cpu" not in control.read_text().split():
+                control.write_text("+cpu\n")
+            self.path.mkdir(exist_ok=True)
+            (self.path / "cpu.max").write_text(f"{limit_us} {period_us}\n")
+        self.moved: set[int] = set()
+
+    @staticmethod
+    def controller() -> tuple[Path, bool]:
+        """The cpu controller's root folder, and whether it is cgroup v1."""
+        v1, v2 = Path("/sys/fs/cgroup/cpu"), Path("/sys/fs/cgroup")
+        if os.access(v1 / "cgroup.procs", os.W_OK):
+            return v1, True
+        if (v2 / "cgroup.controllers").exists() and os.access(v2 / "cgroup.procs", os.W_OK):
+            return v2, False
+        raise PermissionError("CpuQuota needs the cgroup cpu controller, writable (v1 at /sys/fs/cgroup/cpu, or cgroup v2): run as root")
+
+    def add(self, pids: list[int]) -> None:
+        for pid in pids:
+            if pid in self.moved:
+                continue
+            try:
+                (self.path / "cgroup.procs").write_text(f"{pid}\n")
+                self.moved.add(pid)
+            except (ProcessLookupError, OSError):
+                pass  # it ended between listing and moving
+
+    def close(self) -> float:
+        stat = dict(line.split() for line in (self.path / "cpu.stat").read_text().splitlines() if line.strip())
+        # v1 counts nanoseconds (throttled_time), v2 microseconds (throttled_usec).
+        held = int(stat.get("throttled_time", 0)) / 1e9 + int(stat.get("throttled_usec", 0)) / 1e6
+        for pid in (self.path / "cgroup.procs").read_text().split():
+            try:
+                (self.root / "cgroup.procs").write_text(f"{pid}\n")
+            except OSError:
+                pass
+        for _ in range(50):  # an exiting process leaves the group a moment later
+            try:
+                self.path.rmdir()
+                break
+            except OSError:
+                time.sleep(0.02)
+        return held
 
 
 def _children(pid: int) -> list[int]:
@@ -215,15 +320,20 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("output", type=Path, help="the run's results folder (larsbench run --output)")
     parser.add_argument("run_id", help="the run's id (larsbench run --run-id)")
-    parser.add_argument("--stop-fraction", type=float, required=True, help="share of each period the ranks are stopped")
-    parser.add_argument("--period", type=float, default=0.5, help="seconds per stop-and-run cycle (default 0.5)")
+    how = parser.add_mutually_exclusive_group(required=True)
+    how.add_argument("--stop-fraction", type=float, help="share of each period the ranks are stopped")
+    how.add_argument("--cpus", type=float, help="hold each rank to this many CPUs (a cgroup CPU quota) instead")
+    parser.add_argument("--period", type=float, help="seconds per stop-and-run cycle (default 0.5) or quota period (default 0.01)")
     parser.add_argument("--rank", type=int, action="append", help="only this rank (repeatable; default every rank)")
     parser.add_argument("--start-at-step", type=int, help="start when rank 0 reaches this optimizer step")
     parser.add_argument("--start-after", type=float, default=0.0, help="and this many seconds after that")
     parser.add_argument("--duration", type=float, help="stop planting after this many seconds (default: the run's end)")
     args = parser.parse_args(argv)
-    throttle = Throttle(args.stop_fraction, args.period, tuple(args.rank) if args.rank else None, args.start_at_step,
-                        args.start_after, args.duration)  # fmt: skip
+    ranks = tuple(args.rank) if args.rank else None
+    if args.cpus is not None:
+        throttle = CpuQuota(args.cpus, ranks, args.period or 0.01, args.start_at_step, args.start_after, args.duration)
+    else:
+        throttle = Throttle(args.stop_fraction, args.period or 0.5, ranks, args.start_at_step, args.start_after, args.duration)
     planter = Planter(RunFiles.of(args.output, args.run_id), throttle)
     planter.start()
     try:
