@@ -59,7 +59,7 @@ class StabilityRule:
     stall: float = 3.0
     stall_share: float = 0.05
     shift: float = 1.10
-    shift_share: float = 0.10
+    shift_share: float = 0.15
     alpha: float = 0.01
 
 

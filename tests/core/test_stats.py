@@ -45,7 +45,7 @@ def test_a_shift_mid_window_is_found_where_it_happened():
 
 
 def test_an_unsettled_warm_up_is_named_as_such():
-    judged = stability(noisy(0.4, 12, 0.02, 6) + noisy(0.2, 88, 0.02, 7))
+    judged = stability(noisy(0.4, 18, 0.02, 6) + noisy(0.2, 82, 0.02, 7))
     assert judged.unstable and any("warm-up not settled" in r and "timing_warmup_steps" in r for r in judged.reasons)
 
 
@@ -53,10 +53,10 @@ def test_a_change_too_short_to_move_the_window_is_drift_not_a_disturbance():
     # The last 6 of 150 steps 30% slower (a shared machine's drift) move the mean by 1.2%.
     drift = noisy(0.2, 144, 0.02, 11) + noisy(0.26, 6, 0.02, 12)
     assert not stability(drift).unstable
-    # The same change over the last 60 steps moves it by 12%: a disturbance.
-    landed = noisy(0.2, 90, 0.02, 13) + noisy(0.26, 60, 0.02, 14)
+    # 40% slower over the last half moves it by 20%: a disturbance.
+    landed = noisy(0.2, 75, 0.02, 13) + noisy(0.28, 75, 0.02, 14)
     judged = stability(landed)
-    assert judged.unstable and judged.shift_at == 90
+    assert judged.unstable and judged.shift_at == 75
 
 
 def test_one_short_stall_is_not_instability_but_stalls_that_cost_the_window_are():

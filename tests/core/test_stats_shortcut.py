@@ -40,7 +40,9 @@ def test_a_steady_run_is_judged_without_the_search_and_a_shifted_one_with_it():
     steady = [0.1 * (1 + 0.01 * ((i * 7) % 5 - 2)) for i in range(60)]
     assert _no_shift_possible(steady, 3, RULE)
     assert not stability(steady).unstable
-    shifted = [0.1] * 30 + [0.1 * (2 * RULE.shift - 1)] * 30
+    # half the window slower by twice what each of the rule's two tests asks for
+    change = 2 * max(RULE.shift - 1, RULE.shift_share / 0.5)
+    shifted = [0.1] * 30 + [0.1 * (1 + change)] * 30
     assert not _no_shift_possible(shifted, 3, RULE)
     assert stability(shifted).shift_at == 30
 
