@@ -219,7 +219,7 @@ class Trainer:
     def advance(self) -> None:
         """One optimizer step and its bookkeeping: schedule, timing, loss log, telemetry,
         divergence and preemption checks, periodic checkpoint."""
-        spec, metrics = self.spec, self.metrics
+        spec = self.spec
         if self.step >= self.window_first_step and not self.window.running:
             self.window.start()  # also restarts it after a periodic checkpoint
         self.schedule.apply(self.optimizer, self.step)
@@ -234,23 +234,36 @@ class Trainer:
             self.device, self.clock if timed else None,
         )  # fmt: skip
         comm = self.backend.comm_timer.take()
-        if timed:
-            self.clock.stop(comm)
-        self.step += 1
+        try:
+            self.step += 1
+            if not self._between_steps(loss):
+                return
+        finally:
+            # The step's clock runs through the loop's own work after it (loss log, preemption
+            # check, telemetry): the loss log and the preemption check are collectives, where a
+            # rank stopped just then holds its peers; timed outside every step, that wait was on
+            # the window's clock and in no step's time, where no stability check could see it.
+            if timed:
+                self.clock.stop(comm)
+        every = self.ctx.checkpoint_every_steps
+        if every and self.step % every == 0 and self.step < self.total_steps:
+            self.save()
+
+    def _between_steps(self, loss) -> bool:
+        """The loop's work after a step; False when the run must stop (diverged, preempted)."""
+        spec, metrics = self.spec, self.metrics
         self.losses.add(self.step, loss)
         if self.telemetry.due(self.step):
             self.telemetry.collect(self.step)
         if self.step % spec.log_every_steps == 0 or self.step == self.total_steps:
             if self.losses.flush():
                 metrics.status, metrics.diverged_at_step = "diverged", self.losses.diverged_at
-                return
+                return False
             self.progress.update(self.step, self.losses.last)
             if self._preemption_agreed():
                 metrics.status = "preempted"
-                return
-        every = self.ctx.checkpoint_every_steps
-        if every and self.step % every == 0 and self.step < self.total_steps:
-            self.save()
+                return False
+        return True
 
     def probe(self) -> None:
         """Time this rank's compute alone and its device's matrix-product peak, once per start

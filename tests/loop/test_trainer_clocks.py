@@ -1,5 +1,6 @@
 """The compute probe is setup, not training: it runs before MLPerf's run_start and before the
-clock that time to accuracy reads, so a longer probe never makes a run look slower to train."""
+clock that time to accuracy reads, so a longer probe never makes a run look slower to train.
+The loop's own work between steps is inside the steps' times: the window holds nothing else."""
 
 from __future__ import annotations
 
@@ -51,3 +52,24 @@ def test_the_probe_ends_before_run_start_and_before_the_training_clock(one_rank_
     events = {line.split('"key": "')[1].split('"')[0]: line for line in files.event_log.read_text().splitlines() if ":::MLLOG" in line}
     run_start_ms = int(events["run_start"].split('"time_ms": ')[1].split(",")[0])
     assert run_start_ms >= int(probe_end_wall * 1000)
+
+
+def test_a_wait_in_the_loops_work_between_steps_lands_in_that_steps_time(one_rank_ddp, tmp_path, monkeypatch):
+    # The preemption check after each logged step is a collective: a peer stopped just then holds
+    # this rank there for as long. Plant that wait after step 8 and find it in step 8's time.
+    spec = make_spec(steps=16, compute_probe_steps=0, timing_warmup_steps=2, log_every_steps=1, synthetic_samples=128)
+    trainer = Trainer(spec, one_rank_ddp, torch.device("cpu"), 0, 1, RunContext())
+    real_check = trainer._preemption_agreed
+
+    def held_once() -> bool:
+        if trainer.step == 8:
+            time.sleep(0.5)
+        return real_check()
+
+    monkeypatch.setattr(trainer, "_preemption_agreed", held_once)
+    metrics = trainer.run()
+    (times,) = metrics.rank_step_times
+    assert metrics.status == "ok" and len(times) == 14  # steps 3..16
+    assert times[8 - 3] >= 0.5 and max(times[:5] + times[6:]) < 0.5, times
+    # Every second of the window is in some step (the window's barriers aside).
+    assert sum(times) == pytest.approx(metrics.window_sec, rel=0.05)
