@@ -15,9 +15,6 @@ python=${PYTHON:-python3}
 # Horovod is compiled against the torch just installed (a few minutes the first time).
 bash .ci/install_horovod.sh .venv/bin/python
 .venv/bin/python -m pip install --quiet -c .ci/constraints.txt -e '.[test,deepspeed,horovod]'
-# DeepSpeed compiles its CPU communication op on first use (about a minute on 2 cores), into a
-# folder of this environment's own: built here, the first run does not pay for it.
-.venv/bin/python -c 'from larsbench.backends.deepspeed import build_cpu_ops; build_cpu_ops()'
 .venv/bin/python - <<'PY'
 import deepspeed, horovod, torch, torchvision
 print(f"larsbench env ready: torch {torch.__version__}, torchvision {torchvision.__version__}, "

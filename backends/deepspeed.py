@@ -121,24 +121,21 @@ def use_environment_extension_dir() -> str:
     return os.environ["TORCH_EXTENSIONS_DIR"]
 
 
-def build_cpu_ops() -> None:
-    """Compile DeepSpeed's CPU communication op now (``.ci/install.sh`` does, so that the first
-    run on a fresh machine does not): what ``deepspeed.init_distributed`` loads on a CPU."""
-    use_environment_extension_dir()
+def skip_inference_all_reduce() -> None:
+    """Keep ``deepspeed.init_distributed`` from loading and setting up DeepSpeed's CPU
+    shared-memory all-reduce, which only its inference path calls (``inference_all_reduce``):
+    training reduces through ``torch.distributed`` (gloo) either way. Loading it compiles a JIT
+    op on a fresh machine (about a minute on 2 cores, which every new environment paid at
+    install) and checks it on every start after (30 ms here), and setting it up maps a 66 MiB
+    ``/dev/shm`` file per rank that DeepSpeed never removes (a full ``/dev/shm`` kills later runs
+    with SIGBUS). DeepSpeed asks ``deepspeed.ops.__compatible_ops__`` whether the op may be built
+    at all, and does without it where it may not."""
     import deepspeed.ops
     from deepspeed.accelerator import get_accelerator
 
-    # What deepspeed.comm.torch.build_shm_op does, without the print.
     builder = get_accelerator().create_op_builder("ShareMemCommBuilder")
-    if builder is not None and deepspeed.ops.__compatible_ops__.get(builder.NAME, False):
-        builder.load(verbose=False)
-
-
-def shm_buffer_path(rank: int) -> str:
-    """The shared-memory file DeepSpeed's CPU all-reduce creates for ``rank`` (its shm.cpp names
-    it from the user id and the rendezvous address and port DeepSpeed read at start-up)."""
-    address, port = os.environ.get("MASTER_ADDR", ""), os.environ.get("MASTER_PORT", "")
-    return f"/dev/shm/deepspeed_allreduce_buffer_{os.getuid()}_{address}_{port}_{rank}"
+    if builder is not None:
+        deepspeed.ops.__compatible_ops__[builder.NAME] = False
 
 
 class DeepSpeedBackend(Backend):
@@ -191,7 +188,9 @@ class DeepSpeedBackend(Backend):
     def setup(self, env: ClusterEnvironment, device: torch.device, timeout_sec: float) -> None:
         import deepspeed
 
-        use_environment_extension_dir()  # before DeepSpeed loads (or builds) its CPU op
+        use_environment_extension_dir()  # before DeepSpeed loads (or builds) an op
+        if device.type == "cpu":
+            skip_inference_all_reduce()
         self._init_torch_distributed(env, device, timeout_sec)
         # Adopts the process group created above instead of creating its own.
         deepspeed.init_distributed(
@@ -202,16 +201,6 @@ class DeepSpeedBackend(Backend):
             rank=env.rank,
             world_size=env.world_size,
         )
-        # With every rank on one machine, DeepSpeed's CPU all-reduce maps one shared-memory file
-        # per rank and never removes it: every run left 2 × 66 MiB in /dev/shm here (194 files,
-        # 12 GiB, after a day of test runs), and a full /dev/shm kills later runs with SIGBUS.
-        # Once every rank has mapped every peer's file the names can go; the memory itself lives
-        # until the last process exits, even one that is killed. Only DeepSpeed's CPU
-        # accelerator has this all-reduce.
-        if device.type == "cpu":
-            torch.distributed.barrier()
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(shm_buffer_path(env.rank))
 
     def wrap(self, model, optimizer, *, micro_batch_size, accumulation_steps, precision=None, sharding="none"):
         import deepspeed

@@ -62,7 +62,7 @@ def test_training_moved_the_weights(records):
 
 @pytest.mark.skipif(not Path("/dev/shm").is_dir(), reason="needs /dev/shm, where DeepSpeed's CPU all-reduce puts its buffers")
 def test_deepspeed_leaves_no_shared_memory_behind(runs):
-    # DeepSpeed's CPU all-reduce creates one /dev/shm file per rank and never removes it; the
-    # adapter unlinks them once every rank has mapped them
+    # DeepSpeed's CPU inference all-reduce maps one /dev/shm file per rank and never removes it;
+    # training does not use it, and the adapter keeps DeepSpeed from setting it up
     _, left_behind = runs
     assert left_behind == set()
