@@ -1,8 +1,14 @@
 """The runs the detectors' error rates are measured on: real runs of a 1-rank and a 2-rank setting,
 idle, and with a 10% slowdown planted from outside (``plant.Throttle``: ranks stopped 10% of
-every half second), in a seeded interleaved order so that drift of the machine falls on both.
+every half second, or of every ``--period``), in a seeded interleaved order so that drift of the
+machine falls on both.
 
     flock /tmp/larsbench-cpu.lock .venv/bin/python -m benchmarks.calibration.campaign OUT [--idle 14 --planted 10]
+
+A period longer than a step (the default half second against steps of 50-150 ms) stops a few
+steps for 50 ms each and leaves the rest alone: a run with stalls, which the unstable flag may
+rightly call disturbed. A period shorter than a step (``--period 0.03``) slows every step alike,
+as a slower build of the code would: the regression the gate is for.
 
 Writes ``OUT/results.jsonl`` (the records), ``OUT/steps/`` (every rank's per-step times) and
 ``OUT/plant.jsonl`` (per run: its setting, whether and how it was throttled, and how long each
@@ -70,7 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", action="append", choices=("1-rank", "2-rank"), help="only this setting (repeatable)")
     parser.add_argument("--threads-per-rank", type=int, help="torch threads per rank (default: the cores a rank may use)")
     parser.add_argument("--alternate", action="store_true", help="idle and planted runs in turn instead of shuffled")
+    parser.add_argument("--period", type=float, default=PERIOD_SEC, help=f"seconds per stop-and-run cycle of the planted slowdown (default {PERIOD_SEC})")
     args = parser.parse_args(argv)
+    if not 0 < args.period <= 10:
+        parser.error(f"--period {args.period}: give the seconds per stop-and-run cycle, above 0 and at most 10 (e.g. 0.03)")
 
     output = args.output
     output.mkdir(parents=True, exist_ok=True)
@@ -84,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     for number, (name, planted) in enumerate(order, start=1):
         spec = dataclasses.replace(specs[name], seed=number)  # each run its own seed, as repeats have by default
         run_id = f"cal-{number:03d}-{name}-{'planted' if planted else 'idle'}"
-        throttle = Throttle(SLOWDOWN, PERIOD_SEC) if planted else None
+        throttle = Throttle(SLOWDOWN, args.period) if planted else None
         planter = Planter(RunFiles.of(output, run_id), throttle) if throttle else None
         if planter:
             planter.start()

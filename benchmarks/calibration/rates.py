@@ -8,7 +8,9 @@ how often it finds the planted 10% slowdown, and how often it can only say incon
    landed in its measured window: the share of the window its slowest rank spent beyond its
    own median step time (``plant.excess_share``: the stops lengthen some steps, not the
    median) exceeds the idle runs' median share by at least half the planted 10%. The run's own
-   median, not the idle runs', keeps the check free of the machine's drift between runs.
+   median, not the idle runs', keeps the check free of the machine's drift between runs. Stops
+   closer together than a step (``campaign --period 0.03``) slow every step alike and leave no
+   such trace: there the planter's log is the check (``landed``).
 2. compare A/A: ``k`` idle runs as baseline and ``k`` other idle runs as current, drawn at random
    (disjoint) many times per setting; the throughput verdict of ``reports.compare.compare``
    with its defaults (5% tolerance, unstable runs left out).
@@ -88,6 +90,21 @@ def rejudged(record: dict[str, Any], folder: Path) -> dict[str, Any]:
     return {**record, "unstable": verdict.unstable, "unstable_reasons": list(verdict.reasons)}
 
 
+def landed(plant: dict[str, Any], excess_over_idle: float, times: list[float]) -> bool:
+    """Whether a planted run's slowdown landed in its window. Stops longer apart than a step
+    lengthen some steps and not the median: the run's own steps show them (``excess_over_idle``,
+    its share beyond its median less the idle runs'). Stops closer together than a step slow
+    every step alike, which its steps cannot tell from a slower machine: there the planter's own
+    log must show it held its share over cycles that cover the window (it runs from the ranks'
+    start to their end)."""
+    period = plant["throttle"]["period_sec"]
+    if period >= statistics.median(times):
+        return excess_over_idle >= SLOWDOWN / 2
+    cycles = plant["stops"] * period  # at least the time it ran: a late wake lengthens a cycle
+    stopped = sum(plant["stopped_sec"].values()) / max(1, len(plant["stopped_sec"]))
+    return cycles >= sum(times) and stopped >= SLOWDOWN / 2 * cycles
+
+
 def pools(folder: Path) -> list[Pool]:
     records = {r["run_id"]: rejudged(r, folder) for r in read_records(folder / "results.jsonl")}
     plants = [json.loads(line) for line in (folder / "plant.jsonl").read_text().splitlines() if line.strip()]
@@ -98,8 +115,9 @@ def pools(folder: Path) -> list[Pool]:
         idle = [p["run_id"] for p in mine if not p["planted"]]
         excess = {r: excess_share(t, statistics.median(t)) for r, t in times.items()}
         floor = statistics.median(excess[r] for r in idle)
-        planted = [p["run_id"] for p in mine if p["planted"]]
-        verified = [r for r in planted if excess[r] - floor >= SLOWDOWN / 2]
+        planted = [p for p in mine if p["planted"]]
+        verified = [p["run_id"] for p in planted if landed(p, excess[p["run_id"]] - floor, times[p["run_id"]])]
+        planted = [p["run_id"] for p in planted]
         idle_runs, verified_runs = [records[r] for r in idle], [records[r] for r in verified]
         out.append(Pool(setting, idle_runs, verified_runs, [r for r in planted if r not in verified], excess,
                         nearest_pairs(idle_runs, verified_runs)))  # fmt: skip
