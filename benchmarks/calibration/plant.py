@@ -187,7 +187,6 @@ class Planter:
                 _signal(pid, signal.SIGCONT, stopped)
             self.log.ended = time.time()
 
-
     def _hold(self, quota: CpuQuota, ranks: dict[int, int]) -> None:
         groups: dict[int, _CpuGroup] = {}
         end = None if quota.duration_sec is None else time.monotonic() + quota.duration_sec
@@ -245,7 +244,7 @@ class _CpuGroup:
             try:
                 (self.path / "cgroup.procs").write_text(f"{pid}\n")
                 self.moved.add(pid)
-            except (ProcessLookupError, OSError):
+            except OSError:
                 pass  # it ended between listing and moving
 
     def close(self) -> float:
