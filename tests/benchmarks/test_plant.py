@@ -51,7 +51,7 @@ child = os.fork()
 end = time.monotonic() + {sec}
 while time.monotonic() < end:
     pass
-print(time.process_time(), flush=True)
+os.write(1, f"{{time.process_time()}}\\n".encode())  # one write each: a pipe keeps it whole
 if child:
     os.waitpid(child, 0)
 """
@@ -65,7 +65,9 @@ def test_a_cpu_quota_holds_a_rank_and_its_children_to_their_cpus_and_is_removed(
     files.pid(0).write_text(f"{child.pid} here\n")
     with Planter(files, CpuQuota(0.3, ranks=(0,))) as planter:
         out, _ = child.communicate(timeout=seconds + 30)
-    used = sum(float(x) for x in out.split())
+    spun = [float(x) for x in out.split()]
+    assert len(spun) == 2, out  # both spinners ran to their end and said so
+    used = sum(spun)
     # Unheld, two spinners on two cores use about 4 CPU seconds in 2 s; held, 0.6 and what the
     # interpreter's start used before the planter found the pid.
     assert used < 0.3 * seconds + 0.4, out
