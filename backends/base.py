@@ -76,9 +76,10 @@ class Backend(ABC):
             raise ConfigError("backend_config", f"the {cls.name} backend takes no backend_config; remove it")
 
     @classmethod
-    def check_sharding(cls, sharding: str) -> None:
+    def check_sharding(cls, sharding: str, channels_last: bool = False) -> None:
         """Refuse (one-line ConfigError naming ``optimizer_sharding``) a way of sharding the
-        optimizer state this backend has not (``none``, ``zero1``, ``zero2``), before start."""
+        optimizer state this backend has not (``none``, ``zero1``, ``zero2``), or not with
+        ``channels_last`` weights, before start."""
         if sharding != "none":
             raise ConfigError(
                 "optimizer_sharding",

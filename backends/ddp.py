@@ -63,7 +63,7 @@ class DDPBackend(Backend):
                 raise ConfigError(f"backend_config.{key}", f"not a DistributedDataParallel argument; valid: comm_hook, {', '.join(sorted(accepted))}")
 
     @classmethod
-    def check_sharding(cls, sharding: str) -> None:
+    def check_sharding(cls, sharding: str, channels_last: bool = False) -> None:
         if sharding == "zero2":
             raise ConfigError(
                 "optimizer_sharding",

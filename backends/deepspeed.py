@@ -160,9 +160,15 @@ class DeepSpeedBackend(Backend):
             )
 
     @classmethod
-    def check_sharding(cls, sharding: str) -> None:
+    def check_sharding(cls, sharding: str, channels_last: bool = False) -> None:
         if sharding not in ZERO_STAGES:
             raise ConfigError("optimizer_sharding", f"{sharding!r} is not one of {', '.join(ZERO_STAGES)}")
+        if ZERO_STAGES[sharding] and channels_last:
+            raise ConfigError(
+                "optimizer_sharding",
+                "DeepSpeed's ZeRO keeps every weight in its flat, contiguous partition buffers, so the weights cannot be "
+                "channels_last; use optimizer_sharding none with channels_last, or drop channels_last",
+            )
 
     @classmethod
     def check_precision(cls, precision, channels_last, device, options):
@@ -211,7 +217,17 @@ class DeepSpeedBackend(Backend):
             micro_batch_size, accumulation_steps, self.world_size, self.options, self.precision.name, sharding,
             self.device.type,
         )
+        # initialize broadcasts each parameter viewed as bytes (``p.data.view(torch.uint8)`` in
+        # the engine's _broadcast_model, DeepSpeed 0.19.8), which a channels_last weight is not
+        # laid out for: the model goes in contiguous and back after. Module.to keeps the
+        # Parameter objects, which the engine and the optimizer hold (check_sharding refuses
+        # ZeRO here: it rebinds every weight into its flat buffers).
+        channels_last = self.precision.channels_last
+        if channels_last:
+            model.to(memory_format=torch.contiguous_format)
         self.engine, ds_optimizer, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=config)
+        if channels_last:
+            self.engine.module.to(memory_format=torch.channels_last)
         self._time_reductions(self.engine)
         if ZERO_STAGES[sharding]:
             self._shard(self.engine, optimizer)

@@ -329,7 +329,7 @@ def _check_sharding(spec: RunSpec, backend, key: str) -> None:
             "their norms across the ranks); use optimizer_sharding none with it",
         )
     try:
-        backend.check_sharding(spec.optimizer_sharding)
+        backend.check_sharding(spec.optimizer_sharding, spec.channels_last)
     except ConfigError as exc:
         raise ConfigError(key, exc.message) from None
 

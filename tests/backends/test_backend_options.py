@@ -38,6 +38,7 @@ def test_deepspeed_zero_over_gloo_reduces_gradients_with_one_all_reduce_unless_t
         ({"backend": "horovod", "optimizer_sharding": "zero1"}, "the horovod backend cannot shard optimizer state"),
         ({"backend": "ddp", "optimizer_sharding": "zero2"}, "ZeroRedundancyOptimizer, which is ZeRO-1"),
         ({"backend": "ddp", "optimizer_sharding": "zero3"}, "'none', 'zero1' or 'zero2'"),
+        ({"backend": "deepspeed", "optimizer_sharding": "zero1", "channels_last": True}, "cannot be channels_last"),
     ],
 )
 def test_sharding_a_backend_cannot_do_is_refused_naming_the_setting(run, words):

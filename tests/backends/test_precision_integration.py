@@ -129,6 +129,20 @@ def test_bf16_channels_last_trains_on_two_ddp_ranks(tmp_path):
     assert all(abs(a - b) < 0.05 for a, b in zip(losses, reference))
 
 
+def test_channels_last_trains_through_deepspeed_like_the_contiguous_model(tmp_path):
+    # DeepSpeed's initialize broadcasts each weight viewed as bytes, which a channels_last
+    # weight is not laid out for ("self.stride(-1) must be 1 to view Float as Byte"): the
+    # adapter hands it the model contiguous and converts it back after.
+    common = ["--backend", "deepspeed", "--micro-batch", "8", "--steps", "6", "--synthetic-samples", "48",
+              "--log-every-steps", "1", "--seed", "3"]  # fmt: skip
+    nhwc = run(tmp_path, "nhwc", *common, "--channels-last")
+    plain = run(tmp_path, "plain", *common)
+    assert nhwc["status"] == "ok" and nhwc["provenance"]["config"]["channels_last"] is True
+    for (_, a), (_, b) in zip(nhwc["loss_curve"], plain["loss_curve"]):
+        assert a == pytest.approx(b, rel=1e-4)  # the same numbers, in another memory layout
+    assert nhwc["param_checksum"] == pytest.approx(plain["param_checksum"], rel=1e-5)
+
+
 @pytest.mark.skipif(compile_toolchain_missing("cpu") is not None, reason="no C++ compiler for torch.compile on the CPU")
 def test_compiled_model_trains_like_the_eager_one(tmp_path):
     """torch.compile on the CPU (Inductor, C++): about 30 s of compiling on 2 cores."""
