@@ -90,7 +90,10 @@ def main(argv: list[str] | None = None) -> int:
     console = Console(file=(output / "campaign.log").open("a"), width=160)
     order = plan(args.idle, args.planted, args.seed, tuple(args.only or ("1-rank", "2-rank")), args.alternate)
     started = time.monotonic()
-    for number, (name, planted) in enumerate(order, start=1):
+    # Runs added to a kept folder continue its numbering, so every run id stays unique.
+    plants = output / "plant.jsonl"
+    first = len(plants.read_text().splitlines()) + 1 if plants.exists() else 1
+    for number, (name, planted) in enumerate(order, start=first):
         spec = dataclasses.replace(specs[name], seed=number)  # each run its own seed, as repeats have by default
         run_id = f"cal-{number:03d}-{name}-{'planted' if planted else 'idle'}"
         throttle = Throttle(SLOWDOWN, args.period) if planted else None
@@ -102,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         entry = {"run_id": run_id, "setting": name, "planted": planted, "throttle": dataclasses.asdict(throttle) if throttle else None,
                  "stopped_sec": log.stopped_sec if log else {}, "stops": log.stops if log else 0, "note": log.note if log else None}  # fmt: skip
         append_lines(output / "plant.jsonl", [json.dumps(entry)])
-        print(f"{number}/{len(order)} {run_id}: {record['status']} {record.get('throughput_images_per_sec') or 0:.1f} images/s"
+        print(f"{number - first + 1}/{len(order)} {run_id}: {record['status']} {record.get('throughput_images_per_sec') or 0:.1f} images/s"
               f"{' unstable' if record.get('unstable') else ''} ({time.monotonic() - started:.0f} s)", flush=True)  # fmt: skip
     for scratch in ("logs", "mllog", "telemetry", "checkpoints", ".larsbench"):
         shutil.rmtree(output / scratch, ignore_errors=True)

@@ -48,7 +48,7 @@ from larsbench.reports.history import build_history
 from larsbench.reports.history_store import Night, SettingRuns, Store
 from larsbench.reports.load import key_of, setting_label, settings
 
-REPEATS = (3, 5)
+REPEATS = (3, 5, 10)  # each where the pool has twice as many idle runs, for disjoint A/A sides
 NIGHTS, DROP_AT, PER_NIGHT = 30, 18, 2
 
 
