@@ -113,6 +113,13 @@ def run(tmp_path, name, *args):
     return record
 
 
+def assert_trains_alike(record, reference):
+    """Two runs of one training in another form (memory layout, compilation): the same numbers."""
+    for (_, a), (_, b) in zip(record["loss_curve"], reference["loss_curve"]):
+        assert a == pytest.approx(b, rel=1e-4)
+    assert record["param_checksum"] == pytest.approx(reference["param_checksum"], rel=1e-5)
+
+
 def test_bf16_channels_last_trains_on_two_ddp_ranks(tmp_path):
     common = ["--world-size", "2", "--micro-batch", "8", "--steps", "6", "--synthetic-samples", "96",
               "--log-every-steps", "1", "--seed", "3"]  # fmt: skip
@@ -138,9 +145,7 @@ def test_channels_last_trains_through_deepspeed_like_the_contiguous_model(tmp_pa
     nhwc = run(tmp_path, "nhwc", *common, "--channels-last")
     plain = run(tmp_path, "plain", *common)
     assert nhwc["status"] == "ok" and nhwc["provenance"]["config"]["channels_last"] is True
-    for (_, a), (_, b) in zip(nhwc["loss_curve"], plain["loss_curve"]):
-        assert a == pytest.approx(b, rel=1e-4)  # the same numbers, in another memory layout
-    assert nhwc["param_checksum"] == pytest.approx(plain["param_checksum"], rel=1e-5)
+    assert_trains_alike(nhwc, plain)
 
 
 @pytest.mark.skipif(compile_toolchain_missing("cpu") is not None, reason="no C++ compiler for torch.compile on the CPU")
@@ -152,6 +157,4 @@ def test_compiled_model_trains_like_the_eager_one(tmp_path):
     compiled = run(tmp_path, "compiled", *common, "--compile")
     eager = run(tmp_path, "eager", *common)
     assert compiled["status"] == "ok" and compiled["provenance"]["config"]["compile"] is True
-    for (_, a), (_, b) in zip(compiled["loss_curve"], eager["loss_curve"]):
-        assert a == pytest.approx(b, rel=1e-4)
-    assert compiled["param_checksum"] == pytest.approx(eager["param_checksum"], rel=1e-5)
+    assert_trains_alike(compiled, eager)

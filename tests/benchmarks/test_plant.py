@@ -76,6 +76,6 @@ def test_a_cpu_quota_holds_a_rank_and_its_children_to_their_cpus_and_is_removed(
     assert not list(root.glob(f"larsbench-plant-{os.getpid()}-*")), "the cgroup was left behind"
 
 
-def test_a_cpu_quota_refuses_what_the_kernel_would(tmp_path):
+def test_a_cpu_quota_refuses_what_the_kernel_would():
     with pytest.raises(ValueError, match="cpus"):
         CpuQuota(0.05, period_sec=0.01)  # a 0.5 ms quota: the kernel's least is 1 ms
