@@ -16,6 +16,11 @@ def pick_device(requested: str, local_rank: int, key: str = "device") -> torch.d
     return torch.device("cuda", local_rank % torch.cuda.device_count())
 
 
+def means_cpu(requested: str) -> bool:
+    """Whether ``requested`` (``cpu``, ``cuda`` or ``auto``) is the CPU on this machine."""
+    return requested == "cpu" or (requested == "auto" and not torch.cuda.is_available())
+
+
 def synchronize(device: torch.device) -> None:
     """Wait for the device's queued work (a no-op on the CPU, whose work is never queued)."""
     if device.type == "cuda":

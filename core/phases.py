@@ -19,6 +19,9 @@ import time
 from collections.abc import Iterator, Mapping
 
 LAUNCH_TIME_ENV = "LARSBENCH_LAUNCH_TIME"
+# A rank forked from a rank server (suite.rank_server) did its imports there: "BEGAN DONE", when
+# the server's imports began and ended (Unix seconds).
+PRELOAD_ENV = "LARSBENCH_PRELOADED"
 
 # In the order a run meets them; the first seven come before the run's clock starts, the
 # other three are inside it (first_step, evaluation) or after it (record).
@@ -27,7 +30,7 @@ PHASES = (*SETUP_PHASES, "first_step", "evaluation", "record")
 
 PHASE_DOCS = {
     "launcher": "launch stamp to the rank's process start: the backend's launcher, or the batch script and srun",
-    "imports": "interpreter start and imports, the backend's library included",
+    "imports": "interpreter start and imports, the backend's library included (a forked rank: what it waited for of its rank server's)",
     "rendezvous": "the backend's setup, joining the process group",
     "data": "the rank's data set and loaders",
     "model": "model, optimizer, checkpoint restore and the backend's wrap",
@@ -47,6 +50,15 @@ def launch_time(environ: Mapping[str, str] | None = None) -> float | None:
     except ValueError:
         return None
     return stamp if stamp > 0 else None
+
+
+def preload_times(environ: Mapping[str, str] | None = None) -> tuple[float, float | None]:
+    """When this rank's server began and ended its imports, or (0, None) for a rank that did its own."""
+    try:
+        began, done = map(float, (os.environ if environ is None else environ).get(PRELOAD_ENV, "").split())
+    except ValueError:
+        return 0.0, None
+    return began, done
 
 
 def process_start_time(pid: int | str = "self") -> float | None:
@@ -81,10 +93,15 @@ class Phases:
         launch stamp and this process's start."""
         now = time.time()
         phases = cls(launch_time(), process_start_time())
-        if phases.process_started is not None:
+        started = phases.process_started
+        if started is not None:
+            # A forked rank's imports were its server's: what of them this launch waited for
+            # (a server's first run) counts as imports, not as the launcher's.
+            began, done = preload_times()
+            waited = 0.0 if done is None else max(0.0, min(done, started) - max(began, phases.launched or began))
             if phases.launched is not None:
-                phases.sec["launcher"] = max(0.0, phases.process_started - phases.launched)
-            phases.sec["imports"] = max(0.0, now - phases.process_started)
+                phases.sec["launcher"] = max(0.0, started - phases.launched - waited)
+            phases.sec["imports"] = max(0.0, now - started) + waited
         return phases
 
     def add(self, name: str, seconds: float) -> None:

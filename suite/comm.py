@@ -18,7 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from larsbench.backends.registry import backend_names, get_backend
-from larsbench.core.device import pick_device
+from larsbench.core.device import means_cpu, pick_device
 from larsbench.core.errors import ConfigError
 from larsbench.core.results import check_writable
 from larsbench.core.files import read_lines
@@ -83,7 +83,7 @@ def run_comm(
         log = output / "logs" / f"{run_id}.log"
         console.print(f"{name}: {len(operations)} operation(s) × {len(sizes)} size(s) on {world_size} rank(s) (log: {escape(str(log))})")
         with log.open("ab") as handle:
-            returncode = LocalRanks(world_size, worker, rank_environment(world_size), handle).wait()
+            returncode = LocalRanks(world_size, worker, rank_environment(world_size), handle, served=means_cpu(device)).wait()
         mine = [r for r in read_lines(results) if r.get("run_id") == run_id] if results.exists() else []
         if returncode != 0 or not mine:
             console.print(f"[red]{name}: failed (status {returncode}); see {escape(str(log))}[/red]")

@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from larsbench.core.device import pick_device
+from larsbench.core.device import means_cpu, pick_device
 from larsbench.core.errors import ConfigError
 from larsbench.core.files import RESERVE_BYTES, free_reserve, hold_reserve, space_note
 from larsbench.core.layout import RunFiles
@@ -119,7 +119,7 @@ def launch_run(
     with _forwarding_preemption(files) as preempted, _watching_ranks(files) as vanished, files.log.open("ab") as log:
         output = None if verbose else log  # one log per run: launchers and libraries print a lot, and unlike each other
         env[LAUNCH_TIME_ENV] = repr(time.time())  # the ranks time their setup from here
-        process = LocalRanks(spec.world_size, worker, env, output)
+        process = LocalRanks(spec.world_size, worker, env, output, served=means_cpu(spec.device))
         returncode = _follow(process, files, console, show=not verbose)
     ended = time.time()
 

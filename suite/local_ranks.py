@@ -24,27 +24,40 @@ from typing import IO
 from larsbench.backends.base import free_port
 from larsbench.core.environment import LAUNCHER_ENV
 from larsbench.core.preemption import EXIT_PREEMPTED
+from larsbench.suite import rank_server
 
 STOP_GRACE_SEC = 10.0  # after SIGTERM, before SIGKILL (a rank saying why it stopped, then exiting)
 
 
 class LocalRanks:
     """``nprocs`` processes running ``worker``, ranks 0..nprocs-1 of one world on this machine.
-    Answers ``poll``, ``wait`` and ``kill`` as a ``subprocess.Popen`` does."""
+    Answers ``poll``, ``wait`` and ``kill`` as a ``subprocess.Popen`` does. ``served``: fork the
+    ranks from a rank server that has imported torch already (``suite.rank_server``; CPU runs
+    only), unless ``LARSBENCH_RANK_SERVER=0``; a server that cannot serve leaves the ranks to
+    start as interpreters."""
 
-    def __init__(self, nprocs: int, worker: list[str], env: dict[str, str], output: IO | None) -> None:
+    def __init__(self, nprocs: int, worker: list[str], env: dict[str, str], output: IO | None, served: bool = False) -> None:
         shared = {
             **env, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "WORLD_SIZE": str(nprocs),
             "LOCAL_WORLD_SIZE": str(nprocs), LAUNCHER_ENV: "larsbench",
             "PYTHONUNBUFFERED": "1",  # a rank killed outright still leaves all it printed in the log
         }  # fmt: skip
         self.returncode: int | None = None
-        self.processes: list[subprocess.Popen] = []
+        self.processes: list[subprocess.Popen | rank_server.ServedProcess] = []
+        envs = [{**shared, "RANK": str(rank), "LOCAL_RANK": str(rank)} for rank in range(nprocs)]
         try:
-            for rank in range(nprocs):
+            if served and rank_server.enabled():
+                try:
+                    server = rank_server.server_for(shared)
+                    for rank_env in envs:
+                        self.processes.append(_served(server, worker, rank_env, output))
+                    return
+                except rank_server.RankServerError:
+                    self.kill()  # the ranks of one run start alike
+                    self.processes = []
+            for rank_env in envs:
                 self.processes.append(subprocess.Popen(
-                    worker, env={**shared, "RANK": str(rank), "LOCAL_RANK": str(rank)},
-                    stdout=output, stderr=subprocess.STDOUT if output is not None else None,
+                    worker, env=rank_env, stdout=output, stderr=subprocess.STDOUT if output is not None else None,
                 ))  # fmt: skip
         except BaseException:
             self.kill()
@@ -93,3 +106,10 @@ class LocalRanks:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+def _served(server: rank_server.RankServer, worker: list[str], env: dict[str, str], output: IO | None) -> rank_server.ServedProcess:
+    """One rank forked by ``server``, its stdout and stderr where a Popen'd rank's would go."""
+    if output is None:
+        return server.spawn(worker, env, 1, 2)
+    return server.spawn(worker, env, output.fileno(), output.fileno())

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from larsbench.core.phases import LAUNCH_TIME_ENV, PHASES, SETUP_PHASES, Phases, launch_time, process_start_time, summary
+from larsbench.core.phases import LAUNCH_TIME_ENV, PHASES, PRELOAD_ENV, SETUP_PHASES, Phases, launch_time, process_start_time, summary
 
 
 def test_a_process_start_is_read_from_the_kernel_to_the_clock_tick():
@@ -68,6 +68,21 @@ def test_this_process_measures_its_launcher_and_imports(monkeypatch):
     phases = Phases.of_this_process()
     assert phases.sec["launcher"] == pytest.approx(0.5, abs=0.02)
     assert phases.sec["imports"] > 0  # this interpreter started some time ago
+
+
+def test_a_forked_rank_counts_what_it_waited_for_of_its_servers_imports_as_imports(monkeypatch):
+    started = process_start_time()
+    # launched 3 s before this process; its server imported from 2.5 s to 0.5 s before it forked this one
+    monkeypatch.setenv(LAUNCH_TIME_ENV, repr(started - 3.0))
+    monkeypatch.setenv(PRELOAD_ENV, f"{started - 2.5!r} {started - 0.5!r}")
+    first = Phases.of_this_process()
+    assert first.sec["launcher"] == pytest.approx(1.0, abs=0.02)
+    assert first.sec["imports"] == pytest.approx(2.0 + time.time() - started, abs=0.05)
+    # a later run of that server: its imports were over before the launch, none of them waited for
+    monkeypatch.setenv(PRELOAD_ENV, f"{started - 60!r} {started - 50!r}")
+    later = Phases.of_this_process()
+    assert later.sec["launcher"] == pytest.approx(3.0, abs=0.02)
+    assert later.sec["imports"] == pytest.approx(time.time() - started, abs=0.05)
 
 
 def test_the_console_line_names_every_phase_it_has():
