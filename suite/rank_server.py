@@ -156,10 +156,7 @@ class RankServer:
 
     def close(self) -> None:
         """Ends the server (its ranks still running go on, as a launcher's own would)."""
-        try:
-            self._socket.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
+        self.hang_up()
         try:
             self.process.wait(timeout=5)
         except subprocess.TimeoutExpired:
@@ -167,6 +164,13 @@ class RankServer:
             self.process.wait()
         self._reader.join(timeout=5)
         self._socket.close()
+
+    def hang_up(self) -> None:
+        """Tells the server to exit, without waiting for it."""
+        try:
+            self._socket.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
     def _read(self) -> None:
         while True:
@@ -229,6 +233,8 @@ def server_for(env: Mapping[str, str]) -> RankServer:
 @atexit.register
 def close_all() -> None:
     with _servers_lock:
+        for server in _servers.values():
+            server.hang_up()  # all at once, then each waited for
         while _servers:
             _servers.popitem()[1].close()
 
@@ -348,4 +354,5 @@ def _exit_status(code: object) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(serve(socket.socket(fileno=int(sys.argv[1])), sys.argv[2:]))
+    status = serve(socket.socket(fileno=int(sys.argv[1])), sys.argv[2:])
+    os._exit(status)  # nothing to flush or free: unloading torch would only keep the launcher waiting
