@@ -34,7 +34,7 @@ from larsbench.core.spec import RunSpec, short_label
 from larsbench.loop.checkpoint import latest_valid
 from larsbench.loop.progress import read_status
 from larsbench.loop.record import append_failure, build_record, rank_errors_text
-from larsbench.suite.local_ranks import LocalRanks
+from larsbench.suite.local_ranks import LocalRanks, start_servers
 from larsbench.suite.config import Experiment
 from larsbench.suite.repeats import decide_for, run_series
 from larsbench.workloads.data import prepare
@@ -64,6 +64,9 @@ def run_experiment(
                           f"choose a folder with more than {RESERVE_BYTES // 1024} KiB free") from None  # fmt: skip
     records = []
     try:
+        # Every rank server the runs will use, importing side by side before the first run
+        # instead of one at a time between runs (suite.rank_server).
+        start_servers([rank_environment(s.world_size, s.threads_per_rank) for s in experiment.runs if means_cpu(s.device)])
         for index, spec in enumerate(experiment.runs, start=1):
             if experiment.auto is None:
                 repeat = f" (repeat {spec.repeat + 1})" if spec.repeat else ""

@@ -38,9 +38,8 @@ class LocalRanks:
 
     def __init__(self, nprocs: int, worker: list[str], env: dict[str, str], output: IO | None, served: bool = False) -> None:
         shared = {
-            **env, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "WORLD_SIZE": str(nprocs),
-            "LOCAL_WORLD_SIZE": str(nprocs), LAUNCHER_ENV: "larsbench",
-            "PYTHONUNBUFFERED": "1",  # a rank killed outright still leaves all it printed in the log
+            **common_environment(env), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()),
+            "WORLD_SIZE": str(nprocs), "LOCAL_WORLD_SIZE": str(nprocs),
         }  # fmt: skip
         self.returncode: int | None = None
         self.processes: list[subprocess.Popen | rank_server.ServedProcess] = []
@@ -106,6 +105,22 @@ class LocalRanks:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+def common_environment(env: dict[str, str]) -> dict[str, str]:
+    """What every rank of a launch with environment ``env`` gets, before the variables that name
+    the launch and the rank."""
+    return {
+        **env, LAUNCHER_ENV: "larsbench",
+        "PYTHONUNBUFFERED": "1",  # a rank killed outright still leaves all it printed in the log
+    }  # fmt: skip
+
+
+def start_servers(envs: list[dict[str, str]]) -> None:
+    """Rank servers for launches with these environments, started side by side now, before any
+    run (``rank_server.start_servers``); nothing with ``LARSBENCH_RANK_SERVER=0``."""
+    if rank_server.enabled():
+        rank_server.start_servers([common_environment(env) for env in envs])
 
 
 def _served(server: rank_server.RankServer, worker: list[str], env: dict[str, str], output: IO | None) -> rank_server.ServedProcess:

@@ -123,17 +123,22 @@ class RankServer:
     def alive(self) -> bool:
         return not self._gone
 
+    def wait_ready(self, timeout: float = START_TIMEOUT_SEC) -> dict:
+        """The server's ready message once its imports are done. Raises RankServerError if
+        they failed, took longer than ``timeout`` or the server went away."""
+        with self._state:
+            if not self._state.wait_for(lambda: self._ready is not None or self._gone, timeout):
+                raise RankServerError(f"its imports took more than {timeout:.0f} s")
+            if self._gone or not self._ready.get("ready"):
+                raise RankServerError((self._ready or {}).get("error") or "the server exited")
+            return self._ready
+
     def spawn(self, argv: Sequence[str], env: Mapping[str, str], stdout: int, stderr: int) -> ServedProcess:
         """Fork one rank running ``argv`` (``[python, "-m", module, *args]``) with exactly ``env``.
         Raises RankServerError if the server cannot."""
         if len(argv) < 3 or argv[1] != "-m":
             raise RankServerError(f"a rank server runs modules (python -m ...), not {list(argv[:2])}")
-        with self._state:
-            if not self._state.wait_for(lambda: self._ready is not None or self._gone, START_TIMEOUT_SEC):
-                raise RankServerError(f"its imports took more than {START_TIMEOUT_SEC:.0f} s")
-            if self._gone or not self._ready.get("ready"):
-                raise RankServerError((self._ready or {}).get("error") or "the server exited")
-            ready = self._ready
+        ready = self.wait_ready()
         request_id = next(self._ids)
         preloaded = f"{ready['began']!r} {ready['done']!r}"
         message = json.dumps({"id": request_id, "argv": list(argv[1:]), "env": {**env, PRELOAD_ENV: preloaded}}).encode()
@@ -212,10 +217,28 @@ def enabled() -> bool:
     return os.environ.get(SWITCH_ENV, "1") != "0"
 
 
+def _own(env: Mapping[str, str]) -> dict[str, str]:
+    return {name: value for name, value in env.items() if name not in LAUNCH_KEYS}
+
+
+def start_servers(envs: Sequence[Mapping[str, str]]) -> None:
+    """Starts the servers for the first ``MAX_SERVERS`` distinct environments of ``envs`` (the
+    launches a command will make, in order) side by side, and waits until their imports are done:
+    before a command's first run, where no run's window can feel them. A server that fails is
+    left to its launch, which then starts its ranks as interpreters."""
+    distinct = list({frozenset(_own(env).items()): env for env in envs}.values())[:MAX_SERVERS]
+    servers = [server_for(env) for env in distinct]
+    for server in servers:
+        try:
+            server.wait_ready()
+        except RankServerError:
+            pass
+
+
 def server_for(env: Mapping[str, str]) -> RankServer:
     """The server for ranks with environment ``env`` (the variables in ``LAUNCH_KEYS`` aside),
     started on first use; at most ``MAX_SERVERS`` are kept, the least recently used ended."""
-    own = {name: value for name, value in env.items() if name not in LAUNCH_KEYS}
+    own = _own(env)
     key = frozenset(own.items())
     with _servers_lock:
         server = _servers.get(key)

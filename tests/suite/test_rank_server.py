@@ -179,3 +179,21 @@ def test_runs_forked_from_a_server_train_exactly_as_runs_of_fresh_interpreters(t
              for folder in ("served", "fresh")}  # fmt: skip
     assert [r["status"] for r in found["served"] + found["fresh"]] == ["ok"] * 4
     assert len({r["param_checksum"] for r in found["served"] + found["fresh"]}) == 1
+
+
+def test_a_commands_servers_start_side_by_side_before_its_first_run(probe_env, monkeypatch, tmp_path):
+    monkeypatch.setattr(rank_server, "PRELOAD", ())
+    try:
+        launches = [{**probe_env, "RANK": "0"}, {**probe_env, "RANK": "1"}, {**probe_env, "OMP_NUM_THREADS": "2"},
+                    {**probe_env, "OMP_NUM_THREADS": "3"}]  # fmt: skip
+        rank_server.start_servers(launches)
+        servers = list(rank_server._servers.values())
+        assert [server.env for server in servers] == [probe_env, {**probe_env, "OMP_NUM_THREADS": "2"}]  # the first two
+        assert all(server._ready and server._ready["ready"] for server in servers)  # imports done before it returned
+        monkeypatch.setattr(rank_server, "PRELOAD", ("no_such_module_anywhere",))
+        rank_server.close_all()
+        rank_server.start_servers([probe_env])  # a server that cannot import is left to its launch
+        with pytest.raises(RankServerError, match="no_such_module_anywhere"):
+            rank_server.server_for(probe_env).spawn([*PROBE_ARGV, str(tmp_path / "x.json")], probe_env, 1, 2)
+    finally:
+        rank_server.close_all()
