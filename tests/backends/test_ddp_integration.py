@@ -88,8 +88,9 @@ def test_imagefolder_run_evaluates_and_times_accuracy(tmp_path):
     phases = r["phases_sec"]
     assert set(phases) == set(PHASES) and all(seconds >= 0 for seconds in phases.values())
     assert sum(phases[name] for name in SETUP_PHASES) == pytest.approx(r["setup_sec"], abs=0.01)
-    # larsbench started the rank itself, no launcher interpreter in between; the rank imported torch
-    assert 0 <= phases["launcher"] < 0.5 and phases["imports"] > 0.1
+    # larsbench started the rank itself, no launcher interpreter in between, forked from a rank
+    # server whose imports were done before the launch (a fresh interpreter's took 1.4 s or more here)
+    assert 0 <= phases["launcher"] < 0.5 and 0 <= phases["imports"] < 1.0
     assert phases["evaluation"] > 0 and phases["first_step"] > 0
     _, missed = run(tmp_path, "missed", *common, "--target-top1", "1.0")
     if missed[0]["final_top1"] < 1.0:
