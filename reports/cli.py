@@ -103,6 +103,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
                          "beyond the tolerance but not (yet) a step")  # fmt: skip
     history.add_argument("--include-unstable", action="store_true",
                          help="count runs flagged unstable in the timed metrics (default: left out, counted in the report)")  # fmt: skip
+    history.add_argument("--no-plots", action="store_true",
+                         help="write history.md, .html and .json without the plots: a gate that needs the verdict only, in a fraction of the time")  # fmt: skip
     history.set_defaults(handler=cmd_history)
     predict_cli.add_command(subparsers)
 
@@ -200,7 +202,7 @@ def cmd_history(args: argparse.Namespace, console: Console) -> int:
         raise ConfigError("RESULTS", f"none of the {store.undated} record(s) has a provenance.timestamp_utc; a history needs to know when each run ran")
     history = build_history(store, args.metric, args.tolerance, args.min_nights, args.include_unstable)
     try:
-        files = write_history(history, args.output, [str(p) for p in args.results])
+        files = write_history(history, args.output, [str(p) for p in args.results], plots=not args.no_plots)
     except OSError as exc:
         raise ConfigError("--output", f"cannot write the report to {args.output} ({_why(exc)}); choose a writable folder with room for it") from None
     findings = history.findings

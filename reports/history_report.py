@@ -43,11 +43,12 @@ def night_changes(runs: SettingRuns) -> dict[int, list[Change]]:
     return out
 
 
-def write_history(history: History, out_dir: Path, sources: list[str]) -> HistoryFiles:
-    """The report's files in ``out_dir``, written whole or not at all (``core.files.whole_folder``)."""
+def write_history(history: History, out_dir: Path, sources: list[str], plots: bool = True) -> HistoryFiles:
+    """The report's files in ``out_dir``, written whole or not at all (``core.files.whole_folder``);
+    ``plots=False``: the text and JSON only (drawing is most of a report's time)."""
     out_dir = Path(out_dir)
     with whole_folder(out_dir) as staging:
-        files = _write(history, staging, sources)
+        files = _write(history, staging, sources, plots)
     kept = {p.name for p in files.images}
     for old in out_dir.glob("s*-*.png"):  # a nightly report folder is rewritten: no stale plots
         if PLOT_NAME.fullmatch(old.name) and old.name not in kept:
@@ -55,14 +56,15 @@ def write_history(history: History, out_dir: Path, sources: list[str]) -> Histor
     return HistoryFiles(*(out_dir / p.name for p in (files.markdown, files.html, files.json)), [out_dir / p.name for p in files.images])
 
 
-def _write(history: History, out_dir: Path, sources: list[str]) -> HistoryFiles:
+def _write(history: History, out_dir: Path, sources: list[str], plots: bool) -> HistoryFiles:
     blocks = _overview(history, sources) + _steps(history)
     images: list[Path] = []
     by_setting: dict[str, list[Series]] = {}
     for series in history.series:
         by_setting.setdefault(series.runs.key, []).append(series)
     for number, runs in enumerate(history.store.settings, start=1):
-        blocks += _setting_blocks(history, runs, by_setting.get(runs.key, []), out_dir / f"s{number}", images, number)
+        prefix = out_dir / f"s{number}" if plots else None
+        blocks += _setting_blocks(history, runs, by_setting.get(runs.key, []), prefix, images, number)
     md, html, js = out_dir / "history.md", out_dir / "history.html", out_dir / "history.json"
     md.write_text(to_markdown(blocks, out_dir), encoding="utf-8")
     html.write_text(to_html(blocks, "larsbench regression history"), encoding="utf-8")
@@ -148,8 +150,9 @@ def _finding_row(f: Finding) -> list[str]:
 
 
 def _setting_blocks(
-    history: History, runs: SettingRuns, series: list[Series], prefix: Path, images: list[Path], number: int
+    history: History, runs: SettingRuns, series: list[Series], prefix: Path | None, images: list[Path], number: int
 ) -> list[Block]:
+    """The setting's section; its plots drawn to ``prefix``-METRIC.png, none where ``prefix`` is None."""
     nights = [history.store.nights[i] for i in runs.by_night]
     statuses = Counter(str(r.get("status")) for night in runs.by_night.values() for r in night)
     blocks: list[Block] = [
@@ -167,7 +170,7 @@ def _setting_blocks(
         return blocks + [Text("No `ok` run recorded any of the chosen metrics.")]
     changed = night_changes(runs)
     marked = {i: c for i, c in changed.items() if any(x.what != "git commit" for x in c)}
-    for s in series:
+    for s in series if prefix is not None else ():
         path = history_plots.plot_series(s, marked, Path(f"{prefix}-{s.metric.name}.png"))
         images.append(path)
         blocks.append(Image(path, f"{s.metric.name} per night: {runs.label}"))

@@ -20,7 +20,7 @@ def steps(out) -> list[dict]:
 
 def test_a_10_percent_drop_at_night_18_is_named_with_what_changed(tmp_path, cli):
     root = write_history(tmp_path / "nights", drop_at=18, repeats=2)
-    code, out = cli("history", root, "-o", tmp_path / "report", "--fail-on-step")
+    code, out = cli("history", "--no-plots", root, "-o", tmp_path / "report", "--fail-on-step")
     assert code == 1, out
     (step,) = steps(tmp_path / "report")
     nights = [n["label"] for n in history_json(tmp_path / "report")["nights"]]
@@ -37,7 +37,7 @@ def test_a_10_percent_drop_at_night_18_is_named_with_what_changed(tmp_path, cli)
 @pytest.mark.parametrize("seed", range(5))
 def test_noise_alone_flags_nothing(tmp_path, cli, seed):
     root = write_history(tmp_path / "nights", seed=seed, repeats=2)
-    code, out = cli("history", root, "-o", tmp_path / "report", "--fail-on-step", "--metric", "throughput")
+    code, out = cli("history", "--no-plots", root, "-o", tmp_path / "report", "--fail-on-step", "--metric", "throughput")
     assert code == 0, out
     assert steps(tmp_path / "report") == []
     assert "0 step(s)" in out and "gate passed" in out
@@ -46,7 +46,7 @@ def test_noise_alone_flags_nothing(tmp_path, cli, seed):
 @pytest.mark.parametrize("seed", range(3))
 def test_a_single_outlier_night_is_not_a_step(tmp_path, cli, seed):
     root = write_history(tmp_path / "nights", seed=seed, outliers={12: 0.7, 28: 0.75})
-    code, out = cli("history", root, "-o", tmp_path / "report", "--fail-on-step", "--metric", "throughput")
+    code, out = cli("history", "--no-plots", root, "-o", tmp_path / "report", "--fail-on-step", "--metric", "throughput")
     assert code == 0, out
     assert steps(tmp_path / "report") == []
 
@@ -55,7 +55,7 @@ def test_a_drop_on_the_newest_night_is_inconclusive_until_it_is_a_step_or_gone(t
     """One night 25% down is no level yet, and no reason to pass either: the gate says
     inconclusive (exit 3) and what would settle it; two more such nights make it a step."""
     root = write_history(tmp_path / "nights", outliers={29: 0.75})
-    code, out = cli("history", root, "-o", tmp_path / "report", "--fail-on-step", "--metric", "throughput")
+    code, out = cli("history", "--no-plots", root, "-o", tmp_path / "report", "--fail-on-step", "--metric", "throughput")
     assert code == 3, out
     assert steps(tmp_path / "report") == []
     assert "gate inconclusive: " in out and "throughput: the newest 1 night(s) (2026-01-30) sit 2" in out
@@ -64,7 +64,7 @@ def test_a_drop_on_the_newest_night_is_inconclusive_until_it_is_a_step_or_gone(t
     assert gate["result"] == "inconclusive" and not gate["fails"] and len(gate["inconclusive"]) == 1
     assert "Gate (`--fail-on-step`): inconclusive" in (tmp_path / "report" / "history.md").read_text()
     write_history(tmp_path / "later", nights=32, drop_at=29, drop=0.25)  # the drop held for three nights: a step
-    code, out = cli("history", tmp_path / "later", "-o", tmp_path / "r2", "--fail-on-step", "--metric", "throughput")
+    code, out = cli("history", "--no-plots", tmp_path / "later", "-o", tmp_path / "r2", "--fail-on-step", "--metric", "throughput")
     assert code == 1 and "gate failed" in out
 
 
@@ -74,24 +74,24 @@ def test_the_gate_looks_at_the_latest_points_only(tmp_path, cli):
     for night in range(30):
         level = 90.0 if 10 <= night < 20 else 100.0
         write(root / f"n{night:02d}" / "results.jsonl", [nightly_record(night, level * (1 + 0.01 * (-1) ** night))])
-    assert cli("history", root, "-o", tmp_path / "report")[0] == 0  # no gate asked: 0 whatever it finds
-    code, out = cli("history", root, "-o", tmp_path / "report", "--fail-on-step")
+    assert cli("history", "--no-plots", root, "-o", tmp_path / "report")[0] == 0  # no gate asked: 0 whatever it finds
+    code, out = cli("history", "--no-plots", root, "-o", tmp_path / "report", "--fail-on-step")
     assert code == 0, out
     found = steps(tmp_path / "report")
     assert [(s["first_bad"], s["regression"]) for s in found] == [("2026-01-11", True), ("2026-01-21", False)]
     # The same drop, still there on the newest night: the gate fails.
     write_history(tmp_path / "late", drop_at=24)
-    assert cli("history", tmp_path / "late", "-o", tmp_path / "r2", "--fail-on-step")[0] == 1
+    assert cli("history", "--no-plots", tmp_path / "late", "-o", tmp_path / "r2", "--fail-on-step")[0] == 1
     # ... but only from its min-nights-th night on: before that it is beyond the tolerance, not yet a step
     write_history(tmp_path / "new", drop_at=28)
-    assert cli("history", tmp_path / "new", "-o", tmp_path / "r3", "--fail-on-step")[0] == 3
-    assert cli("history", tmp_path / "new", "-o", tmp_path / "r3", "--fail-on-step", "--min-nights", "2")[0] == 1
+    assert cli("history", "--no-plots", tmp_path / "new", "-o", tmp_path / "r3", "--fail-on-step")[0] == 3
+    assert cli("history", "--no-plots", tmp_path / "new", "-o", tmp_path / "r3", "--fail-on-step", "--min-nights", "2")[0] == 1
 
 
 def test_a_setting_no_longer_run_does_not_hold_the_gate(tmp_path, cli):
     old = write_history(tmp_path / "old", nights=20, drop_at=12, world_size=2)  # stopped after night 19
     new = write_history(tmp_path / "new", nights=30)
-    code, out = cli("history", old, new, "-o", tmp_path / "report", "--fail-on-step")
+    code, out = cli("history", "--no-plots", old, new, "-o", tmp_path / "report", "--fail-on-step")
     assert code == 0, out
     assert len(steps(tmp_path / "report")) == 1 and "1 regression(s)" in out
 
@@ -153,20 +153,20 @@ def test_every_metric_has_its_series_and_direction(tmp_path, cli):
         late = night >= 6
         r = nightly_record(night, 100.0, time_to_accuracy_sec=13.0 if late else 10.0, final_top1=0.5)
         write(root / f"n{night:02d}" / "results.jsonl", [r])
-    code, out = cli("history", root, "-o", tmp_path / "report", "--fail-on-step")
+    code, out = cli("history", "--no-plots", root, "-o", tmp_path / "report", "--fail-on-step")
     assert code == 1, out
     data = history_json(tmp_path / "report")
     assert {s["metric"] for s in data["series"]} == {"throughput", "time_to_accuracy", "final_top1", "exposed_comm", "comm_fraction"}
     (step,) = steps(tmp_path / "report")
     assert (step["metric"], step["size"], step["regression"]) == ("time_to_accuracy", "+30.0%", True)
     # --metric narrows it; a tolerance above the step lets it through
-    assert cli("history", root, "-o", tmp_path / "r2", "--metric", "throughput", "--fail-on-step")[0] == 0
-    assert cli("history", root, "-o", tmp_path / "r3", "--tolerance", "time_to_accuracy=40%", "--fail-on-step")[0] == 0
+    assert cli("history", "--no-plots", root, "-o", tmp_path / "r2", "--metric", "throughput", "--fail-on-step")[0] == 0
+    assert cli("history", "--no-plots", root, "-o", tmp_path / "r3", "--tolerance", "time_to_accuracy=40%", "--fail-on-step")[0] == 0
     # a metric no ok run recorded has no series, and the report says so
     failed = tmp_path / "failed"
     for night in range(3):
         write(failed / f"n{night}" / "results.jsonl", [nightly_record(night, 100.0), nightly_record(night, 0.0, status="failed", world_size=2)])
-    assert cli("history", failed, "-o", tmp_path / "r4")[0] == 0
+    assert cli("history", "--no-plots", failed, "-o", tmp_path / "r4")[0] == 0
     assert "no run recorded" not in (tmp_path / "r4" / "history.md").read_text()  # every metric has a series of the 1-rank runs
 
 
@@ -182,7 +182,7 @@ def test_a_60_percent_step_in_exposed_communication_is_named(tmp_path, cli):
                                compute_sec=0.05, step_sec=0.05 + comm + 0.005) for repeat in range(2)]  # fmt: skip
         write(root / f"n{night:02d}" / "results.jsonl", runs)
     assert runs[0]["exposed_comm_sec_per_step"] == pytest.approx(comm)
-    code, out = cli("history", root, "-o", tmp_path / "report", "--fail-on-step", "--metric", "exposed_comm")
+    code, out = cli("history", "--no-plots", root, "-o", tmp_path / "report", "--fail-on-step", "--metric", "exposed_comm")
     assert code == 1, out
     (step,) = steps(tmp_path / "report")
     assert (step["metric"], step["first_bad"], step["last_good"], step["regression"]) == ("exposed_comm", "2026-01-09", "2026-01-08", True)
@@ -200,16 +200,16 @@ def test_unstable_runs_are_left_out_of_the_nightly_means(tmp_path, cli):
         if night in (4, 11):
             runs.append(nightly_record(night, 40.0, repeat=1, disturbed=True))
         write(root / f"n{night:02d}" / "results.jsonl", runs)
-    code, out = cli("history", root, "-o", tmp_path / "report", "--fail-on-step", "--metric", "throughput")
+    code, out = cli("history", "--no-plots", root, "-o", tmp_path / "report", "--fail-on-step", "--metric", "throughput")
     assert code == 0, out
     (series,) = history_json(tmp_path / "report")["series"]
     assert [p["n"] for p in series["points"]] == [1] * 12 and sum(p["left_out_unstable"] for p in series["points"]) == 2
     assert min(p["mean"] for p in series["points"]) > 98
-    code, out = cli("history", root, "-o", tmp_path / "r2", "--fail-on-step", "--metric", "throughput", "--include-unstable")
+    code, out = cli("history", "--no-plots", root, "-o", tmp_path / "r2", "--fail-on-step", "--metric", "throughput", "--include-unstable")
     assert code == 3, out  # pooled, the newest night falls 30%: beyond the tolerance, not a step
     newest = root / "n12" / "results.jsonl"
     write(newest, [nightly_record(12, 40.0, disturbed=True)])
-    code, out = cli("history", root, "-o", tmp_path / "r3", "--fail-on-step", "--metric", "throughput")
+    code, out = cli("history", "--no-plots", root, "-o", tmp_path / "r3", "--fail-on-step", "--metric", "throughput")
     assert code == 3 and "every run of the newest night was disturbed (unstable)" in out
     assert history_json(tmp_path / "r3")["series"][0]["disturbed"] == ["2026-01-13"]
 
@@ -252,6 +252,11 @@ def test_the_report_is_self_contained_with_one_plot_per_metric_and_setting(tmp_p
     assert all(f"({name})" in md for name in pngs)
     assert "## Steps" in md and "NCCL 2.27.3 → 2.28.1" in md
     assert "What changed between nights" in md
+    # without the plots: the same findings and gate, the text without its images, no PNG
+    code, said = cli("history", root, tmp_path / "nights2", "-o", report, "--no-plots")
+    assert code == 0 and "and 0 plot(s)" in said
+    assert not list(report.glob("*.png")) and "data:image/png" not in (report / "history.html").read_text()
+    assert "## Steps" in (report / "history.md").read_text() and ".png)" not in (report / "history.md").read_text()
 
 
 def test_unreadable_lines_are_counted_once_per_file(tmp_path):
@@ -302,10 +307,10 @@ def test_records_without_a_timestamp_are_left_out_and_said_so(tmp_path, cli):
     undated = nightly_record(0, 100.0)
     undated["provenance"]["timestamp_utc"] = None
     path = write(tmp_path / "r.jsonl", [undated, nightly_record(1, 100.0)])
-    code, out = cli("history", path, "-o", tmp_path / "report")
+    code, out = cli("history", "--no-plots", path, "-o", tmp_path / "report")
     assert code == 0 and "1 record(s) without a timestamp left out" in out
     only_undated = write(tmp_path / "u.jsonl", [undated])
-    assert cli("history", only_undated, "-o", tmp_path / "r2")[0] == 2
+    assert cli("history", "--no-plots", only_undated, "-o", tmp_path / "r2")[0] == 2
 
 
 def test_help_lists_every_metric():
