@@ -21,7 +21,8 @@ torch's imports touch is not this module's to guarantee), and any launch while
 The launcher and its server speak over a ``SOCK_SEQPACKET`` socket pair, one JSON message each:
 a request carries the rank's argv and environment and, as ancillary data, its stdout and stderr;
 the server answers with the rank's pid, and with its exit status when it has reaped it. The
-server ends when its launcher closes the socket (or exits); ranks still running go on.
+server ends when its launcher closes the socket or exits; a launcher whose server goes away first
+stops the ranks it can no longer hear from.
 """
 
 from __future__ import annotations
@@ -160,7 +161,7 @@ class RankServer:
         return process
 
     def close(self) -> None:
-        """Ends the server (its ranks still running go on, as a launcher's own would)."""
+        """Ends the server. Its ranks still running are stopped: nothing could report their end."""
         self.hang_up()
         try:
             self.process.wait(timeout=5)
