@@ -42,6 +42,14 @@ sys.exit(os.environ.get("CODE") and (int(os.environ["CODE"]) if os.environ["CODE
 """
 
 
+@pytest.fixture(autouse=True)
+def no_servers_but_this_tests():
+    """Servers another test of this process left (a launch in-process) are none of this test's."""
+    rank_server.close_all()
+    yield
+    rank_server.close_all()
+
+
 @pytest.fixture(scope="module")
 def probe_env(tmp_path_factory):
     """An environment whose PYTHONPATH holds the probe module (``rank_probe``)."""
