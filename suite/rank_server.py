@@ -275,9 +275,9 @@ def serve(channel: socket.socket, preload: Sequence[str]) -> int:
         for name in preload:
             importlib.import_module(name)
     except BaseException as exc:  # noqa: BLE001 - told to the launcher, which starts its ranks itself
-        channel.send(json.dumps({"ready": False, "error": f"importing failed: {exc!r}"}).encode())
+        _send(channel, {"ready": False, "error": f"importing failed: {exc!r}"})
         return 1
-    channel.send(json.dumps({"ready": True, "began": began, "done": time.time()}).encode())
+    _send(channel, {"ready": True, "began": began, "done": time.time()})
     selector = selectors.DefaultSelector()
     selector.register(channel, selectors.EVENT_READ, None)
     while True:
