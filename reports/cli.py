@@ -24,8 +24,8 @@ metrics, direction and default tolerance:
   epochs_to_accuracy  lower is better    10%
   final_top1          higher is better   1pp  (absolute percentage points)
 AMOUNT is relative (5% or 5) or, for final_top1, absolute points (1pp).
-Verdicts: regression (worse than the tolerance, and Welch's t-test at 5% tells it from the
-noise of the repeats; with one run on a side, or repeats without spread, the observed change
+Verdicts: regression (worse than the tolerance, and Welch's t-test, one-sided at 4%, tells it
+from the noise of the repeats; with one run on a side, or repeats without spread, the observed change
 alone decides: "no uncertainty"); inconclusive (worse than the tolerance, but the repeats
 cannot tell it from noise: the verdict says about how many repeats per side would settle it);
 improved; ok (within the tolerance). Runs flagged unstable (disturbed step times) are left out

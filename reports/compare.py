@@ -26,9 +26,10 @@ Verdicts (``judge``), per setting and metric:
 - *ok*: the observed change is within the tolerance (or better than it: *improved*, when the
   data support it).
 - *regression*: the observed change is worse than the tolerance, and the data support it:
-  where both sides have repeats with a spread, Welch's t-test at the 5% level finds the means
-  different. A side with one run (or repeats without any spread) gives no noise estimate: the
-  observed change alone decides, and the verdict says "no uncertainty".
+  where both sides have repeats with a spread, Welch's t-test, one-sided at the 4% level, finds
+  the current mean worse (the level is calibrated on real runs: docs/calibration.md). A side
+  with one run (or repeats without any spread) gives no noise estimate: the observed change
+  alone decides, and the verdict says "no uncertainty".
 - *inconclusive*: the observed change is worse than the tolerance, but the repeats cannot
   tell it from noise. A large change is never passed as fine because it is not significant:
   the verdict says about how many repeats per side would settle it (a power calculation on
@@ -61,7 +62,7 @@ from typing import Any
 
 from larsbench.core import schema
 from larsbench.core.errors import ConfigError
-from larsbench.core.stats import CHANGE_ALPHA, POWER, Difference, difference, repeats_for
+from larsbench.core.stats import POWER, REGRESSION_ALPHA, Difference, difference, repeats_for
 from larsbench.reports.load import setting_label, settings
 
 
@@ -118,7 +119,7 @@ class Judgement:
     """A verdict and what it rests on."""
 
     verdict: str
-    basis: str  # "Welch p=0.003, n=5 vs 5", "no uncertainty: one run on a side, n=1 vs 3", ...
+    basis: str  # "Welch one-sided p=0.003, n=5 vs 5", "no uncertainty: one run on a side, n=1 vs 3", ...
     message: str | None = None  # why, for a regression or an inconclusive verdict
     p_value: float | None = None
     repeats_needed: int | None = None  # per side, for an inconclusive verdict (None: more than stats.MOST_REPEATS)
@@ -129,6 +130,7 @@ class Tolerance:
     metric: Metric
     amount: float
     points: bool  # True: absolute percentage points; False: percent of the baseline mean
+    alpha: float = REGRESSION_ALPHA  # one-sided level of the test (benchmarks.calibration.levels tries others)
 
     @classmethod
     def parse(cls, text: str, option: str = "--tolerance", metrics: dict[str, Metric] | None = None) -> Tolerance:
@@ -155,7 +157,7 @@ class Tolerance:
 
     def verdict(self, baseline: Sample, current: Sample) -> Judgement:
         """The verdict on ``current`` against ``baseline`` (see the module docstring)."""
-        return judge(self, baseline.values, current.values)
+        return judge(self, baseline.values, current.values, self.alpha)
 
     def check(self, baseline: Sample, current: Sample) -> str | None:
         """A message when ``current`` regressed against ``baseline``, else None."""
@@ -163,7 +165,7 @@ class Tolerance:
         return found.message if found.verdict == "regression" else None
 
 
-def judge(tolerance: Tolerance, baseline: tuple[float, ...], current: tuple[float, ...], alpha: float = CHANGE_ALPHA) -> Judgement:
+def judge(tolerance: Tolerance, baseline: tuple[float, ...], current: tuple[float, ...], alpha: float = REGRESSION_ALPHA) -> Judgement:
     """Regression, inconclusive, improved or ok (module docstring)."""
     metric = tolerance.metric
     base_mean, cur_mean = statistics.fmean(baseline), statistics.fmean(current)
@@ -175,12 +177,14 @@ def judge(tolerance: Tolerance, baseline: tuple[float, ...], current: tuple[floa
         why = "one run on a side" if min(len(baseline), len(current)) < 2 else "the repeats show no spread"
         basis = f"no uncertainty: {why}, {sizes}"
     else:
-        basis = f"Welch p={_p_text(found.p_value)}, {sizes}"
+        basis = f"Welch one-sided p={_p_text(found.p_one_sided)}, {sizes}"
+    # One-sided in the direction observed: the only change a tolerance is asked about
+    p = found.p_one_sided
     if abs(worse_by) <= limit:
-        return Judgement("ok", basis, None, found.p_value)
-    supported = not found.measured or found.p_value < alpha
+        return Judgement("ok", basis, None, p)
+    supported = p is None or p < alpha
     if worse_by < 0:
-        return Judgement("improved" if supported else "ok", basis, None, found.p_value)
+        return Judgement("improved" if supported else "ok", basis, None, p)
     what = (
         f"{metric.name} {'fell' if metric.higher_is_better else 'rose'} by "
         f"{change_text(metric, base_mean, cur_mean, tolerance.points).lstrip('+-')}"
@@ -189,17 +193,17 @@ def judge(tolerance: Tolerance, baseline: tuple[float, ...], current: tuple[floa
     if not found.measured:
         return Judgement("regression", basis, f"{what}; {basis}: judged on the observed change alone", None)
     if supported:
-        return Judgement("regression", basis, f"{what}; told from noise: {basis}", found.p_value)
-    needed = _repeats_needed(found)
+        return Judgement("regression", basis, f"{what}; told from noise: {basis}", p)
+    needed = _repeats_needed(found, alpha)
     return Judgement(
         "inconclusive", basis,
         f"{what}, but the repeats cannot tell it from noise ({basis}); {settle_text(needed)}",
-        found.p_value, needed,
+        p, needed,
     )  # fmt: skip
 
 
-def _repeats_needed(found: Difference) -> int | None:
-    return repeats_for(found.value, found.sd_baseline or 0.0, found.sd_current or 0.0)
+def _repeats_needed(found: Difference, alpha: float) -> int | None:
+    return repeats_for(found.value, found.sd_baseline or 0.0, found.sd_current or 0.0, alpha)
 
 
 def settle_text(needed: int | None) -> str:

@@ -43,7 +43,7 @@ from benchmarks.calibration.campaign import SLOWDOWN
 from benchmarks.calibration.plant import excess_share, step_times
 from larsbench.core.results import read_records
 from larsbench.core.stats import stability
-from larsbench.reports.compare import compare
+from larsbench.reports.compare import Tolerance, compare
 from larsbench.reports.history import build_history
 from larsbench.reports.history_store import Night, SettingRuns, Store
 from larsbench.reports.load import key_of, setting_label, settings
@@ -124,23 +124,27 @@ def pools(folder: Path) -> list[Pool]:
     return out
 
 
-def throughput_verdict(baseline: list[dict[str, Any]], current: list[dict[str, Any]], include_unstable: bool) -> str:
-    (row,) = [r for r in compare(baseline, current, include_unstable=include_unstable).rows if r.metric == "throughput"]
+def throughput_verdict(baseline: list[dict[str, Any]], current: list[dict[str, Any]], include_unstable: bool,
+                       tolerance: Tolerance | None = None) -> str:  # fmt: skip
+    tolerances = {"throughput": tolerance} if tolerance else None
+    (row,) = [r for r in compare(baseline, current, tolerances, include_unstable).rows if r.metric == "throughput"]
     return row.verdict
 
 
-def compare_rates(pool: Pool, k: int, resamples: int, rng: np.random.Generator, include_unstable: bool) -> dict[str, Any]:
+def compare_rates(pool: Pool, k: int, resamples: int, rng: np.random.Generator, include_unstable: bool,
+                  tolerance: Tolerance | None = None) -> dict[str, Any]:  # fmt: skip
+    """``tolerance``: the throughput tolerance and test level (default: ``compare``'s)."""
     aa, ab, matched = Counter(), Counter(), Counter()
     for _ in range(resamples):
         chosen = rng.choice(len(pool.idle), 2 * k, replace=False)
         base = [pool.idle[i] for i in chosen[:k]]
-        aa[throughput_verdict(base, [pool.idle[i] for i in chosen[k:]], include_unstable)] += 1
+        aa[throughput_verdict(base, [pool.idle[i] for i in chosen[k:]], include_unstable, tolerance)] += 1
         if len(pool.planted) >= k:
             slow = rng.choice(len(pool.planted), k, replace=False)
-            ab[throughput_verdict(base, [pool.planted[i] for i in slow], include_unstable)] += 1
+            ab[throughput_verdict(base, [pool.planted[i] for i in slow], include_unstable, tolerance)] += 1
         if len(pool.pairs) >= k:
             pairs = [pool.pairs[i] for i in rng.choice(len(pool.pairs), k, replace=False)]
-            matched[throughput_verdict([a for a, _ in pairs], [b for _, b in pairs], include_unstable)] += 1
+            matched[throughput_verdict([a for a, _ in pairs], [b for _, b in pairs], include_unstable, tolerance)] += 1
     return {"k": k, "unstable": "included" if include_unstable else "left out", "aa": dict(aa), "ab": dict(ab),
             "ab_matched": dict(matched), "resamples": resamples}  # fmt: skip
 

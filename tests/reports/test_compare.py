@@ -50,25 +50,25 @@ def test_a_3_percent_drop_is_inside_the_default_5_percent_tolerance(tmp_path, cl
 
 def test_a_large_drop_the_repeats_cannot_resolve_is_inconclusive_never_fine(tmp_path, cli, capsys):
     """Baseline [100, 120], current [80, 95]: a 20% drop that Welch's test cannot tell from the
-    noise of two repeats (p = 0.22). Not a regression, and not passed either: inconclusive, with
+    noise of two repeats (one-sided p = 0.11). Not a regression, and not passed either: inconclusive, with
     the repeats per side that would settle it."""
     base = [record(seed=0, throughput_images_per_sec=100.0), record(seed=1, throughput_images_per_sec=120.0)]
     cur = [record(seed=0, throughput_images_per_sec=80.0), record(seed=1, throughput_images_per_sec=95.0)]
     result = compare(base, cur)
     (row,) = [r for r in result.rows if r.metric == "throughput"]
     needed = repeats_for(87.5 - 110.0, statistics.stdev([100, 120]), statistics.stdev([80, 95]))
-    assert (row.verdict, row.repeats_needed, needed) == ("inconclusive", needed, 7)
-    assert row.p_value == pytest.approx(0.2234, abs=1e-3) and result.exit_code == 3
+    assert (row.verdict, row.repeats_needed, needed) == ("inconclusive", needed, 6)
+    assert row.p_value == pytest.approx(0.2234 / 2, abs=1e-3) and result.exit_code == 3
     code, out = cli("compare", *pair(tmp_path, base, cur))
     assert code == 3
     assert ("inconclusive: ddp-tiny_cnn-32px-synthetic-gb8=1x8x1-lars+warmup0.5" in out and "throughput fell by 20.5% (110 "
             "images/s → 87.5 images/s), beyond the throughput=5% tolerance, but the repeats cannot tell it from noise (Welch "
-            "p=0.22, n=2 vs 2); about 7 repeats per side would settle it (80% power)" in out)  # fmt: skip
-    assert "inconclusive (≈7 repeats/side)" in out and "0 regression(s), 1 inconclusive" in out
+            "one-sided p=0.11, n=2 vs 2); about 6 repeats per side would settle it (80% power)" in out)  # fmt: skip
+    assert "inconclusive (≈6 repeats/side)" in out and "0 regression(s), 1 inconclusive" in out
     code, _ = cli("compare", *pair(tmp_path, base, cur), "--json")
     data = json.loads(capsys.readouterr().out)
     (row,) = [c for c in data["comparisons"] if c["metric"] == "throughput"]
-    assert (data["result"], data["exit_code"], row["verdict"], row["repeats_needed_per_side"]) == ("inconclusive", 3, "inconclusive", 7)
+    assert (data["result"], data["exit_code"], row["verdict"], row["repeats_needed_per_side"]) == ("inconclusive", 3, "inconclusive", 6)
     # the same drop once per side has no noise estimate: the observed change decides, and says so
     single = compare([record(throughput_images_per_sec=110.0)], [record(throughput_images_per_sec=87.5)])
     (row,) = [r for r in single.rows if r.metric == "throughput"]
