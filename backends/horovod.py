@@ -12,6 +12,15 @@ Mixed precision (fp16): Horovod all-reduces gradients asynchronously and ``step`
 waits for them itself, so the scaler needs the documented pattern
 (``DistributedOptimizer.skip_synchronize``): ``synchronize()`` first, then unscale the reduced
 gradients, then ``scaler.step`` inside ``skip_synchronize()`` so the step does not wait twice.
+
+Waiting: Horovod's ``synchronize`` waits for a collective by spinning (``std::this_thread::yield``
+in a loop, Horovod 0.28.1), which keeps one core busy while its background thread does the
+work. A node with cores to spare pays nothing for it; a node held to less than one CPU (the
+local N-node Slurm's cgroup quota) spends its quota on the spin and its background thread waits
+for the next quota period at every message, so collectives take tens of milliseconds where they
+take one. ``LARSBENCH_HOROVOD_WAIT=sleep`` waits by polling every ``SLEEP_POLL_SEC`` instead: the
+spare core's effect on such a node. Default ``spin``: Horovod as it comes. The variable is
+recorded with the run's environment.
 """
 
 from __future__ import annotations
@@ -29,6 +38,8 @@ from larsbench.core.environment import ClusterEnvironment
 from larsbench.core.errors import ConfigError
 
 INSTALL_HINT = "bash .ci/install_horovod.sh .venv/bin/python (Horovod 0.28.1 builds from source; see README)"
+WAIT_VARIABLE, WAITS = "LARSBENCH_HOROVOD_WAIT", ("spin", "sleep")
+SLEEP_POLL_SEC = 0.0002
 
 
 class HorovodBackend(Backend):
@@ -62,6 +73,9 @@ class HorovodBackend(Backend):
     def setup(self, env: ClusterEnvironment, device: torch.device, timeout_sec: float) -> None:
         # Horovod reads its timeouts from the environment at init.
         os.environ.setdefault("HOROVOD_GLOO_TIMEOUT_SECONDS", str(int(timeout_sec)))
+        self.wait = os.environ.get(WAIT_VARIABLE, "spin")
+        if self.wait not in WAITS:
+            raise ConfigError(WAIT_VARIABLE, f"{self.wait!r}: use spin (Horovod's own wait, the default) or sleep (poll every {SLEEP_POLL_SEC * 1e3:g} ms)")
         import horovod.torch as hvd
 
         self.hvd = hvd
@@ -105,6 +119,8 @@ class HorovodBackend(Backend):
 
     def step(self, optimizer) -> None:
         # Horovod's documented pattern: wait for the all-reduces, then step without waiting twice.
+        if self.wait == "sleep":  # synchronize() then finds them done and does not spin
+            self._sleep_until_done([handle for handle, _ in optimizer._handles.values() if handle is not None])
         optimizer.synchronize()  # the gradients are final now
         self.comm_timer.finished()
         scaler = self.precision.scaler
@@ -120,7 +136,17 @@ class HorovodBackend(Backend):
     def all_reduce(self, tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
         if op not in ("sum", "mean"):
             raise ValueError(f"unsupported reduction {op!r}")
-        return self.hvd.allreduce_(tensor, op=self.hvd.Sum if op == "sum" else self.hvd.Average)
+        op = self.hvd.Sum if op == "sum" else self.hvd.Average
+        if self.wait == "spin":
+            return self.hvd.allreduce_(tensor, op=op)
+        handle = self.hvd.allreduce_async_(tensor, op=op)
+        self._sleep_until_done([handle])
+        return self.hvd.synchronize(handle)
+
+    def _sleep_until_done(self, handles: list[int]) -> None:
+        for handle in handles:
+            while not self.hvd.poll(handle):
+                time.sleep(SLEEP_POLL_SEC)
 
     def broadcast_(self, tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
         return self.hvd.broadcast_(tensor, root_rank=src)

@@ -17,6 +17,10 @@ link rate (a tbf limit on every node's link, ``local_cluster.sh shape``) and in 
    ``OUTPUT/predictions-RATE.json``: written before any run it predicts exists;
 4. the 3- and 4-node runs, into ``OUTPUT/heldout-RATE`` (named ``link_rate`` RATE).
 
+Horovod's ranks wait for their collectives by sleeping, not by Horovod's spin
+(``LARSBENCH_HOROVOD_WAIT=sleep``, ``--horovod-wait``; backends/horovod.py): a node held to 0.45 CPU
+has no spare core for the spin, which would take the quota its background thread needs.
+
 Then the comparison (``benchmarks.prediction_table``: the table and plot), a report per rate
 (``OUTPUT/report-RATE``), and the cluster is stopped and the links are unlimited again whatever happened. Needs root
 (namespaces, tc, cgroups). ``--dry-run`` prints the commands without running anything.
@@ -54,9 +58,10 @@ COMM_MAX = "32M"  # the largest DDP bucket is 25 MiB; larger messages are extrap
 
 
 class Campaign:
-    def __init__(self, output: Path, cpu_share: float, dry_run: bool) -> None:
+    def __init__(self, output: Path, cpu_share: float, dry_run: bool, horovod_wait: str = "sleep") -> None:
         self.output, self.dry_run = output, dry_run
-        self.cluster_env = {**os.environ, **CLUSTER_ENV, "LARSBENCH_SLURM_NODE_CPU_SHARE": f"{cpu_share:g}"}
+        self.cluster_env = {**os.environ, **CLUSTER_ENV, "LARSBENCH_SLURM_NODE_CPU_SHARE": f"{cpu_share:g}",
+                            "LARSBENCH_HOROVOD_WAIT": horovod_wait}  # fmt: skip
         self.env: dict[str, str] = dict(self.cluster_env)
         self.log: list[str] = []
 
@@ -101,13 +106,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, required=True, help="study folder")
     parser.add_argument("--rates", default="1gbit,200mbit", help="link rates, comma-separated (tc units)")
     parser.add_argument("--cpu-share", type=float, default=0.45, help="CPUs each node may use (default 0.45: 4 nodes in 1.8 of 2 cores)")
+    parser.add_argument("--horovod-wait", choices=("sleep", "spin"), default="sleep",
+                        help="how Horovod's ranks wait for a collective (default sleep: a node under a CPU quota has no core to spin on)")
     parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     args = parser.parse_args(argv)
 
-    campaign = Campaign(args.output, args.cpu_share, args.dry_run)
+    campaign = Campaign(args.output, args.cpu_share, args.dry_run, args.horovod_wait)
     began = datetime.datetime.now(datetime.timezone.utc)
     print(f"{began:%Y-%m-%d %H:%M} UTC, {cpu_model()} ({os.cpu_count()} vCPUs), load {os.getloadavg()[0]:.2f}, "
-          f"{NODES} nodes at {args.cpu_share:g} CPU each", flush=True)  # fmt: skip
+          f"{NODES} nodes at {args.cpu_share:g} CPU each, Horovod waits by {args.horovod_wait}", flush=True)  # fmt: skip
     failed: list[str] = []
     campaign.start()
     try:
@@ -137,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.dry_run:
         (args.output / "campaign.log").write_text(
             f"{began:%Y-%m-%d %H:%M} to {ended:%H:%M} UTC on {cpu_model()} ({os.cpu_count()} vCPUs), {NODES} nodes at "
-            f"{args.cpu_share:g} CPU each\n" + "\n".join(campaign.log) + "\n" + "".join(f"failed: {f}\n" for f in failed)
+            f"{args.cpu_share:g} CPU each, Horovod waits by {args.horovod_wait}\n" + "\n".join(campaign.log) + "\n" + "".join(f"failed: {f}\n" for f in failed)
         )  # fmt: skip
         for rate in args.rates.split(","):  # comm records name no link rate: one report per rate
             parts = [args.output / name for name in ("base", f"heldout-{rate}", f"comm-{rate}")]

@@ -19,7 +19,7 @@ from larsbench.core.environment import ClusterEnvironment
 
 
 # Environment variables that steer how ranks communicate and compute: recorded with every run.
-STEERING_PREFIXES = ("NCCL_", "GLOO_", "HOROVOD_", "TORCH_NCCL_", "TORCH_DISTRIBUTED_", "UCX_", "FI_", "OMP_", "MKL_",
+STEERING_PREFIXES = ("NCCL_", "GLOO_", "HOROVOD_", "LARSBENCH_HOROVOD_", "TORCH_NCCL_", "TORCH_DISTRIBUTED_", "UCX_", "FI_", "OMP_", "MKL_",
                      "OPENBLAS_", "CUDA_VISIBLE_DEVICES", "MASTER_ADDR", "MASTER_PORT")  # fmt: skip
 
 
