@@ -79,6 +79,25 @@ def test_a_large_drop_the_repeats_cannot_resolve_is_inconclusive_never_fine(tmp_
     assert verdicts(apart)[("N=1", "throughput")] == "regression" and apart.exit_code == 1
 
 
+def test_the_test_is_one_sided_at_4_percent():
+    """An 11% drop with two-sided p = 0.059 (one-sided 0.029) is a regression: the gate asks
+    only whether it got worse. A 9% drop at one-sided p = 0.055 stays inconclusive, and an 11%
+    gain at the same p is an improvement."""
+    base = [100.0, 110.0, 90.0, 105.0, 95.0]
+
+    def runs(values):
+        return [record(seed=i, throughput_images_per_sec=v, window_steps=8) for i, v in enumerate(values)]
+
+    def row(shift):
+        (found,) = [r for r in compare(runs(base), runs([v + shift for v in reversed(base)])).rows if r.metric == "throughput"]
+        return found
+
+    drop = row(-11.0)
+    assert (drop.verdict, round(drop.p_value, 4)) == ("regression", 0.0295) and "one-sided p=0.029" in drop.basis
+    assert (row(-9.0).verdict, round(row(-9.0).p_value, 3)) == ("inconclusive", 0.055)
+    assert row(+11.0).verdict == "improved"
+
+
 def test_a_regression_wins_over_an_inconclusive_metric_and_a_small_change_is_ok():
     base = [record(seed=0, throughput_images_per_sec=100.0, final_top1=0.50), record(seed=1, throughput_images_per_sec=120.0, final_top1=0.52)]
     cur = [record(seed=0, throughput_images_per_sec=80.0, final_top1=0.40), record(seed=1, throughput_images_per_sec=95.0, final_top1=0.41)]
