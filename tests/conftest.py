@@ -91,15 +91,15 @@ def _isolated_data_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("LARSBENCH_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
 
 
-def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    """``larsbench ARGS`` in a fresh process, exactly as a user runs it."""
+def run_cli(*args: str, timeout: float = 300, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """``larsbench ARGS`` in a fresh process, exactly as a user runs it (``env``: variables to add)."""
     return subprocess.run(
         [sys.executable, "-m", "larsbench", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
         cwd=REPO,
-        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        env={**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})},
     )
 
 

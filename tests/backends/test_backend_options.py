@@ -95,6 +95,13 @@ def test_horovod_takes_no_options():
         HorovodBackend.check_options({"x": 1}, "lars")
 
 
+def test_an_unknown_horovod_wait_is_refused_naming_the_variable(monkeypatch):
+    monkeypatch.setenv("LARSBENCH_HOROVOD_WAIT", "busy")
+    with pytest.raises(ConfigError) as info:
+        HorovodBackend().setup(None, None, 60.0)  # refused before anything starts
+    assert info.value.key == "LARSBENCH_HOROVOD_WAIT" and "spin" in info.value.message and "sleep" in info.value.message
+
+
 def test_config_errors_point_at_the_backend_config_in_the_experiment():
     with pytest.raises(ConfigError) as info:
         build_spec([("defaults", {"backend": "deepspeed", "backend_config": {"zero_optimization": {"stage": 3}}})])

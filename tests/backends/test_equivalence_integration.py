@@ -24,13 +24,15 @@ def deepspeed_shm_files() -> set[str]:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """The three runs' records, and the DeepSpeed shared-memory files they left behind."""
+    """The runs' records (each backend's, and Horovod's once more waiting by sleep instead of its
+    spin), and the DeepSpeed shared-memory files they left behind."""
     out = tmp_path_factory.mktemp("equivalence")
     shm_before = deepspeed_shm_files()
-    for backend in BACKENDS:
-        result = run_cli("run", "--backend", backend, "--output", str(out), *RUN, timeout=600)
-        assert result.returncode == 0, f"{backend}: {result.stderr[-3000:]}"
-    return {r["backend"]: r for r in read_records(out)}, deepspeed_shm_files() - shm_before
+    for name, backend, env in [*((b, b, None) for b in BACKENDS), ("horovod-sleep", "horovod", {"LARSBENCH_HOROVOD_WAIT": "sleep"})]:
+        result = run_cli("run", "--backend", backend, "--output", str(out / name), *RUN, timeout=600, env=env)
+        assert result.returncode == 0, f"{name}: {result.stderr[-3000:]}"
+    named = {name: read_records(out / name) for name in (*BACKENDS, "horovod-sleep")}
+    return {name: record for name, (record,) in named.items()}, deepspeed_shm_files() - shm_before
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +40,7 @@ def records(runs):
     return runs[0]
 
 
-@pytest.mark.parametrize("backend", ["deepspeed", "horovod"])
+@pytest.mark.parametrize("backend", ["deepspeed", "horovod", "horovod-sleep"])
 def test_backend_trains_like_ddp(records, backend):
     ddp, other = records["ddp"], records[backend]
     assert other["status"] == ddp["status"] == "ok"
@@ -47,7 +49,7 @@ def test_backend_trains_like_ddp(records, backend):
     for (step, want), (_, got) in zip(ddp["loss_curve"], other["loss_curve"]):
         assert got == pytest.approx(want, rel=1e-4), f"step {step}"
     assert other["param_checksum"] == pytest.approx(ddp["param_checksum"], rel=1e-5)
-    assert other["provenance"]["versions"][backend]  # the library's version is recorded
+    assert other["provenance"]["versions"][other["backend"]]  # the library's version is recorded
     # Every backend's ranks started alike: by larsbench, no launcher of the library's in between
     # (horovodrun's own interpreter took 0.4-2.1 s before its ranks started; a fork and exec, a few ms)
     assert other["provenance"]["launcher"] == ddp["provenance"]["launcher"] == "larsbench"
@@ -66,3 +68,8 @@ def test_deepspeed_leaves_no_shared_memory_behind(runs):
     # training does not use it, and the adapter keeps DeepSpeed from setting it up
     _, left_behind = runs
     assert left_behind == set()
+
+
+def test_how_horovod_waited_is_recorded(records):
+    assert records["horovod-sleep"]["provenance"]["environment"]["LARSBENCH_HOROVOD_WAIT"] == "sleep"
+    assert "LARSBENCH_HOROVOD_WAIT" not in records["horovod"]["provenance"]["environment"]
