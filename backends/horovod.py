@@ -139,21 +139,27 @@ class HorovodBackend(Backend):
         op = self.hvd.Sum if op == "sum" else self.hvd.Average
         if self.wait == "spin":
             return self.hvd.allreduce_(tensor, op=op)
-        handle = self.hvd.allreduce_async_(tensor, op=op)
-        self._sleep_until_done([handle])
-        return self.hvd.synchronize(handle)
+        return self._sleep_then_synchronize(self.hvd.allreduce_async_(tensor, op=op))
+
+    def broadcast_(self, tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
+        if self.wait == "spin":
+            return self.hvd.broadcast_(tensor, root_rank=src)
+        return self._sleep_then_synchronize(self.hvd.broadcast_async_(tensor, root_rank=src))
+
+    def all_gather(self, tensor: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        # Horovod's allgather allocates its own output: ``out`` cannot be filled without a copy.
+        if self.wait == "spin":
+            return self.hvd.allgather(tensor)
+        return self._sleep_then_synchronize(self.hvd.allgather_async(tensor))
 
     def _sleep_until_done(self, handles: list[int]) -> None:
         for handle in handles:
             while not self.hvd.poll(handle):
                 time.sleep(SLEEP_POLL_SEC)
 
-    def broadcast_(self, tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
-        return self.hvd.broadcast_(tensor, root_rank=src)
-
-    def all_gather(self, tensor: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-        # Horovod's allgather allocates its own output: ``out`` cannot be filled without a copy.
-        return self.hvd.allgather(tensor)
+    def _sleep_then_synchronize(self, handle: int) -> torch.Tensor:
+        self._sleep_until_done([handle])
+        return self.hvd.synchronize(handle)  # done: returns the output without spinning
 
     def transport(self) -> dict[str, Any]:
         hvd = self.hvd

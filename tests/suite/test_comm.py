@@ -80,8 +80,10 @@ def test_bad_comm_flags_exit_2_with_one_line(tmp_path, args, key):
 
 
 @pytest.mark.multiprocess
-@pytest.mark.parametrize("backend", ["ddp", "deepspeed", "horovod"])
-def test_each_backend_measures_its_collectives(tmp_path, backend):
+@pytest.mark.parametrize("backend, wait", [("ddp", None), ("deepspeed", None), ("horovod", None), ("horovod", "sleep")])
+def test_each_backend_measures_its_collectives(tmp_path, monkeypatch, backend, wait):
+    if wait:  # Horovod polling its handles instead of spinning: every collective still completes
+        monkeypatch.setenv("LARSBENCH_HOROVOD_WAIT", wait)
     out = tmp_path / "out"
     done = larsbench("comm", "--backend", backend, "--world-size", "2", "--min-bytes", "4K", "--max-bytes", "16K",
                      "--iterations", "3", "--device", "cpu", "--output", str(out))  # fmt: skip
@@ -100,6 +102,7 @@ def test_each_backend_measures_its_collectives(tmp_path, backend):
         assert r["busbw_gbps"] == pytest.approx(r["algbw_gbps"] * bus_factor(r["operation"], 2))
         assert r["transport"]["collectives"] == "gloo" and len(r["hosts"]) == 2
         assert r["time_min_sec"] <= r["time_sec"] <= r["time_max_sec"]
+        assert r["provenance"]["environment"].get("LARSBENCH_HOROVOD_WAIT") == wait
     report = larsbench("report", str(out), "-o", str(tmp_path / "report"))
     assert report.returncode == 0, report.stderr
     md = (tmp_path / "report" / "report.md").read_text()
