@@ -71,11 +71,11 @@ class HorovodBackend(Backend):
         return {**super().versions(), "horovod": horovod.__version__}
 
     def setup(self, env: ClusterEnvironment, device: torch.device, timeout_sec: float) -> None:
-        # Horovod reads its timeouts from the environment at init.
-        os.environ.setdefault("HOROVOD_GLOO_TIMEOUT_SECONDS", str(int(timeout_sec)))
         self.wait = os.environ.get(WAIT_VARIABLE, "spin")
         if self.wait not in WAITS:
             raise ConfigError(WAIT_VARIABLE, f"{self.wait!r}: use spin (Horovod's own wait, the default) or sleep (poll every {SLEEP_POLL_SEC * 1e3:g} ms)")
+        # Horovod reads its timeouts from the environment at init.
+        os.environ.setdefault("HOROVOD_GLOO_TIMEOUT_SECONDS", str(int(timeout_sec)))
         import horovod.torch as hvd
 
         self.hvd = hvd
@@ -120,6 +120,7 @@ class HorovodBackend(Backend):
     def step(self, optimizer) -> None:
         # Horovod's documented pattern: wait for the all-reduces, then step without waiting twice.
         if self.wait == "sleep":  # synchronize() then finds them done and does not spin
+            # _handles: Horovod's own map (0.28.1) of parameter or group to (handle, context)
             self._sleep_until_done([handle for handle, _ in optimizer._handles.values() if handle is not None])
         optimizer.synchronize()  # the gradients are final now
         self.comm_timer.finished()
